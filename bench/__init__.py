@@ -1,0 +1,1 @@
+"""Benchmarks: programs comparing fastq with Celery and bare clients on the same broker."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the suite needs, then runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+
+# System packages, only when missing (nothing to install when they are there).
+need_apt=()
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "ci/test.sh: please install: ${need_apt[*]}" >&2
+    fi
+fi
+
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+"$PYTHON" -m ruff check fastq tests bench
+set +e
+"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+code=$?
+set -e
+# pytest's 5 means "no tests collected": that is a failure of the suite, say so.
+if [ "$code" = 5 ]; then
+    echo "ci/test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$code"

@@ -1,0 +1,220 @@
+"""The Backend interface: result storage policy here, storage primitives in each backend.
+
+The stored value is Celery's meta document (``celery-protocol.md`` §3.2) serialized as
+JSON, so Celery peers can read what fastq writes and the reverse.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from .. import serialization
+from ..exceptions import DecodeError, ResultTimeout
+from ..result import EXCEPTION_STATES, PENDING, READY_STATES
+
+#: Default lifetime of a stored result, in seconds (Celery's ``result_expires``).
+DEFAULT_RESULT_EXPIRES = 86400.0
+
+#: First and longest sleep, in seconds, of the polling ``wait`` used by stores that
+#: cannot notify.
+POLL_INTERVAL_MIN = 0.0005
+POLL_INTERVAL_MAX = 0.1
+
+
+class Backend(abc.ABC):
+    """A result store.
+
+    Subclasses implement ``_get_many``, ``_set_many``, ``_delete`` and ``_cleanup``.
+    Every write carries an expiry; a stored SUCCESS is never overwritten.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, url: str, *, expires: float | None = DEFAULT_RESULT_EXPIRES,
+                 **options: Any) -> None:
+        self.url = url
+        self.expires = expires
+        self.options = options
+
+    # -- primitives ------------------------------------------------------------------
+    @abc.abstractmethod
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored, unexpired documents for those of ``task_ids`` that have one."""
+
+    @abc.abstractmethod
+    def _set_many(self, items: Sequence[tuple[str, str, bytes]], expires_at: float | None) -> None:
+        """Store ``(task_id, state, document)`` items in one write.
+
+        An existing SUCCESS document for a task id must be left as it is. ``expires_at``
+        is a unix time, or None for "keep until forgotten".
+        """
+
+    @abc.abstractmethod
+    def _delete(self, task_id: str) -> None:
+        """Remove a stored document, if any."""
+
+    def _cleanup(self, now: float) -> int:
+        """Delete expired documents; return how many. Stores with native TTLs do nothing."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+
+    # -- policy ----------------------------------------------------------------------
+    def encode_meta(self, task_id: str, state: str, result: Any, traceback: str | None = None,
+                    extra: dict | None = None) -> bytes:
+        if state in EXCEPTION_STATES and isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        meta = {
+            "status": state,
+            "result": result,
+            "traceback": traceback,
+            "children": [],
+            "date_done": datetime.now(timezone.utc).isoformat() if state in READY_STATES else None,
+            "task_id": task_id,
+        }
+        if extra:
+            meta.update(extra)
+        return serialization.json_dumps(meta)
+
+    def store(self, task_id: str, state: str, result: Any = None, traceback: str | None = None,
+              extra: dict | None = None) -> None:
+        """Store one state; ``result`` is the return value or, for failures, the exception."""
+        self.store_many(((task_id, state, result, traceback, extra),))
+
+    def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
+        """Store several ``(task_id, state, result, traceback, extra)`` records in one write."""
+        items = [(r[0], r[1], self.encode_meta(*r)) for r in records]
+        if items:
+            expires_at = None if not self.expires else time.time() + self.expires
+            self._set_many(items, expires_at)
+
+    def get(self, task_id: str) -> dict:
+        """The meta document of ``task_id``; ``{"status": "PENDING", ...}`` when unknown."""
+        raw = self._get_many((task_id,)).get(task_id)
+        if raw is None:
+            return pending_meta(task_id)
+        return decode_meta(raw)
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float | None = None) -> dict:
+        """Block until ``task_id`` reaches a ready state and return its meta document.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sleep = POLL_INTERVAL_MIN if interval is None else interval
+        while True:
+            meta = self.get(task_id)
+            if meta["status"] in READY_STATES:
+                return meta
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ResultTimeout(
+                        f"task {task_id} is still {meta['status']} after {timeout}s")
+                time.sleep(min(sleep, left))
+            else:
+                time.sleep(sleep)
+            if interval is None:
+                sleep = min(sleep * 2, POLL_INTERVAL_MAX)
+
+    def forget(self, task_id: str) -> None:
+        """Delete the stored result of ``task_id``."""
+        self._delete(task_id)
+
+    def cleanup(self) -> int:
+        """Delete expired results now; return how many (0 where the store expires keys)."""
+        return self._cleanup(time.time())
+
+
+def pending_meta(task_id: str) -> dict:
+    return {"status": PENDING, "result": None, "traceback": None, "children": [],
+            "date_done": None, "task_id": task_id}
+
+
+def decode_meta(raw: bytes) -> dict:
+    try:
+        meta = serialization.json_loads(raw)
+    except DecodeError:
+        raise
+    except ValueError as exc:
+        raise DecodeError(f"stored result is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or "status" not in meta:
+        raise DecodeError(f"stored result is not a meta document: {raw[:80]!r}")
+    return meta
+
+
+# -- exceptions as data (celery-protocol.md §3.3) -------------------------------------
+
+def exception_to_dict(exc: BaseException) -> dict:
+    """Celery's portable form of an exception: type name, module and args."""
+    cls = type(exc)
+    args = []
+    for arg in exc.args:
+        try:
+            serialization.json_dumps(arg)
+        except (TypeError, ValueError):
+            arg = repr(arg)
+        args.append(arg)
+    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": cls.__module__}
+
+
+_CELERY_NAME_MAP = {
+    # Celery's own exceptions map onto fastq's so `except TaskRevokedError` works for both.
+    ("celery.exceptions", "NotRegistered"): "TaskNotRegistered",
+    ("celery.exceptions", "TaskRevokedError"): "TaskRevokedError",
+    ("celery.exceptions", "MaxRetriesExceededError"): "MaxRetriesExceededError",
+    ("billiard.exceptions", "TimeLimitExceeded"): "TimeLimitExceeded",
+    ("billiard.exceptions", "SoftTimeLimitExceeded"): "SoftTimeLimitExceeded",
+}
+
+_synthesized: dict[tuple[str, str], type] = {}
+
+
+def exception_from_dict(data: Any) -> BaseException:
+    """Rebuild an exception from ``exception_to_dict`` output (or Celery's).
+
+    Looks the class up only in modules already imported, never importing anything, and
+    refuses non-exception classes (a stored ``{"exc_module": "os", "exc_type": "system"}``
+    must not become a callable). Unknown classes are synthesized with the same name.
+    """
+    from .. import exceptions as fastq_exceptions
+
+    if not isinstance(data, dict) or "exc_type" not in data:
+        return Exception(data)
+    exc_type = str(data.get("exc_type"))
+    module_name = str(data.get("exc_module") or "builtins")
+    message = data.get("exc_message", [])
+    cls: Any = None
+    mapped = _CELERY_NAME_MAP.get((module_name, exc_type))
+    if mapped is not None and module_name not in sys.modules:
+        cls = getattr(fastq_exceptions, mapped)
+    else:
+        module = builtins if module_name == "builtins" else sys.modules.get(module_name)
+        if module is not None:
+            cls = module
+            for part in exc_type.split("."):
+                cls = getattr(cls, part, None)
+                if cls is None:
+                    break
+    if cls is not None and not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return fastq_exceptions.FastqError(
+            f"refused to rebuild {module_name}.{exc_type}: not an exception class")
+    if cls is None:
+        key = (module_name, exc_type)
+        cls = _synthesized.get(key)
+        if cls is None:
+            cls = type(exc_type.rsplit(".", 1)[-1], (Exception,), {"__module__": module_name})
+            _synthesized[key] = cls
+    try:
+        return cls(*message) if isinstance(message, list) else cls(message)
+    except Exception:
+        return Exception(f"{exc_type}({message!r})")

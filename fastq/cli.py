@@ -1,0 +1,298 @@
+"""The fastq command: worker, call, result, purge, status, demo."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import click
+import orjson
+
+from .app import App
+from .brokers import mask_url
+from .exceptions import ConfigurationError, FastqError
+
+
+class AppLoadError(click.ClickException):
+    """The -A target could not be imported or holds no App."""
+
+
+def load_app(spec: str | None) -> App:
+    """Find the App named by ``-A``: ``pkg.module``, ``pkg.module:attr``, or a package
+    whose ``celery``/``app`` submodule or attribute holds the App (Celery's lookup)."""
+    if not spec:
+        from .app import current_app
+
+        return current_app()
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = spec.partition(":")
+    module = _import_user_module(module_name)
+    if attr:
+        found: Any = module
+        for part in attr.split("."):
+            found = getattr(found, part, None)
+            if found is None:
+                raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}")
+        if callable(found) and not isinstance(found, App):
+            found = found()
+        if not isinstance(found, App):
+            raise AppLoadError(f"{spec!r} is a {type(found).__name__}, not a fastq App")
+        return found
+    for name in ("app", "celery"):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, App):
+            return candidate
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if len(apps) == 1:
+        return apps[0]
+    for sub in ("celery", "app"):
+        try:
+            submodule = importlib.import_module(f"{module_name}.{sub}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module_name}.{sub}":
+                raise
+            continue
+        for name in ("app", "celery"):
+            candidate = getattr(submodule, name, None)
+            if isinstance(candidate, App):
+                return candidate
+    if len(apps) > 1:
+        raise AppLoadError(f"module {module_name!r} holds several Apps; name one with "
+                           f"-A {module_name}:NAME")
+    raise AppLoadError(f"no fastq App found in module {module_name!r}; name it with "
+                       f"-A {module_name}:NAME")
+
+
+def _import_user_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise AppLoadError(f"cannot import {name!r}: no module named {exc.name!r} "
+                               f"(searched from {os.getcwd()})") from None
+        _raise_user_error(name)
+    except Exception:
+        _raise_user_error(name)
+
+
+def _raise_user_error(name: str):
+    # Show the user's own frames, not fastq's or importlib's.
+    exc_type, exc, tb = sys.exc_info()
+    frames = [f for f in traceback.extract_tb(tb)
+              if "importlib" not in f.filename and os.sep + "fastq" + os.sep not in f.filename]
+    text = "".join(traceback.format_list(frames)) + "".join(
+        traceback.format_exception_only(exc_type, exc))
+    raise AppLoadError(f"error while importing {name!r}:\nTraceback (most recent call last):\n"
+                       f"{text.rstrip()}")
+
+
+app_option = click.option("-A", "--app", "app_spec", envvar="FASTQ_APP",
+                          help="Module holding the App: pkg.module or pkg.module:attr.")
+
+
+def _json_arg(value: str | None, what: str, kind: type) -> Any:
+    if value is None:
+        return kind()
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"{what} must be a JSON {kind.__name__}")
+    return parsed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fastq")
+def main() -> None:
+    """fastq: a fast task queue that speaks Celery's protocol."""
+
+
+@main.command()
+@app_option
+@click.option("-P", "--pool", default=None, help="Pool: solo (default).")
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once.")
+@click.option("-l", "--loglevel", default="warning", show_default=True)
+@click.option("--prefetch-multiplier", type=int, default=None,
+              help="Messages claimed ahead per slot (0: one at a time).")
+@click.option("-n", "--hostname", default=None, help="Node name, e.g. w1@%h.")
+@click.option("--health-file", default=None, help="Where to write the health JSON.")
+def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
+           health_file) -> None:
+    """Run a worker that executes tasks."""
+    from .worker.supervisor import Worker, setup_logging
+
+    try:
+        setup_logging(loglevel)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--loglevel") from None
+    app = load_app(app_spec)
+    if hostname:
+        import socket
+
+        hostname = hostname.replace("%h", socket.gethostname())
+    try:
+        w = Worker(app, queues=[q for q in (queues or "").split(",") if q] or None, pool=pool,
+                   concurrency=concurrency, prefetch_multiplier=prefetch_multiplier,
+                   hostname=hostname, health_file=health_file)
+    except FastqError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(w.run())
+
+
+@main.command()
+@app_option
+@click.argument("task_name")
+@click.option("--args", "args_json", default=None, help='Positional args as JSON: "[1, 2]".')
+@click.option("--kwargs", "kwargs_json", default=None, help='Keyword args as JSON.')
+@click.option("--countdown", type=float, default=None)
+@click.option("--queue", "-Q", default=None)
+@click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
+@click.option("--timeout", type=float, default=None)
+def call(app_spec, task_name, args_json, kwargs_json, countdown, queue, wait, timeout) -> None:
+    """Send a task by name and print its id (or its result with --wait)."""
+    app = load_app(app_spec)
+    args = _json_arg(args_json, "--args", list)
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict)
+    try:
+        result = app.send_task(task_name, args, kwargs, countdown=countdown, queue=queue)
+    except FastqError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.id)
+    if wait:
+        _print_result(result, timeout)
+
+
+def _print_result(result, timeout: float | None) -> None:
+    from .exceptions import ResultTimeout
+
+    try:
+        value = result.get(timeout=timeout, propagate=False)
+    except ResultTimeout as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.state == "SUCCESS":
+        click.echo(orjson.dumps(value, default=repr).decode())
+    else:
+        click.echo(f"{result.state}: {value!r}")
+        if result.traceback:
+            click.echo(result.traceback.rstrip(), err=True)
+        sys.exit(1)
+
+
+@main.command()
+@app_option
+@click.argument("task_id")
+@click.option("--wait/--no-wait", default=False)
+@click.option("--timeout", type=float, default=None)
+def result(app_spec, task_id, wait, timeout) -> None:
+    """Print the state and result of a task."""
+    app = load_app(app_spec)
+    res = app.AsyncResult(task_id)
+    if wait:
+        _print_result(res, timeout)
+        return
+    meta = app.backend.get(task_id)
+    click.echo(orjson.dumps(meta, default=repr, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@app_option
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: celery).")
+@click.option("-f", "--force", is_flag=True, help="Don't ask for confirmation.")
+def purge(app_spec, queues, force) -> None:
+    """Delete every waiting message in the queues."""
+    app = load_app(app_spec)
+    names = [q for q in (queues or app.conf.task_default_queue).split(",") if q]
+    if not force:
+        click.confirm(f"Delete all waiting messages in {', '.join(names)} on "
+                      f"{mask_url(app.broker_url)}?", abort=True)
+    total = sum(app.broker.purge(q) for q in names)
+    click.echo(f"purged {total} message(s) from {', '.join(names)}")
+
+
+@main.command()
+@app_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(app_spec, as_json) -> None:
+    """Show queues, dead letters and the workers that report health here."""
+    app = load_app(app_spec)
+    broker = app.broker
+    report = {
+        "broker": mask_url(app.broker_url),
+        "backend": mask_url(app.backend_url) if app.backend_url else None,
+        "queues": broker.queue_sizes(),
+        "dead_letters": len(broker.dead_letters(limit=10_000)),
+        "workers": read_health_files(app.conf.worker_state_dir),
+    }
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"broker:  {report['broker']}\nbackend: {report['backend']}")
+    click.echo("queues:  " + (", ".join(f"{q}={n}" for q, n in report["queues"].items())
+                              or "(empty)"))
+    click.echo(f"dead letters: {report['dead_letters']}")
+    if not report["workers"]:
+        click.echo("workers: none reporting")
+    for w in report["workers"]:
+        c = w.get("counters", {})
+        click.echo(f"worker {w['hostname']} pid={w['pid']} {w['state']} "
+                   f"acked={c.get('acked', 0)} queues={','.join(w.get('queues', []))}")
+
+
+def read_health_files(directory: str) -> list[dict]:
+    """Health reports of live workers; a stale or dead one is shown as 'unresponsive'."""
+    from .worker.supervisor import HEALTH_INTERVAL
+
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name), "rb") as fh:
+                report = orjson.loads(fh.read())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        alive = _pid_alive(report.get("pid", 0))
+        if not alive:
+            continue
+        if time.time() - report.get("updated_at", 0) > 3 * HEALTH_INTERVAL + 1:
+            report["state"] = "unresponsive"
+        found.append(report)
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+@main.command()
+@click.option("-n", "--tasks", "count", type=int, default=20_000, show_default=True)
+@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--results/--no-results", default=True, show_default=True,
+              help="Store and check every result, or ignore results.")
+@click.option("--broker", default=None, help="Broker URL (default: a fresh embedded SQLite).")
+def demo(count, runs, results, broker) -> None:
+    """Publish a batch of tasks, drain them with a worker process, print the figures."""
+    from .demo import run_demo
+
+    run_demo(count=count, runs=runs, results=results, broker=broker)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Cross-cutting worker behaviour (rate limits so far), each concern in its own module."""

@@ -1,0 +1,1 @@
+"""Test support for fastq and for third-party brokers, backends and pools."""

@@ -1,0 +1,1 @@
+"""The worker: consumer loop, executor, pools and the supervising process."""

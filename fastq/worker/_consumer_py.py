@@ -1,0 +1,267 @@
+"""The consumer loop in pure Python: claim, decode, dispatch, store results, ack in batches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol
+from ..app import unknown_task_message
+from ..exceptions import MessageRejected
+from ..middleware.ratelimit import TokenBucket, parse_rate
+from ..result import FAILURE, REVOKED
+from ..task import Request
+from .executor import ACK, DEAD_LETTER, REQUEUE, not_registered_dict, revoked_error_dict
+from .pools.base import RELEASE
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..brokers.base import Broker, Delivery
+    from .executor import Executor
+    from .pools.base import Pool
+
+logger = logging.getLogger("fastq.worker")
+
+#: ETAs closer than this (seconds) run now rather than going back to the broker.
+ETA_SLACK = 0.002
+
+#: Longest blocking wait on an idle broker, so stop requests are seen promptly.
+IDLE_FETCH_TIMEOUT = 0.5
+
+
+class Consumer:
+    """Pulls deliveries from ``queues`` and runs them on ``pool`` until stopped.
+
+    Acks are sent together every ``ack_batch_size`` tasks or ``ack_interval`` seconds,
+    and whenever the broker has nothing more to give; results are stored just before
+    the acks that cover them, so an acked task always has its result.
+    """
+
+    def __init__(self, app: App, broker: Broker, executor: Executor, pool: Pool,
+                 queues: list[str], prefetch: int, *, ack_batch_size: int = 256,
+                 ack_interval: float = 0.05, hostname: str = "fastq") -> None:
+        self.app = app
+        self.broker = broker
+        self.executor = executor
+        self.pool = pool
+        self.queues = queues
+        self.prefetch = max(1, prefetch)
+        self.ack_batch_size = max(1, ack_batch_size)
+        self.ack_interval = ack_interval
+        self.hostname = hostname
+        self.accept = _resolve_accept(app.conf.accept_content)
+        self.max_redeliveries = app.conf.broker_max_redeliveries
+        self.state = "starting"
+        self.counters = {"received": 0, "acked": 0, "dead_lettered": 0, "requeued": 0,
+                         "released": 0, "deferred": 0}
+        self._stop = False
+        self._acks: list[Any] = []
+        self._oldest_ack = 0.0
+        self._buckets: dict[str, TokenBucket | None] = {}
+        self._in_hand: list[Delivery] = []
+
+    # -- control ---------------------------------------------------------------------
+    def stop(self) -> None:
+        """Warm stop: finish the running task, release the rest, flush, return."""
+        self._stop = True
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> None:
+        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
+        prepare = self._prepare
+        self.state = "consuming"
+        try:
+            while not self._stop:
+                pending = self._acks or self.executor.pending_results
+                batch = broker.fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
+                if not batch:
+                    if pending:
+                        self.flush()
+                    continue
+                self.counters["received"] += len(batch)
+                self._in_hand = batch
+                jobs = []
+                for delivery in batch:
+                    job = prepare(delivery)
+                    if job is not None:
+                        jobs.append(job)
+                if jobs:
+                    pool.submit(jobs, self.should_stop)
+                    self._settle(pool.completions())
+                self._in_hand = []
+                if self._acks and (len(self._acks) >= self.ack_batch_size
+                                   or time.monotonic() - self._oldest_ack >= self.ack_interval):
+                    self.flush()
+        finally:
+            self.state = "stopping"
+            self._shutdown()
+            self.state = "stopped"
+
+    def _settle(self, completions: list) -> None:
+        acks = self._acks
+        for request, action, argument in completions:
+            if type(request) is _EarlyAcked:
+                continue  # its ack went out before it ran
+            tag = request.delivery.tag
+            if action is ACK:
+                if not acks:
+                    self._oldest_ack = time.monotonic()
+                acks.append(tag)
+            elif action is RELEASE:
+                self.flush()
+                self.broker.release_many((tag,))
+                self.counters["released"] += 1
+            elif action is REQUEUE:
+                self.flush()
+                self.broker.reject(tag, requeue=True)
+                self.counters["requeued"] += 1
+            elif action is DEAD_LETTER:
+                self.flush()
+                self._dead_letter(request.delivery, argument)
+
+    def flush(self) -> None:
+        """Store pending results, then ack the tasks they belong to."""
+        self.executor.flush_results()
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self.broker.ack_many(acks)
+            self.counters["acked"] += len(acks)
+
+    def _shutdown(self) -> None:
+        """Leave nothing behind: flush what finished, give back what never started."""
+        running = getattr(self.pool, "running", None)
+        completions = self.pool.completions()
+        unsettled = []
+        try:
+            self._settle(completions)
+            self.flush()
+        except Exception:
+            logger.exception("could not ack finished tasks on shutdown; they will be redelivered")
+        finished = {id(r.delivery) for r, _a, _b in completions}
+        for delivery in self._in_hand:
+            if id(delivery) in finished:
+                continue
+            if running is not None and running.delivery is delivery:
+                # interrupted mid-task (cold shutdown): it runs again, counted as a delivery
+                try:
+                    self.broker.reject(delivery.tag, requeue=True)
+                    self.counters["requeued"] += 1
+                except Exception:
+                    logger.exception("could not requeue %r; its lease will expire", delivery)
+                continue
+            unsettled.append(delivery.tag)
+        self._in_hand = []
+        if unsettled:
+            try:
+                self.broker.release_many(unsettled)
+                self.counters["released"] += len(unsettled)
+            except Exception:
+                logger.exception("could not release %d prefetched message(s); their leases "
+                                 "will expire and they will be redelivered", len(unsettled))
+
+    # -- per delivery ----------------------------------------------------------------
+    def _prepare(self, delivery: Delivery) -> tuple | None:
+        """Decode and vet one delivery; the job to run, or None when handled here."""
+        if delivery.redeliveries > self.max_redeliveries:
+            self._dead_letter(delivery, f"redelivery-limit: delivered {delivery.redeliveries + 1} "
+                                        f"times (broker_max_redeliveries={self.max_redeliveries})")
+            return None
+        try:
+            headers, args, kwargs, embed = protocol.decode_task(
+                delivery.headers, delivery.properties, delivery.body, self.accept)
+        except MessageRejected as exc:
+            self._dead_letter(delivery, f"{exc.reason}: {exc.detail}")
+            task_id = delivery.headers.get("id")
+            if exc.reason == "invalid-eta" and isinstance(task_id, str):
+                self.executor.store_now(task_id, FAILURE, {
+                    "exc_type": "InvalidTaskError", "exc_message": [exc.detail],
+                    "exc_module": "celery.exceptions"})
+            return None
+        request = Request(headers, args, kwargs, embed, delivery, self.hostname)
+        task = self.app.tasks.get(request.name)
+        if task is None:
+            message = unknown_task_message(request.name, self.app.tasks)
+            self.executor.store_now(request.id, FAILURE, not_registered_dict(request.name))
+            self._dead_letter(delivery, f"unknown-task: {message}")
+            return None
+        if headers.get("expires") is not None or headers.get("eta") is not None:
+            if not self._on_time(delivery, request):
+                return None
+        rate = self._buckets.get(request.name, False)
+        if rate is not False or task.rate_limit or self.app.conf.task_default_rate_limit:
+            if not self._within_rate(delivery, request, task):
+                return None
+        acks_late = task.acks_late
+        if acks_late is None:
+            acks_late = self.app.conf.task_acks_late
+        if not acks_late:  # at-most-once, as asked: the ack goes out before the task runs
+            self.broker.ack_many((delivery.tag,))
+            self.counters["acked"] += 1
+            return (task, _EarlyAcked(request))
+        return (task, request)
+
+    def _on_time(self, delivery: Delivery, request: Request) -> bool:
+        now = datetime.now(timezone.utc)
+        expires = request.headers.get("expires")
+        if expires is not None and protocol.parse_datetime(expires) < now:
+            logger.info("Task %s[%s] expired at %s: revoked, not run",
+                        request.name, request.id, expires)
+            self.executor.store_now(request.id, REVOKED, revoked_error_dict("expired"))
+            self._ack_now(delivery)
+            return False
+        eta = request.headers.get("eta")
+        if eta is not None:
+            due = protocol.parse_datetime(eta).timestamp()
+            if due - time.time() > ETA_SLACK:
+                self.broker.defer(delivery, due)
+                self.counters["deferred"] += 1
+                return False
+        return True
+
+    def _within_rate(self, delivery: Delivery, request: Request, task: Any) -> bool:
+        bucket = self._buckets.get(request.name, False)
+        if bucket is False:
+            rate = parse_rate(task.rate_limit or self.app.conf.task_default_rate_limit)
+            bucket = self._buckets[request.name] = TokenBucket(rate) if rate else None
+        if bucket is None:
+            return True
+        wait = bucket.take()
+        if wait == 0.0:
+            return True
+        # over the limit: back to the broker until a token is due, not held in memory
+        self.broker.defer(delivery, time.time() + wait)
+        self.counters["deferred"] += 1
+        return False
+
+    def _ack_now(self, delivery: Delivery) -> None:
+        if not self._acks:
+            self._oldest_ack = time.monotonic()
+        self._acks.append(delivery.tag)
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        logger.error("message %s (task %r, id %r) from queue %r moved to the dead letters: %s",
+                     delivery.tag, delivery.headers.get("task"), delivery.headers.get("id"),
+                     delivery.queue, reason)
+        self.broker.dead_letter(delivery.tag, reason)
+        self.counters["dead_lettered"] += 1
+
+
+class _EarlyAcked(Request):
+    """A request whose message was acked before it ran (``acks_late=False``)."""
+
+    __slots__ = ()
+
+    def __init__(self, request: Request) -> None:
+        for name in Request.__slots__:
+            setattr(self, name, getattr(request, name))
+
+
+def _resolve_accept(accept_content: Any) -> frozenset:
+    from ..serialization import resolve_accept
+
+    return resolve_accept(accept_content)

@@ -1,0 +1,313 @@
+"""Runs one Request: time limits, retries, result storage, callbacks; says how to ack."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
+from ..result import FAILURE, RETRY, REVOKED, STARTED, SUCCESS, EagerResult
+from ..task import Request, Task
+
+if TYPE_CHECKING:
+    from ..app import App
+
+logger = logging.getLogger("fastq.worker")
+
+#: What the consumer does with a delivery once its task is over.
+ACK, REQUEUE, DEAD_LETTER, DEFER = "ack", "requeue", "dead_letter", "defer"
+
+#: Options a signature may carry that ``App.build_message`` understands.
+_SIGNATURE_OPTIONS = frozenset({
+    "task_id", "countdown", "eta", "expires", "queue", "priority", "headers",
+    "ignore_result", "serializer", "compression", "time_limit", "soft_time_limit",
+    "link", "link_error", "shadow", "group_id", "group_index", "reply_to",
+})
+
+
+class _HardTimeLimit(BaseException):
+    """Raised at a hard limit; a BaseException so that ``except Exception`` in a task
+    cannot swallow it."""
+
+
+def revoked_error_dict(reason: str) -> dict:
+    # Celery's own class names, so Celery clients re-raise TaskRevokedError too.
+    return {"exc_type": "TaskRevokedError", "exc_message": [reason],
+            "exc_module": "celery.exceptions"}
+
+
+def not_registered_dict(name: str) -> dict:
+    return {"exc_type": "NotRegistered", "exc_message": [name],
+            "exc_module": "celery.exceptions"}
+
+
+class Executor:
+    """Executes requests for one worker process and collects their results.
+
+    ``run`` returns ``(action, argument)`` for the consumer (ACK, REQUEUE,
+    DEAD_LETTER + reason); results wait in ``pending_results`` until the consumer
+    stores them in one batch, just before it acks.
+    """
+
+    def __init__(self, app: App, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        self.conf = app.conf
+        self.pending_results: list[tuple] = []
+        self._backend = None
+        self._use_alarm = threading.current_thread() is threading.main_thread()
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = self.app.backend
+        return self._backend
+
+    def store_now(self, task_id: str, state: str, result: Any, tb: str | None = None,
+                  request: Request | None = None) -> None:
+        self.pending_results.append((task_id, state, result, tb, self._extended(request)))
+        self.flush_results()
+
+    def flush_results(self) -> None:
+        if self.pending_results:
+            records, self.pending_results = self.pending_results, []
+            try:
+                self.backend.store_many(records)
+            except Exception:
+                logger.exception("could not store %d result(s); the tasks still ran",
+                                 len(records))
+
+    def _extended(self, request: Request | None) -> dict | None:
+        if request is None or not self.conf.result_extended:
+            return None
+        return {"name": request.name, "args": request.args, "kwargs": request.kwargs,
+                "worker": self.hostname, "retries": request.retries,
+                "queue": request.delivery.queue if request.delivery else None}
+
+    # -- running ---------------------------------------------------------------------
+    def run(self, task: Task, request: Request) -> tuple[str, Any]:
+        """Run ``task`` for ``request``; store its outcome; return how to ack."""
+        ignore_result = request.headers.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task.ignore_result
+            if ignore_result is None:
+                ignore_result = self.conf.task_ignore_result
+        track_started = task.track_started
+        if track_started is None:
+            track_started = self.conf.task_track_started
+        if track_started:
+            self.store_now(request.id, STARTED, {"pid": os.getpid(), "hostname": self.hostname},
+                           request=request)
+        hard, soft = _time_limits(task, request, self.conf)
+        started = time.perf_counter()
+        previous = task.push_request(request)
+        try:
+            if hard or soft:
+                value = self._run_limited(task, request, hard, soft)
+            elif task.bind:
+                value = task.run(task, *request.args, **request.kwargs)
+            else:
+                value = task.run(*request.args, **request.kwargs)
+        except Retry as exc:
+            self._store_failure(request, RETRY, exc.exc or exc, task, ignore_result=False)
+            logger.info("Task %s[%s] retry: %s", request.name, request.id, exc)
+            return ACK, None
+        except Ignore:
+            return ACK, None
+        except Reject as exc:
+            logger.info("Task %s[%s] rejected (requeue=%s): %s", request.name, request.id,
+                        exc.requeue, exc.reason)
+            return (REQUEUE, None) if exc.requeue else (DEAD_LETTER, f"rejected: {exc.reason}")
+        except _HardTimeLimit:
+            exc = TimeLimitExceeded(hard)
+            logger.error("Task %s[%s] killed: hard time limit (%ss) exceeded",
+                         request.name, request.id, hard)
+            self._store_failure(request, FAILURE, exc, task, ignore_result, tb=None)
+            self._errbacks(request)
+            return ACK, None
+        except Exception as exc:
+            return self._on_exception(task, request, exc, ignore_result, started)
+        finally:
+            task.push_request(previous)
+        if not ignore_result:
+            self.pending_results.append((request.id, SUCCESS, value, None,
+                                         self._extended(request)))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Task %s[%s] succeeded in %.6fs: %r", request.name, request.id,
+                        time.perf_counter() - started, value)
+        embed = request.embed
+        if embed and (embed.get("callbacks") or embed.get("chain")):
+            self._callbacks(request, value)
+        return ACK, None
+
+    def _on_exception(self, task: Task, request: Request, exc: Exception,
+                      ignore_result: bool, started: float) -> tuple[str, Any]:
+        if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
+                task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)):
+            options = dict(task.retry_kwargs)
+            if task.retry_backoff:
+                options["countdown"] = task.backoff_countdown(request.retries)
+            previous = task.push_request(request)
+            try:
+                task.retry(exc=exc, **options)
+            except Retry as retry:
+                self._store_failure(request, RETRY, exc, task, ignore_result=False)
+                logger.info("Task %s[%s] retry: %s", request.name, request.id, retry)
+                return ACK, None
+            except Reject as reject:
+                return DEAD_LETTER, f"rejected: {reject.reason}"
+            except Exception as final:  # max retries reached: the task fails with it
+                exc = final
+            finally:
+                task.push_request(previous)
+        tb = traceback.format_exc()
+        logger.error("Task %s[%s] raised %s in %.6fs: %s", request.name, request.id,
+                     type(exc).__name__, time.perf_counter() - started, exc)
+        self._store_failure(request, FAILURE, exc, task, ignore_result, tb=tb)
+        self._errbacks(request)
+        return ACK, None
+
+    def _store_failure(self, request: Request, state: str, exc: BaseException, task: Task,
+                       ignore_result: bool, tb: str | None = "") -> None:
+        if ignore_result:
+            keep = task.store_errors_even_if_ignored
+            if keep is None:
+                keep = self.conf.task_store_errors_even_if_ignored
+            if not keep:
+                return
+        if tb == "":
+            tb = traceback.format_exc()
+        self.pending_results.append((request.id, state, exc, tb, self._extended(request)))
+
+    def _run_limited(self, task: Task, request: Request, hard: float | None,
+                     soft: float | None) -> Any:
+        """Run with SIGALRM limits: soft raises SoftTimeLimitExceeded, hard ends the task.
+
+        Only possible on the main thread; elsewhere the limits are logged and skipped.
+        """
+        if not self._use_alarm:
+            return task(*request.args, **request.kwargs)
+        limits = {"hard_at": None}
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            if limits["hard_at"] is not None and time.monotonic() >= limits["hard_at"] - 1e-3:
+                raise _HardTimeLimit()
+            if hard:
+                remaining = hard - (soft or 0)
+                limits["hard_at"] = time.monotonic() + remaining
+                signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3))
+            raise SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        if soft and (not hard or soft < hard):
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        else:
+            limits["hard_at"] = time.monotonic() + hard
+            signal.setitimer(signal.ITIMER_REAL, hard)
+        try:
+            return task(*request.args, **request.kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    # -- workflows -------------------------------------------------------------------
+    def _callbacks(self, request: Request, value: Any) -> None:
+        embed = request.embed
+        messages = []
+        for sig in embed.get("callbacks") or ():
+            messages.append(self._child_message(sig, request, (value,)))
+        chain = embed.get("chain")
+        if chain:
+            nxt = chain[-1]  # embed.chain is stored reversed: the next task is last
+            messages.append(self._child_message(nxt, request, (value,), chain=chain[:-1]))
+        if messages:
+            self.app.publish_many(messages)
+
+    def _errbacks(self, request: Request) -> None:
+        errbacks = request.embed.get("errbacks") if request.embed else None
+        if errbacks:
+            try:
+                self.app.publish_many([self._child_message(sig, request, (request.id,))
+                                       for sig in errbacks])
+            except Exception:
+                logger.exception("could not publish the errbacks of %s[%s]",
+                                 request.name, request.id)
+
+    def _child_message(self, sig: dict, request: Request, prepend: Iterable,
+                       chain: list | None = None):
+        options = {k: v for k, v in (sig.get("options") or {}).items()
+                   if k in _SIGNATURE_OPTIONS}
+        args = list(sig.get("args") or ())
+        if not sig.get("immutable"):
+            args = [*prepend, *args]
+        return self.app.build_message(
+            sig["task"], args, sig.get("kwargs") or {}, chain=chain or None,
+            parent_id=request.id, root_id=request.headers.get("root_id") or request.id,
+            **options)
+
+
+def _time_limits(task: Task, request: Request, conf: Any) -> tuple[float | None, float | None]:
+    """(hard, soft) from the message's ``timelimit`` [hard, soft], else task, else app."""
+    limits = request.headers.get("timelimit")
+    hard = soft = None
+    if limits:
+        hard, soft = (list(limits) + [None, None])[:2]
+    if hard is None:
+        hard = task.time_limit if task.time_limit is not None else conf.task_time_limit
+    if soft is None:
+        soft = task.soft_time_limit if task.soft_time_limit is not None else conf.task_soft_time_limit
+    return hard, soft
+
+
+def run_eager(app: App, task: Task, args: Iterable | None, kwargs: dict | None,
+              **options: Any) -> EagerResult:
+    """Run a task in the caller as a worker would; retries run again at once."""
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    retries = 0
+    while True:
+        headers = {"id": task_id, "task": task.name, "retries": retries, "root_id": task_id,
+                   "parent_id": None, "eta": None, "expires": None, "timelimit": [None, None],
+                   **(options.get("headers") or {})}
+        request = Request(headers, list(args or ()), dict(kwargs or {}), {},
+                          hostname="eager", is_eager=True)
+        previous = task.push_request(request)
+        try:
+            value = task(*request.args, **request.kwargs)
+        except Retry:
+            retries += 1
+            continue
+        except Exception as exc:
+            if app.conf.task_eager_propagates:
+                raise
+            meta = {"status": FAILURE, "result": _exc_dict(exc),
+                    "traceback": traceback.format_exc(), "task_id": task_id}
+            return EagerResult(task_id, meta, app=app)
+        finally:
+            task.push_request(previous)
+        meta = {"status": SUCCESS, "result": value, "traceback": None, "task_id": task_id,
+                "date_done": datetime.now(timezone.utc).isoformat()}
+        return EagerResult(task_id, meta, app=app)
+
+
+def _exc_dict(exc: BaseException) -> dict:
+    from ..backends.base import exception_to_dict
+
+    return exception_to_dict(exc)
+
+
+__all__ = ["Executor", "ACK", "REQUEUE", "DEAD_LETTER", "DEFER", "REVOKED",
+           "revoked_error_dict", "not_registered_dict", "run_eager"]

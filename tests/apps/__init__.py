@@ -1,0 +1,1 @@
+"""Task modules the tests load into worker processes."""

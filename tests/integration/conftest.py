@@ -1,0 +1,131 @@
+"""Fixtures that run real worker processes against a SQLite broker in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class WorkerProcess:
+    """A ``fastq worker`` subprocess and the files it shares with the test."""
+
+    def __init__(self, workdir, url: str, run_log: str, env: dict) -> None:
+        self.workdir = workdir
+        self.url = url
+        self.run_log = run_log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.health_file = str(workdir / "workers" / f"w-{id(self)}.json")
+        self.log_file = str(workdir / "worker.log")
+
+    def start(self, *extra: str, wait: bool = True) -> WorkerProcess:
+        if os.path.exists(self.health_file):
+            os.unlink(self.health_file)
+        self._log = open(self.log_file, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.sqlite_app",
+             "-l", "info", "--health-file", self.health_file, *extra],
+            env=self.env, cwd=str(self.workdir), stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_consuming()
+        return self
+
+    def wait_consuming(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with open(self.health_file, "rb") as fh:
+                    if orjson.loads(fh.read())["state"] == "consuming":
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"worker did not start:\n{self.log()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_file, encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def runs(self, task_id: str | None = None) -> list[list[str]]:
+        try:
+            with open(self.run_log) as fh:
+                rows = [line.split() for line in fh if line.strip()]
+        except FileNotFoundError:
+            return []
+        return [r for r in rows if task_id is None or r[0] == task_id]
+
+
+@pytest.fixture
+def sqlite_env(tmp_path, monkeypatch):
+    """FASTQ_* settings pointing producer and workers at a fresh broker file."""
+    url = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
+    run_log = str(tmp_path / "runs.log")
+    values = {
+        "FASTQ_BROKER_URL": url,
+        "FASTQ_BROKER_LEASE_SECONDS": "1.5",
+        "FASTQ_WORKER_STATE_DIR": str(tmp_path / "workers"),
+        "FASTQ_TEST_RUN_LOG": run_log,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return tmp_path, url, run_log, env
+
+
+@pytest.fixture
+def worker(sqlite_env):
+    """A worker process factory; every started worker is stopped after the test."""
+    tmp_path, url, run_log, env = sqlite_env
+    started: list[WorkerProcess] = []
+
+    def make(*extra: str, wait: bool = True) -> WorkerProcess:
+        w = WorkerProcess(tmp_path, url, run_log, env)
+        started.append(w)
+        return w.start(*extra, wait=wait)
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def producer(sqlite_env):
+    """The test app, importing the same task module the workers run."""
+    import importlib
+
+    module = importlib.import_module("tests.apps.sqlite_app")
+    from fastq import App
+
+    app = App("tests.apps.sqlite_app")  # reads FASTQ_BROKER_URL from the environment
+    app.tasks.update(module.app.tasks)
+    yield app
+    app.close()

@@ -1,0 +1,118 @@
+"""Task options, retry arithmetic, rate strings, routing and the -A loader."""
+
+import pytest
+
+from fastq import App, shared_task
+from fastq.cli import AppLoadError, load_app
+from fastq.exceptions import ConfigurationError, TaskNotRegistered
+from fastq.middleware.ratelimit import TokenBucket, parse_rate
+
+
+@pytest.fixture
+def app():
+    return App("t", broker="memory://opts")
+
+
+def test_backoff_grows_exponentially_and_is_capped(app):
+    @app.task(retry_backoff=2, retry_backoff_max=20, retry_jitter=False)
+    def job():
+        pass
+
+    assert [job.backoff_countdown(n) for n in range(6)] == [2, 4, 8, 16, 20, 20]
+
+
+def test_backoff_jitter_stays_within_the_exponential_bound(app):
+    @app.task(retry_backoff=True, retry_jitter=True)
+    def job():
+        pass
+
+    values = [job.backoff_countdown(3) for _ in range(200)]
+    assert all(0 <= v <= 8 for v in values)
+    assert len(set(values)) > 100
+
+
+def test_unknown_task_option_is_refused(app):
+    with pytest.raises(ConfigurationError, match="did you mean 'max_retries'"):
+        app.task(max_retry=3)(lambda: None)
+
+
+def test_unknown_task_name_suggests_a_registered_one(app):
+    @app.task(name="app.tasks.send")
+    def send():
+        pass
+
+    with pytest.raises(TaskNotRegistered, match="did you mean 'app.tasks.send'"):
+        app.get_task("app.tasks.sned")
+
+
+@pytest.mark.parametrize("rate,per_second", [("100/s", 100), ("10/m", 10 / 60),
+                                             ("36/h", 0.01), (5, 5), (None, None)])
+def test_parse_rate(rate, per_second):
+    assert parse_rate(rate) == pytest.approx(per_second) if per_second else parse_rate(rate) is None
+
+
+def test_parse_rate_refuses_garbage():
+    with pytest.raises(ConfigurationError, match="N/s"):
+        parse_rate("fast")
+
+
+def test_token_bucket_says_how_long_to_wait():
+    bucket = TokenBucket(rate=10)
+    assert bucket.take() == 0.0
+    wait = bucket.take()
+    assert 0.08 < wait <= 0.1
+
+
+def test_routes_by_name_and_glob(app):
+    app.conf.task_routes = {"billing.*": "money", "emails.send": {"queue": "mail"}}
+    assert app.route("billing.charge") == "money"
+    assert app.route("emails.send") == "mail"
+    assert app.route("other") == "celery"
+
+
+def test_call_runs_the_function_directly(app):
+    @app.task(bind=True)
+    def who(self):
+        return self.request.called_directly
+
+    assert who() is True
+
+
+def test_shared_task_follows_the_current_app():
+    @shared_task(name="shared.double")
+    def double(x):
+        return x * 2
+
+    app = App("t2", broker="memory://shared", task_always_eager=True)
+    assert "shared.double" in app.tasks
+    assert double.delay(21).get() == 42
+
+
+def test_eager_retry_runs_again_in_place(app):
+    app.conf.task_always_eager = True
+
+    @app.task(bind=True, max_retries=3)
+    def flaky(self):
+        if self.request.retries < 2:
+            raise self.retry(countdown=10)
+        return self.request.retries
+
+    assert flaky.delay().get() == 2
+
+
+def test_load_app_finds_the_app_attribute():
+    app = load_app("tests.apps.sqlite_app")
+    assert "t.add" in app.tasks
+    assert load_app("tests.apps.sqlite_app:app") is app
+
+
+def test_load_app_errors_name_the_problem(tmp_path, monkeypatch):
+    with pytest.raises(AppLoadError, match="no module named 'nowhere'"):
+        load_app("nowhere.tasks")
+    (tmp_path / "broken_tasks.py").write_text("x = 1\nraise RuntimeError('user bug here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(AppLoadError) as info:
+        load_app("broken_tasks")
+    text = str(info.value)
+    assert "broken_tasks.py" in text and "user bug here" in text
+    assert "importlib" not in text and "fastq/cli.py" not in text

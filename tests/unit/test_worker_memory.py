@@ -1,0 +1,142 @@
+"""The consumer loop and executor on the in-memory broker, in a thread: no servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from fastq import App
+from fastq.worker._consumer_py import Consumer
+from fastq.worker.executor import Executor
+from fastq.worker.pools.solo import SoloPool
+
+
+@pytest.fixture
+def app():
+    app = App("mem", broker=f"memory://{uuid.uuid4()}", worker_ack_interval=0.01)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def run_worker(app):
+    consumers = []
+
+    def start(prefetch: int = 4) -> Consumer:
+        executor = Executor(app, "mem@test")
+        consumer = Consumer(app, app.broker, executor, SoloPool(executor), ["celery"], prefetch,
+                            ack_batch_size=64, ack_interval=0.01, hostname="mem@test")
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        consumers.append((consumer, thread))
+        return consumer
+
+    yield start
+    for consumer, thread in consumers:
+        consumer.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+        c = consumer.counters
+        # nothing received is unaccounted for
+        assert c["received"] == (c["acked"] + c["dead_lettered"] + c["released"]
+                                 + c["requeued"] + c["deferred"])
+
+
+def test_tasks_run_and_results_are_stored(app, run_worker):
+    @app.task
+    def mul(x, y):
+        return x * y
+
+    run_worker()
+    results = [mul.delay(i, 3) for i in range(100)]
+    assert [r.get(timeout=5) for r in results] == [3 * i for i in range(100)]
+
+
+def test_acks_late_false_acks_before_the_task_runs(app, run_worker):
+    holder = {}
+
+    @app.task(acks_late=False)
+    def early():
+        return holder["consumer"].counters["acked"]
+
+    @app.task
+    def late():
+        return holder["consumer"].counters["acked"]
+
+    holder["consumer"] = run_worker()
+    assert late.delay().get(timeout=5) == 0  # acks_late: its ack comes after it ran
+    time.sleep(0.05)  # let the flush of the first ack happen
+    assert early.delay().get(timeout=5) == 2  # its own ack went out first
+
+
+def test_future_eta_goes_back_to_the_broker_not_into_memory(app, run_worker):
+    @app.task
+    def later():
+        return time.time()
+
+    consumer = run_worker()
+    sent = time.time()
+    result = later.apply_async(countdown=0.3)
+    assert result.get(timeout=5) >= sent + 0.3
+    assert consumer.counters["deferred"] == 1
+
+
+def test_rate_limited_tasks_are_deferred_not_blocking(app, run_worker):
+    @app.task(rate_limit="5/s")
+    def limited():
+        return time.monotonic()
+
+    @app.task
+    def free():
+        return time.monotonic()
+
+    consumer = run_worker()
+    started = time.monotonic()
+    slow = [limited.delay() for _ in range(4)]
+    fast = free.delay()
+    assert fast.get(timeout=5) - started < 0.4  # not stuck behind the limited ones
+    finished = sorted(r.get(timeout=5) for r in slow)
+    assert finished[-1] - finished[0] >= 0.5  # 4 tasks at 5/s span >= 0.6 s minus slack
+    assert consumer.counters["deferred"] >= 2
+
+
+def test_ignore_result_stores_nothing(app, run_worker):
+    @app.task(ignore_result=True)
+    def quiet():
+        return 1
+
+    @app.task
+    def loud():
+        return 2
+
+    run_worker()
+    q = quiet.delay()
+    assert loud.delay().get(timeout=5) == 2
+    time.sleep(0.05)
+    assert q.state == "PENDING"
+
+
+def test_link_and_chain_pass_results_along(app, run_worker):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    run_worker()
+    result = (add.s(1, 2) | add.s(10) | add.s(100)).delay()
+    assert result.get(timeout=5) == 113
+    linked = add.apply_async((2, 2), link=add.s(1000))
+    assert linked.get(timeout=5) == 4
+
+
+def test_bind_gives_the_request_context(app, run_worker):
+    @app.task(bind=True)
+    def info(self):
+        r = self.request
+        return [r.id, r.retries, r.delivery_info["routing_key"], r.hostname]
+
+    run_worker()
+    result = info.delay()
+    assert result.get(timeout=5) == [result.id, 0, "celery", "mem@test"]
