@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import serialization
+from .exceptions import ContentDisallowed, DecodeError, MessageRejected
 
 
 @dataclass(slots=True)
@@ -27,3 +34,279 @@ class Message:
     @property
     def priority(self) -> int:
         return self.properties.get("priority") or 0
+
+
+# -- time ------------------------------------------------------------------------------
+
+_ISO_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
+
+
+def parse_datetime(value: str | datetime) -> datetime:
+    """An aware UTC datetime from an ISO-8601 string as Celery peers write them.
+
+    Naive values are UTC (§1.6.2); ``Z``, ``±HH:MM``, ``±HHMM`` and any number of
+    fractional digits are accepted.
+
+    Raises:
+        ValueError: ``value`` is not such a timestamp.
+    """
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        if not isinstance(value, str):
+            raise ValueError(f"expected an ISO-8601 string, got {type(value).__name__}")
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            dt = _parse_iso_slow(value)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def _parse_iso_slow(value: str) -> datetime:
+    match = _ISO_RE.match(value.strip())
+    if match is None:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = None
+    if offset:
+        if offset in ("Z", "z"):
+            tz = timezone.utc
+        else:
+            digits = offset[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            tz = timezone(-delta if offset[0] == "-" else delta)
+    return datetime(int(year), int(month), int(day), int(hour), int(minute),
+                    int(second or 0), micro, tzinfo=tz)
+
+
+def format_datetime(dt: datetime) -> str:
+    """ISO-8601 as fastq emits it: aware, UTC, with microseconds (§1.6.2)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# -- building -------------------------------------------------------------------------
+
+#: Longest argsrepr/kwargsrepr Celery writes.
+REPR_LIMIT = 1024
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."
+
+
+def build_task_message(
+    name: str, task_id: str, args: tuple | list, kwargs: dict, *,
+    queue: str = "celery", exchange: str = "", routing_key: str | None = None,
+    eta: datetime | None = None, countdown: float | None = None,
+    expires: float | datetime | str | None = None, priority: int | None = None,
+    retries: int = 0, time_limit: float | None = None, soft_time_limit: float | None = None,
+    root_id: str | None = None, parent_id: str | None = None, group_id: str | None = None,
+    group_index: int | None = None, shadow: str | None = None,
+    ignore_result: bool | None = False, headers: dict | None = None,
+    reply_to: str | None = None, origin: str | None = None,
+    callbacks: list | None = None, errbacks: list | None = None, chain: list | None = None,
+    chord: dict | None = None, serializer: str = "json", compression: str | None = None,
+    now: float | None = None,
+) -> Message:
+    """A Celery protocol v2 task message with every header Celery 5.7 sends (§1.3)."""
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs of {name} must be a mapping, not {type(kwargs).__name__}")
+    wall = time.time() if now is None else now
+    if countdown is not None and eta is None:
+        eta = datetime.fromtimestamp(wall + countdown, timezone.utc)
+    not_before = 0.0
+    eta_text = None
+    if eta is not None:
+        eta_dt = parse_datetime(eta) if isinstance(eta, str) else eta
+        eta_text = eta if isinstance(eta, str) else eta_dt.isoformat()
+        not_before = parse_datetime(eta_dt).timestamp()
+    expires_text = None
+    expiration = None
+    if expires is not None:
+        if isinstance(expires, (int, float)):
+            expires_at = wall + float(expires)
+            expires_text = format_datetime(datetime.fromtimestamp(expires_at, timezone.utc))
+        else:
+            expires_dt = parse_datetime(expires)
+            expires_text = expires if isinstance(expires, str) else expires.isoformat()
+            expires_at = expires_dt.timestamp()
+        expiration = str(max(0, int((expires_at - wall) * 1000)))
+    message_headers = {
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": shadow,
+        "eta": eta_text,
+        "expires": expires_text,
+        "group": group_id,
+        "group_index": group_index,
+        "retries": retries,
+        "timelimit": [time_limit, soft_time_limit],
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": _short_repr(tuple(args) if isinstance(args, list) else args),
+        "kwargsrepr": _short_repr(kwargs),
+        "origin": origin,
+        "ignore_result": ignore_result,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    if headers:
+        for key, value in headers.items():
+            message_headers.setdefault(key, value)
+    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
+    if serializer == "json":
+        content_type, content_encoding = "application/json", "utf-8"
+        body = serialization.json_dumps([args if isinstance(args, list) else list(args),
+                                         kwargs, embed])
+    else:
+        content_type, content_encoding, body = serialization.dumps(
+            [list(args), kwargs, embed], serializer)
+    if compression:
+        message_headers["compression"], body = serialization.compress(body, compression)
+    properties = {
+        "content_type": content_type,
+        "content_encoding": content_encoding,
+        "correlation_id": task_id,
+        "reply_to": reply_to,
+        "delivery_mode": 2,
+        "priority": priority or 0,
+    }
+    if expiration is not None:
+        properties["expiration"] = expiration
+    return Message(message_headers, properties, body, queue=queue, exchange=exchange,
+                   routing_key=routing_key, not_before=not_before)
+
+
+# -- parsing ------------------------------------------------------------------------
+
+_EMPTY_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def decode_task(headers: dict, properties: dict, body: bytes,
+                accept: frozenset[str] | None) -> tuple[dict, list, dict, dict]:
+    """Unpack a delivery into ``(headers, args, kwargs, embed)`` (§1.12 steps 2–6).
+
+    v1 messages are converted as a Celery 5.7 worker does (§1.11); v2 "hybrid" bodies
+    are merged under the headers.
+
+    Raises:
+        MessageRejected: with a reason code saying what is wrong with the message.
+    """
+    if not isinstance(headers, dict):
+        raise MessageRejected("invalid-headers", f"headers must be a table, not {headers!r:.80}")
+    compression = headers.get("compression")
+    if compression:
+        try:
+            body = serialization.decompress(body, str(compression))
+        except DecodeError as exc:
+            reason = "unknown-compression" if "unknown" in str(exc) else "decode-error"
+            raise MessageRejected(reason, str(exc)) from None
+    content_type = properties.get("content_type") or "application/data"
+    try:
+        if content_type == "application/json" and accept is not None \
+                and content_type in accept:
+            payload = serialization.json_loads(body)
+        else:
+            payload = serialization.loads(body, content_type,
+                                          properties.get("content_encoding"), accept)
+    except ContentDisallowed as exc:
+        raise MessageRejected("content-disallowed", str(exc)) from None
+    except DecodeError as exc:
+        raise MessageRejected("decode-error", f"{content_type} body: {exc}") from None
+
+    if "task" in headers:
+        if isinstance(payload, dict) and "args" in payload:
+            headers = {**payload, **headers}
+            args, kwargs = payload.get("args"), payload.get("kwargs") or {}
+            embed = {key: payload.get(key) for key in _EMPTY_EMBED}
+        elif isinstance(payload, (list, tuple)) and len(payload) == 3:
+            args, kwargs, embed = payload
+        else:
+            raise MessageRejected(
+                "invalid-body", f"a v2 body must be [args, kwargs, embed], got "
+                f"{_describe(payload)}")
+    elif isinstance(payload, dict) and "task" in payload and "id" in payload:
+        headers, args, kwargs, embed = _from_v1(headers, payload)
+    else:
+        raise MessageRejected(
+            "unknown-format", f"no 'task' header and the body is {_describe(payload)}: not "
+            f"a Celery task message")
+
+    if not isinstance(args, (list, tuple)):
+        raise MessageRejected("invalid-body", f"args must be a list, not {_describe(args)}")
+    if not isinstance(kwargs, dict):
+        raise MessageRejected("invalid-body", f"kwargs must be a mapping, not "
+                                              f"{_describe(kwargs)}")
+    if embed is None:
+        embed = {}
+    elif not isinstance(embed, dict):
+        raise MessageRejected("invalid-body", f"embed must be a mapping or null, not "
+                                              f"{_describe(embed)}")
+    task_id, name = headers.get("id"), headers.get("task")
+    if not isinstance(task_id, str) or not task_id:
+        raise MessageRejected("invalid-headers", f"the 'id' header must be a non-empty "
+                                                 f"string, got {task_id!r:.80}")
+    if not isinstance(name, str) or not name:
+        raise MessageRejected("invalid-headers", f"the 'task' header must be a non-empty "
+                                                 f"string, got {name!r:.80}")
+    for key in ("eta", "expires"):
+        value = headers.get(key)
+        if value is not None:
+            try:
+                parse_datetime(value)
+            except (ValueError, TypeError, OverflowError):
+                raise MessageRejected(
+                    "invalid-eta", f"task {name}[{task_id}]: {key} {value!r:.80} is not an "
+                    f"ISO-8601 timestamp") from None
+    return headers, list(args) if isinstance(args, tuple) else args, kwargs, embed
+
+
+def _from_v1(headers: dict, body: dict) -> tuple[dict, list, dict, dict]:
+    """Celery protocol v1 (everything in the body) as v2 parts, converted as Celery does."""
+    converted = dict(headers)
+    for key in ("task", "id", "retries", "eta", "expires", "timelimit", "group_index",
+                "parent_id", "root_id", "shadow", "origin"):
+        if key in body:
+            converted[key] = body[key]
+    converted["group"] = body.get("taskset", body.get("group"))
+    converted.setdefault("root_id", body["id"])
+    converted.setdefault("lang", "py")
+    if body.get("utc") is False:
+        # naive v1 times are the sender's local time; the best we can do is this host's
+        for key in ("eta", "expires"):
+            value = converted.get(key)
+            if isinstance(value, str):
+                try:
+                    local = datetime.fromisoformat(value)
+                except ValueError:
+                    continue
+                if local.tzinfo is None:
+                    converted[key] = local.astimezone(timezone.utc).isoformat()
+    embed = {"callbacks": body.get("callbacks"), "errbacks": body.get("errbacks"),
+             "chain": None, "chord": body.get("chord")}
+    return converted, body.get("args", []), body.get("kwargs", {}), embed
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"a {len(value)}-element list"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def strip_delayed_routing_key(routing_key: str) -> str:
+    """A routing key without the 28-bit prefix of Celery's native delayed delivery (§1.6.4)."""
+    return _DELAYED_PREFIX.sub("", routing_key)
+
+
+_DELAYED_PREFIX = re.compile(r"^(?:[01]\.){28}")

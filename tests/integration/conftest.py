@@ -25,10 +25,13 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self.health_file = str(workdir / "workers" / f"w-{id(self)}.json")
         self.log_file = str(workdir / "worker.log")
+        self._log = None
 
     def start(self, *extra: str, wait: bool = True) -> WorkerProcess:
         if os.path.exists(self.health_file):
             os.unlink(self.health_file)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
         self._log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.sqlite_app",
@@ -58,14 +61,19 @@ class WorkerProcess:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            if self.proc is None or self.proc.poll() is not None:
+                return self.proc.returncode if self.proc else 0
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def log(self) -> str:
         try:
@@ -119,13 +127,11 @@ def worker(sqlite_env):
 
 @pytest.fixture
 def producer(sqlite_env):
-    """The test app, importing the same task module the workers run."""
+    """The test task module's app, re-imported so it reads this test's broker URL."""
     import importlib
+    import sys
 
+    sys.modules.pop("tests.apps.sqlite_app", None)
     module = importlib.import_module("tests.apps.sqlite_app")
-    from fastq import App
-
-    app = App("tests.apps.sqlite_app")  # reads FASTQ_BROKER_URL from the environment
-    app.tasks.update(module.app.tasks)
-    yield app
-    app.close()
+    yield module.app
+    module.app.close()

@@ -182,7 +182,7 @@ def test_redelivery_limit_dead_letters_a_crash_looping_message(sqlite_env, produ
     producer.broker.publish_many([message])
     # simulate five workers that died holding it
     db = sqlite3.connect(url.split("///", 1)[1])
-    db.execute("UPDATE messages SET deliveries = 6")
+    db.execute("UPDATE fastq_messages SET deliveries = 6")
     db.commit()
     db.close()
     from fastq.worker._consumer_py import Consumer

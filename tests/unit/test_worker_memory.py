@@ -79,6 +79,14 @@ def test_future_eta_goes_back_to_the_broker_not_into_memory(app, run_worker):
 
     consumer = run_worker()
     sent = time.time()
+    # As a Celery client would send it: an eta header the broker knows nothing about.
+    message = app.build_message(later.name, countdown=0.3)
+    message.not_before = 0.0
+    app.publish_many([message])
+    result = app.AsyncResult(message.headers["id"])
+    assert result.get(timeout=5) >= sent + 0.3
+    assert consumer.counters["deferred"] == 1
+    # with the broker told, the message waits there and the consumer never sees it early
     result = later.apply_async(countdown=0.3)
     assert result.get(timeout=5) >= sent + 0.3
     assert consumer.counters["deferred"] == 1

@@ -1,0 +1,115 @@
+"""An in-process result store for tests and single-process apps: ``memory://NAME``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..exceptions import ResultTimeout
+from ..result import PENDING, READY_STATES, SUCCESS
+from .base import Backend, decode_meta
+
+
+class _Store:
+    """The documents behind one ``memory://`` URL: task id -> (state, document, expires_at)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.documents: dict[str, tuple[str, bytes, float | None]] = {}
+
+    def lookup(self, task_id: str, now: float) -> tuple[str, bytes, float | None] | None:
+        """The unexpired record of ``task_id``; lock held."""
+        record = self.documents.get(task_id)
+        if record is None or (record[2] is not None and record[2] < now):
+            return None
+        return record
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _shared_store(url: str) -> _Store:
+    name = url.split("://", 1)[1] if "://" in url else ""
+    with _stores_lock:
+        store = _stores.get(name)
+        if store is None:
+            store = _stores[name] = _Store()
+        return store
+
+
+class MemoryBackend(Backend):
+    """Results in this process's memory, shared by every instance on the same URL.
+
+    ``wait`` sleeps on a condition that each write notifies instead of polling.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._store = _shared_store(url)
+
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        store = self._store
+        now = time.time()
+        found = {}
+        with store.lock:
+            for task_id in task_ids:
+                record = store.lookup(task_id, now)
+                if record is not None:
+                    found[task_id] = record[1]
+        return found
+
+    def _set_many(self, items: Sequence[tuple[str, str, bytes]], expires_at: float | None) -> None:
+        store = self._store
+        now = time.time()
+        with store.lock:
+            documents = store.documents
+            for task_id, state, document in items:
+                current = store.lookup(task_id, now)
+                if current is not None and current[0] == SUCCESS:
+                    continue
+                documents[task_id] = (state, document, expires_at)
+            store.changed.notify_all()
+
+    def _delete(self, task_id: str) -> None:
+        with self._store.lock:
+            self._store.documents.pop(task_id, None)
+
+    def _cleanup(self, now: float) -> int:
+        with self._store.lock:
+            documents = self._store.documents
+            expired = [task_id for task_id, (_s, _d, expires_at) in documents.items()
+                       if expires_at is not None and expires_at < now]
+            for task_id in expired:
+                del documents[task_id]
+            return len(expired)
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float | None = None) -> dict:
+        """Block until ``task_id`` reaches a ready state and return its meta document.
+
+        ``interval`` is accepted for the interface and unused: writes wake the waiter.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+        """
+        store = self._store
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with store.changed:
+            while True:
+                record = store.lookup(task_id, time.time())
+                state = PENDING if record is None else record[0]
+                if record is not None and state in READY_STATES:
+                    document = record[1]
+                    break
+                if deadline is None:
+                    store.changed.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ResultTimeout(f"task {task_id} is still {state} after {timeout}s")
+                store.changed.wait(left)
+        return decode_meta(document)

@@ -1,0 +1,388 @@
+"""The embedded default broker: one SQLite file in WAL mode, shared by processes on a host.
+
+Each message is a row. Claiming sets ``owner`` and pushes ``visible_at`` a lease ahead;
+a thread in the claiming process keeps extending the lease while the process lives, so
+a worker killed with ``kill -9`` stops extending and its messages become claimable again
+once the lease runs out. Countdowns and ETAs are just a future ``visible_at``: they wait
+in the file, not in a worker's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .. import serialization
+from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
+from . import sqlite_path
+from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a claim stays valid without renewal; the holder renews every third of it.
+DEFAULT_LEASE_SECONDS = 30.0
+#: Longest sleep between claim attempts while idle, in seconds.
+DEFAULT_POLL_INTERVAL_MAX = 0.1
+#: How often an idle consumer looks for commits by other connections, in seconds.
+CHANGE_CHECK_INTERVAL = 0.001
+#: Most ids bound in one ``IN (...)`` (SQLite's default variable limit is 32766).
+ID_CHUNK = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fastq_messages (
+    id          INTEGER PRIMARY KEY,
+    queue       TEXT    NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    visible_at  REAL    NOT NULL,
+    owner       TEXT,
+    deliveries  INTEGER NOT NULL DEFAULT 0,
+    enqueued_at REAL    NOT NULL,
+    headers     BLOB    NOT NULL,
+    properties  BLOB    NOT NULL,
+    body        BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fastq_messages_claim
+    ON fastq_messages (queue, priority DESC, id, visible_at);
+CREATE INDEX IF NOT EXISTS fastq_messages_owner
+    ON fastq_messages (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS fastq_dead_letters (
+    id              INTEGER PRIMARY KEY,
+    queue           TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    deliveries      INTEGER NOT NULL,
+    dead_lettered_at REAL NOT NULL,
+    headers         BLOB NOT NULL,
+    properties      BLOB NOT NULL,
+    body            BLOB NOT NULL
+);
+"""
+
+
+def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """A WAL-mode connection in autocommit mode, creating the file and its directory."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode is durable across process crashes (only an OS crash or power
+        # loss can drop the last commits), which is what a kill -9 test needs.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        raise BrokerError(f"cannot open SQLite database {path!r}: {exc}") from exc
+    return conn
+
+
+class SQLiteBroker(Broker):
+    """``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (default
+    ``.fastq/broker.sqlite3``).
+
+    Options: ``lease_seconds`` (how long a claim survives a dead holder),
+    ``poll_interval_max`` (longest idle sleep between claim attempts).
+    """
+
+    capabilities = frozenset({"delay", "priority", "lease", "dead_letter"})
+
+    def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 poll_interval_max: float = DEFAULT_POLL_INTERVAL_MAX,
+                 **options: Any) -> None:
+        super().__init__(url, max_redeliveries=max_redeliveries, **options)
+        unknown = set(options)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) for the SQLite broker: {', '.join(sorted(unknown))} "
+                f"(known: lease_seconds, poll_interval_max)")
+        if float(lease_seconds) <= 0:
+            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        self.path = sqlite_path(url)
+        self.lease_seconds = float(lease_seconds)
+        self.poll_interval_max = float(poll_interval_max)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._owner = ""
+        self._keeper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._schema_ready = False
+        self._connections: list[sqlite3.Connection] = []
+
+    # -- connections -------------------------------------------------------------------
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            # After fork: the parent's connections and keeper thread are not ours. Start
+            # afresh with a new owner token so our claims never pass as the parent's.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []
+            self._keeper = None
+            self._stop = threading.Event()
+            self._owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:12]}"
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        self._check_pid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            if not self._schema_ready:
+                self._retry(conn.executescript, SCHEMA)
+                self._schema_ready = True
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _retry(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn``; SQLite errors become BrokerError (a locked database is retried)."""
+        for attempt in range(5):
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    if attempt < 4:
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    raise BrokerConnectionLost(f"SQLite database {self.path!r} stayed locked: "
+                                               f"{exc}") from exc
+                raise BrokerError(f"SQLite broker {self.path!r}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise BrokerError(f"SQLite broker {self.path!r}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def connect(self) -> None:
+        self._conn  # noqa: B018 - opening the connection is the point
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return
+        self._stop.set()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(5)
+        self._keeper = None
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+        self._local = threading.local()
+
+    # -- producing -------------------------------------------------------------------
+    def publish_many(self, messages: Sequence[Any]) -> None:
+        if not messages:
+            return
+        now = time.time()
+        dumps = serialization.json_dumps
+        rows = [(m.queue, m.properties.get("priority") or 0, m.not_before or now, now,
+                 dumps(m.headers), dumps(m.properties), m.body) for m in messages]
+        conn = self._conn
+
+        def insert() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO fastq_messages (queue, priority, visible_at, enqueued_at, "
+                    "headers, properties, body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._retry(insert)
+
+    # -- consuming -------------------------------------------------------------------
+    def _claim(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        now = time.time()
+        marks = ",".join("?" * len(queues))
+        conn = self._conn
+        # One statement: the pick and the claim are atomic without an explicit transaction.
+        sql = (f"UPDATE fastq_messages SET owner = ?, visible_at = ?, "
+               f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM fastq_messages "
+               f"WHERE queue IN ({marks}) AND visible_at <= ? ORDER BY priority DESC, id "
+               f"LIMIT ?) RETURNING id, queue, priority, deliveries, headers, properties, body")
+        params = (self._owner, now + self.lease_seconds, *queues, now, limit)
+        rows = self._retry(lambda: conn.execute(sql, params).fetchall())
+        if not rows:
+            return []
+        self._ensure_keeper()
+        if len(rows) > 1:
+            rows.sort(key=lambda row: (-row[2], row[0]))
+        loads = serialization.json_loads
+        return [Delivery(row[0], loads(row[4]), loads(row[5]), row[6], row[1], row[3] - 1)
+                for row in rows]
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        if not queues:
+            raise ConfigurationError("fetch needs at least one queue")
+        deliveries = self._claim(queues, limit)
+        if deliveries or timeout <= 0:
+            return deliveries
+        deadline = time.monotonic() + timeout
+        conn = self._conn
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        next_claim = time.monotonic() + 0.002
+        sleep = 0.002
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return []
+            # data_version changes when another connection commits, e.g. a publish: a
+            # cheap read that lets an idle consumer react within a millisecond.
+            current = conn.execute("PRAGMA data_version").fetchone()[0]
+            if current != version or now >= next_claim:
+                version = current
+                deliveries = self._claim(queues, limit)
+                if deliveries:
+                    return deliveries
+                # Nothing claimable yet; delayed messages and expired leases get picked up
+                # by the periodic claim, whose interval backs off while idle.
+                sleep = min(sleep * 2, self.poll_interval_max)
+                next_claim = time.monotonic() + sleep
+            time.sleep(min(CHANGE_CHECK_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+    def _ids_where_owned(self, sql: str, tags: Iterable[Any], *extra: Any) -> int:
+        """Run ``sql`` (with ``{ids}`` for the id list) over our claims; rows changed."""
+        ids = [int(tag) for tag in tags]
+        if not ids:
+            return 0
+        conn = self._conn
+
+        def run() -> int:
+            count = 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(ids), ID_CHUNK):
+                    chunk = ids[start:start + ID_CHUNK]
+                    query = sql.format(ids=",".join("?" * len(chunk)))
+                    count += conn.execute(query, (*extra, *chunk, self._owner)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return count
+
+        return self._retry(run)
+
+    def ack_many(self, tags: Iterable[Any]) -> None:
+        # The owner check keeps a worker whose lease lapsed from deleting a message
+        # another worker has since claimed.
+        self._ids_where_owned(
+            "DELETE FROM fastq_messages WHERE id IN ({ids}) AND owner = ?", tags)
+
+    def release_many(self, tags: Iterable[Any]) -> None:
+        self._ids_where_owned(
+            "UPDATE fastq_messages SET owner = NULL, visible_at = ?, "
+            "deliveries = deliveries - 1 WHERE id IN ({ids}) AND owner = ?",
+            tags, time.time())
+
+    def defer(self, delivery: Delivery, not_before: float) -> None:
+        # Re-time in place: a deferral is not a failed delivery, so it is not counted.
+        self._ids_where_owned(
+            "UPDATE fastq_messages SET owner = NULL, visible_at = ?, "
+            "deliveries = deliveries - 1 WHERE id IN ({ids}) AND owner = ?",
+            (delivery.tag,), float(not_before))
+
+    def reject(self, tag: Any, requeue: bool) -> None:
+        if not requeue:
+            self.dead_letter(tag, "rejected")
+            return
+        self._ids_where_owned(
+            "UPDATE fastq_messages SET owner = NULL, visible_at = ? "
+            "WHERE id IN ({ids}) AND owner = ?", (tag,), time.time())
+
+    def dead_letter(self, tag: Any, reason: str) -> None:
+        conn = self._conn
+        now = time.time()
+
+        def move() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO fastq_dead_letters (queue, reason, deliveries, "
+                    "dead_lettered_at, headers, properties, body) SELECT queue, ?, "
+                    "deliveries, ?, headers, properties, body FROM fastq_messages "
+                    "WHERE id = ?", (reason, now, int(tag)))
+                conn.execute("DELETE FROM fastq_messages WHERE id = ?", (int(tag),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._retry(move)
+
+    # -- leases ------------------------------------------------------------------------
+    def _ensure_keeper(self) -> None:
+        keeper = self._keeper
+        if keeper is not None and keeper.is_alive():
+            return
+        with self._lock:
+            if self._keeper is not None and self._keeper.is_alive():
+                return
+            self._stop.clear()
+            self._keeper = threading.Thread(target=self._keep_leases, name="fastq-lease-keeper",
+                                            daemon=True)
+            self._keeper.start()
+
+    def _keep_leases(self) -> None:
+        interval = self.lease_seconds / 3
+        while not self._stop.wait(interval):
+            try:
+                self.extend_leases()
+            except BrokerError:
+                logger.warning("could not extend leases on %s; retrying in %.1fs",
+                               self.path, interval, exc_info=True)
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            conn.close()
+
+    def extend_leases(self) -> int:
+        """Push the lease of every message this process holds a full period ahead."""
+        conn = self._conn
+        until = time.time() + self.lease_seconds
+        return self._retry(lambda: conn.execute(
+            "UPDATE fastq_messages SET visible_at = ? WHERE owner = ?",
+            (until, self._owner)).rowcount)
+
+    # -- administration --------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        conn = self._conn
+        return self._retry(lambda: conn.execute(
+            "DELETE FROM fastq_messages WHERE queue = ? AND owner IS NULL", (queue,)).rowcount)
+
+    def queue_sizes(self) -> dict[str, int]:
+        conn = self._conn
+        rows = self._retry(lambda: conn.execute(
+            "SELECT queue, SUM(owner IS NULL OR visible_at < ?) FROM fastq_messages "
+            "GROUP BY queue", (time.time(),)).fetchall())
+        return {queue: int(count or 0) for queue, count in rows}
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[dict]:
+        conn = self._conn
+        sql = ("SELECT queue, reason, deliveries, dead_lettered_at, headers, properties, body "
+               "FROM fastq_dead_letters")
+        params: tuple = ()
+        if queue is not None:
+            sql += " WHERE queue = ?"
+            params = (queue,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self._retry(lambda: conn.execute(sql, (*params, limit)).fetchall())
+        loads = serialization.json_loads
+        return [{"queue": q, "reason": reason, "deliveries": deliveries,
+                 "dead_lettered_at": at, "headers": loads(headers),
+                 "properties": loads(properties), "body": body}
+                for q, reason, deliveries, at, headers, properties, body in rows]

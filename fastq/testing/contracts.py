@@ -1,0 +1,514 @@
+"""Contract test suites that every broker and result backend must pass, for pytest."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ..backends import Backend, create_backend
+from ..backends.base import exception_from_dict
+from ..brokers import Broker, Delivery, create_broker
+from ..exceptions import ResultTimeout
+from ..protocol import Message
+
+#: The body of every test message: Celery's ``[args, kwargs, embed]`` with nothing in it.
+BODY = b"[[],{},{}]"
+
+
+def make_message(queue: str = "celery", priority: int = 0, not_before: float = 0.0,
+                 task_id: str | None = None, body: bytes = BODY, **headers: Any) -> Message:
+    """A minimal task-shaped message; extra keyword arguments become headers."""
+    return Message(
+        headers={"id": task_id or str(uuid.uuid4()), "task": "contract.task", **headers},
+        properties={"content_type": "application/json", "content_encoding": "utf-8",
+                    "priority": priority},
+        body=body, queue=queue, not_before=not_before)
+
+
+def _ids(deliveries: list[Delivery]) -> list[str]:
+    return [d.headers["id"] for d in deliveries]
+
+
+class BrokerContract:
+    """The behaviour every ``Broker`` promises, as tests to inherit.
+
+    Subclass it in a test module and supply a ``broker_url`` fixture giving a URL whose
+    queues are empty and unique to the test::
+
+        class TestMyBroker(BrokerContract):
+            @pytest.fixture
+            def broker_url(self, tmp_path):
+                return f"mybroker://{tmp_path}/q"
+
+    Brokers are built with ``fastq.brokers.create_broker(broker_url)``; override
+    ``make_broker`` to build them differently. Every broker made is closed after the
+    test. Tests of optional behaviour skip unless the broker lists the capability
+    (``priority``, ``delay``, ``dead_letter``).
+    """
+
+    @pytest.fixture(autouse=True)
+    def _broker_contract_setup(self, broker_url: str) -> Iterator[None]:
+        self.broker_url = broker_url
+        self._made_brokers: list[Broker] = []
+        yield
+        for broker in self._made_brokers:
+            broker.close()
+
+    def make_broker(self, **options: Any) -> Broker:
+        """A new broker instance on the test's URL, seeing the same queues as the others."""
+        broker = create_broker(self.broker_url, **options)
+        self._made_brokers.append(broker)
+        return broker
+
+    @pytest.fixture
+    def broker(self) -> Broker:
+        return self.make_broker()
+
+    def require(self, broker: Broker, capability: str) -> None:
+        if capability not in broker.capabilities:
+            pytest.skip(f"{type(broker).__name__} lacks the {capability!r} capability")
+
+    def drain(self, broker: Broker, queues: list[str], limit: int = 100,
+              timeout: float = 0.2) -> list[Delivery]:
+        """Fetch until a fetch comes back empty; nothing is acked."""
+        got: list[Delivery] = []
+        while True:
+            batch = broker.fetch(queues, limit, timeout)
+            if not batch:
+                return got
+            got.extend(batch)
+
+    # -- producing and consuming -----------------------------------------------------
+    def test_publish_fetch_roundtrip(self, broker: Broker) -> None:
+        body = b"\x00\xff\xfe binary \xc3\xa9 payload"
+        message = make_message("roundtrip", body=body, argsrepr="(1, 'é')",
+                               timelimit=[None, 10], nested={"a": [1, 2.5, True, None]})
+        sent_headers = dict(message.headers)
+        sent_properties = dict(message.properties)
+        broker.publish(message)
+        [delivery] = broker.fetch(["roundtrip"], 10, 5)
+        assert {k: delivery.headers.get(k) for k in sent_headers} == sent_headers
+        assert {k: delivery.properties.get(k) for k in sent_properties} == sent_properties
+        assert delivery.body == body and isinstance(delivery.body, bytes)
+        assert delivery.queue == "roundtrip"
+        assert delivery.redeliveries == 0
+        broker.ack_many([delivery.tag])
+
+    def test_instances_share_queues(self) -> None:
+        producer, consumer = self.make_broker(), self.make_broker()
+        message = make_message("shared")
+        producer.publish_many([message])
+        [delivery] = consumer.fetch(["shared"], 10, 5)
+        assert delivery.headers["id"] == message.headers["id"]
+        consumer.ack_many([delivery.tag])
+
+    def test_published_headers_are_not_shared_with_the_producer(self, broker: Broker) -> None:
+        message = make_message("copied")
+        task_id = message.headers["id"]
+        broker.publish(message)
+        message.headers["id"] = "changed after publish"
+        message.properties["priority"] = 9
+        [delivery] = broker.fetch(["copied"], 10, 5)
+        assert delivery.headers["id"] == task_id
+        assert delivery.properties["priority"] == 0
+
+    def test_fifo_within_a_priority(self, broker: Broker) -> None:
+        messages = [make_message("fifo") for _ in range(20)]
+        broker.publish_many(messages[:10])
+        for message in messages[10:]:
+            broker.publish(message)
+        got = self.drain(broker, ["fifo"], limit=3)
+        assert _ids(got) == [m.headers["id"] for m in messages]
+
+    def test_higher_priority_first(self, broker: Broker) -> None:
+        self.require(broker, "priority")
+        messages = [make_message("prio", priority=p) for p in (0, 5, 1, 9, 5, 0)]
+        broker.publish_many(messages)
+        got = self.drain(broker, ["prio"])
+        expected = sorted(messages, key=lambda m: -m.priority)  # stable: FIFO within a level
+        assert _ids(got) == [m.headers["id"] for m in expected]
+
+    def test_fetch_respects_limit(self, broker: Broker) -> None:
+        broker.publish_many([make_message("limit") for _ in range(7)])
+        batches = []
+        while batch := broker.fetch(["limit"], 3, 0.2 if batches else 5):
+            batches.append(batch)
+        assert all(1 <= len(batch) <= 3 for batch in batches)
+        assert sum(len(batch) for batch in batches) == 7
+
+    def test_fetch_times_out_empty(self, broker: Broker) -> None:
+        timeout = 0.3
+        started = time.monotonic()
+        assert broker.fetch(["nothing-here"], 10, timeout) == []
+        elapsed = time.monotonic() - started
+        assert 0 <= elapsed < timeout + 1
+
+    def test_fetch_from_several_queues(self, broker: Broker) -> None:
+        a, b = make_message("multi-a"), make_message("multi-b")
+        broker.publish_many([a, b])
+        got = self.drain(broker, ["multi-a", "multi-b"])
+        assert sorted(_ids(got)) == sorted([a.headers["id"], b.headers["id"]])
+        assert {d.headers["id"]: d.queue for d in got} == {
+            a.headers["id"]: "multi-a", b.headers["id"]: "multi-b"}
+
+    def test_named_queues_are_isolated(self, broker: Broker) -> None:
+        broker.publish(make_message("iso-a"))
+        assert broker.fetch(["iso-b"], 10, 0.2) == []
+        assert len(broker.fetch(["iso-a"], 10, 5)) == 1
+
+    # -- claiming and settling -------------------------------------------------------
+    def test_claimed_messages_are_invisible(self, broker: Broker) -> None:
+        broker.publish(make_message("claimed"))
+        other = self.make_broker()
+        [delivery] = broker.fetch(["claimed"], 10, 5)
+        assert other.fetch(["claimed"], 10, 0.2) == []
+        assert broker.fetch(["claimed"], 10, 0.2) == []
+        broker.ack_many([delivery.tag])
+
+    def test_ack_removes(self, broker: Broker) -> None:
+        broker.publish_many([make_message("ack") for _ in range(3)])
+        got = self.drain(broker, ["ack"])
+        broker.ack_many([d.tag for d in got])
+        broker.release_many([d.tag for d in got])  # already acked: nothing comes back
+        assert broker.fetch(["ack"], 10, 0.2) == []
+
+    def test_ack_many_ignores_unknown_tags(self, broker: Broker) -> None:
+        broker.publish(make_message("unknown"))
+        [delivery] = broker.fetch(["unknown"], 10, 5)
+        broker.ack_many([delivery.tag])
+        broker.ack_many([delivery.tag])  # twice
+        broker.ack_many([])
+        broker.release_many([delivery.tag])
+        assert broker.fetch(["unknown"], 10, 0.2) == []
+
+    def test_release_does_not_count_a_delivery(self, broker: Broker) -> None:
+        message = make_message("release")
+        broker.publish(message)
+        [delivery] = broker.fetch(["release"], 10, 5)
+        broker.release_many([delivery.tag])
+        [again] = broker.fetch(["release"], 10, 5)
+        assert again.headers["id"] == message.headers["id"]
+        assert again.redeliveries == delivery.redeliveries == 0
+        broker.ack_many([again.tag])
+
+    def test_reject_requeue_counts_a_redelivery(self, broker: Broker) -> None:
+        message = make_message("requeue")
+        broker.publish(message)
+        [delivery] = broker.fetch(["requeue"], 10, 5)
+        broker.reject(delivery.tag, requeue=True)
+        [again] = broker.fetch(["requeue"], 10, 5)
+        assert again.headers["id"] == message.headers["id"]
+        assert again.redeliveries == 1
+        broker.reject(again.tag, requeue=True)
+        [third] = broker.fetch(["requeue"], 10, 5)
+        assert third.redeliveries == 2
+        broker.ack_many([third.tag])
+
+    def test_reject_without_requeue_dead_letters(self, broker: Broker) -> None:
+        self.require(broker, "dead_letter")
+        message = make_message("rejected")
+        broker.publish(message)
+        [delivery] = broker.fetch(["rejected"], 10, 5)
+        broker.reject(delivery.tag, requeue=False)
+        assert broker.fetch(["rejected"], 10, 0.2) == []
+        [record] = broker.dead_letters(queue="rejected")
+        assert record["reason"] == "rejected"
+        assert record["queue"] == "rejected"
+        assert record["headers"]["id"] == message.headers["id"]
+
+    def test_dead_letter_records_reason_and_headers(self, broker: Broker) -> None:
+        self.require(broker, "dead_letter")
+        first, second = make_message("dead"), make_message("dead")
+        broker.publish_many([first, second])
+        got = self.drain(broker, ["dead"])
+        by_id = {d.headers["id"]: d for d in got}
+        broker.dead_letter(by_id[first.headers["id"]].tag, "decode-error: bad body")
+        broker.dead_letter(by_id[second.headers["id"]].tag, "unknown-task: contract.task")
+        assert broker.fetch(["dead"], 10, 0.2) == []
+        records = broker.dead_letters(queue="dead")
+        assert [r["headers"]["id"] for r in records] == [second.headers["id"],
+                                                         first.headers["id"]]  # newest first
+        assert [r["reason"] for r in records] == ["unknown-task: contract.task",
+                                                  "decode-error: bad body"]
+        assert all(r["queue"] == "dead" for r in records)
+        assert broker.dead_letters(queue="dead", limit=1)[0]["headers"]["id"] == \
+            second.headers["id"]
+        assert broker.dead_letters(queue="no-such-queue") == []
+
+    # -- timing ----------------------------------------------------------------------
+    def test_not_before_holds_a_message_until_due(self, broker: Broker) -> None:
+        self.require(broker, "delay")
+        due = time.time() + 0.5
+        message = make_message("delayed", not_before=due)
+        broker.publish(message)
+        assert broker.fetch(["delayed"], 10, 0.1) == []
+        [delivery] = broker.fetch(["delayed"], 10, 5)
+        assert time.time() >= due - 0.001
+        assert delivery.headers["id"] == message.headers["id"]
+        broker.ack_many([delivery.tag])
+
+    def test_defer_retimes_and_keeps_the_message(self, broker: Broker) -> None:
+        message = make_message("defer")
+        broker.publish(message)
+        [delivery] = broker.fetch(["defer"], 10, 5)
+        due = time.time() + 0.5
+        broker.defer(delivery, due)
+        if "delay" in broker.capabilities:
+            assert broker.fetch(["defer"], 10, 0.1) == []
+        [again] = broker.fetch(["defer"], 10, 5)
+        if "delay" in broker.capabilities:
+            assert time.time() >= due - 0.001
+        assert again.headers["id"] == message.headers["id"]
+        assert again.body == message.body
+        broker.ack_many([again.tag])
+        assert broker.fetch(["defer"], 10, 0.2) == []
+
+    # -- administration --------------------------------------------------------------
+    def test_purge_counts_ready_messages(self, broker: Broker) -> None:
+        broker.publish_many([make_message("purge") for _ in range(5)])
+        [claimed] = broker.fetch(["purge"], 1, 5)
+        assert broker.purge("purge") == 4
+        assert broker.fetch(["purge"], 10, 0.2) == []
+        assert broker.purge("purge") == 0
+        broker.ack_many([claimed.tag])
+
+    def test_queue_sizes(self, broker: Broker) -> None:
+        broker.publish_many([make_message("size-a") for _ in range(3)]
+                            + [make_message("size-b") for _ in range(2)])
+        sizes = broker.queue_sizes()
+        if not sizes:
+            pytest.skip(f"{type(broker).__name__} cannot report queue sizes")
+        assert sizes["size-a"] == 3 and sizes["size-b"] == 2
+        [claimed] = broker.fetch(["size-a"], 1, 5)
+        assert broker.queue_sizes()["size-a"] == 2
+        broker.ack_many([claimed.tag])
+
+    # -- volume and concurrency ------------------------------------------------------
+    def test_publish_many_thousand_fetched_exactly_once(self, broker: Broker) -> None:
+        messages = [make_message("bulk") for _ in range(1000)]
+        broker.publish_many(messages)
+        got = self.drain(broker, ["bulk"], limit=100)
+        ids = _ids(got)
+        assert len(ids) == 1000 and set(ids) == {m.headers["id"] for m in messages}
+        assert len({d.tag for d in got}) == 1000
+        broker.ack_many([d.tag for d in got])
+        assert broker.fetch(["bulk"], 10, 0.2) == []
+
+    def test_concurrent_consumers_get_each_message_once(self, broker: Broker) -> None:
+        total = 400
+        messages = [make_message("concurrent") for _ in range(total)]
+        seen: list[list[str]] = [[], []]
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        counted = [0]
+
+        def consume(index: int) -> None:
+            consumer = self.make_broker()
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    batch = consumer.fetch(["concurrent"], 7, 0.2)
+                    if batch:
+                        seen[index].extend(_ids(batch))
+                        consumer.ack_many([d.tag for d in batch])
+                        with lock:
+                            counted[0] += len(batch)
+                    with lock:
+                        if counted[0] >= total:
+                            return
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                consumer.close()  # per-thread connections belong to this thread
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        broker.publish_many(messages)
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        all_seen = seen[0] + seen[1]
+        assert len(all_seen) == total
+        assert set(all_seen) == {m.headers["id"] for m in messages}
+
+
+class BackendContract:
+    """The behaviour every result ``Backend`` promises, as tests to inherit.
+
+    Subclass it and supply a ``backend_url`` fixture giving a URL whose store is empty
+    and unique to the test::
+
+        class TestMyBackend(BackendContract):
+            @pytest.fixture
+            def backend_url(self, tmp_path):
+                return f"mystore://{tmp_path}/results"
+
+    Backends are built with ``fastq.backends.create_backend(backend_url, **options)``;
+    override ``make_backend`` to build them differently. Every backend made is closed
+    after the test. Stores that expire keys natively (and so report 0 from
+    ``cleanup()``) set ``expires_natively = True``.
+    """
+
+    expires_natively = False
+
+    @pytest.fixture(autouse=True)
+    def _backend_contract_setup(self, backend_url: str) -> Iterator[None]:
+        self.backend_url = backend_url
+        self._made_backends: list[Backend] = []
+        yield
+        for backend in self._made_backends:
+            backend.close()
+
+    def make_backend(self, **options: Any) -> Backend:
+        """A new backend instance on the test's URL, sharing the store with the others."""
+        backend = create_backend(self.backend_url, **options)
+        self._made_backends.append(backend)
+        return backend
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        return self.make_backend()
+
+    def test_store_and_get_success(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        result = {"numbers": [1, 2.5, None], "text": "héllo", "ok": True}
+        backend.store(task_id, "SUCCESS", result)
+        meta = backend.get(task_id)
+        assert meta["status"] == "SUCCESS"
+        assert meta["result"] == result
+        assert meta["task_id"] == task_id
+        assert meta["traceback"] is None
+        assert meta["date_done"]
+
+    def test_unknown_id_is_pending(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        meta = backend.get(task_id)
+        assert meta["status"] == "PENDING"
+        assert meta["result"] is None and meta["task_id"] == task_id
+
+    def test_instances_share_results(self) -> None:
+        writer, reader = self.make_backend(), self.make_backend()
+        task_id = str(uuid.uuid4())
+        writer.store(task_id, "SUCCESS", 42)
+        assert reader.get(task_id)["result"] == 42
+
+    def test_success_is_not_overwritten(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "SUCCESS", "first")
+        backend.store(task_id, "FAILURE", ValueError("late"), "Traceback ...")
+        backend.store(task_id, "RETRY", RuntimeError("later"))
+        backend.store(task_id, "SUCCESS", "second")
+        meta = backend.get(task_id)
+        assert meta["status"] == "SUCCESS" and meta["result"] == "first"
+
+    def test_other_states_are_overwritten(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "STARTED", {"pid": 1})
+        assert backend.get(task_id)["status"] == "STARTED"
+        backend.store(task_id, "RETRY", KeyError("k"))
+        assert backend.get(task_id)["status"] == "RETRY"
+        backend.store(task_id, "SUCCESS", 7)
+        assert backend.get(task_id)["result"] == 7
+
+    def test_store_many(self, backend: Backend) -> None:
+        ids = [str(uuid.uuid4()) for _ in range(50)]
+        backend.store_many((task_id, "SUCCESS", n, None, None) for n, task_id in enumerate(ids))
+        stored = backend._get_many(ids + ["missing"])
+        assert set(stored) == set(ids)
+        assert [backend.get(task_id)["result"] for task_id in ids] == list(range(50))
+
+    def test_store_many_of_nothing(self, backend: Backend) -> None:
+        backend.store_many([])
+
+    def test_store_extra_fields(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "SUCCESS", 1, extra={"name": "contract.task", "retries": 2})
+        meta = backend.get(task_id)
+        assert meta["name"] == "contract.task" and meta["retries"] == 2
+
+    def test_failure_stores_the_exception_portably(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "FAILURE", ValueError("x"), "tb")
+        meta = backend.get(task_id)
+        assert meta["status"] == "FAILURE"
+        assert meta["traceback"] == "tb"
+        assert meta["result"]["exc_type"] == "ValueError"
+        assert meta["result"]["exc_message"] == ["x"]
+        exc = exception_from_dict(meta["result"])
+        assert type(exc) is ValueError and exc.args == ("x",)
+
+    def test_wait_returns_when_another_thread_stores(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        errors: list[BaseException] = []
+
+        def finish_later() -> None:
+            writer = self.make_backend()
+            try:
+                time.sleep(0.2)
+                writer.store(task_id, "STARTED")
+                time.sleep(0.1)
+                writer.store(task_id, "SUCCESS", "done")
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                writer.close()  # per-thread connections belong to this thread
+
+        thread = threading.Thread(target=finish_later)
+        thread.start()
+        try:
+            meta = backend.wait(task_id, timeout=10)
+        finally:
+            thread.join(10)
+        assert not errors, errors
+        assert meta["status"] == "SUCCESS" and meta["result"] == "done"
+
+    def test_wait_returns_a_ready_result_at_once(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "FAILURE", ValueError("x"))
+        assert backend.wait(task_id, timeout=0)["status"] == "FAILURE"
+
+    def test_wait_times_out(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "STARTED")
+        started = time.monotonic()
+        with pytest.raises(ResultTimeout, match=task_id):
+            backend.wait(task_id, timeout=0.2)
+        assert time.monotonic() - started < 1.2
+        with pytest.raises(TimeoutError):  # ResultTimeout is a builtin TimeoutError too
+            backend.wait(str(uuid.uuid4()), timeout=0.05, interval=0.01)
+
+    def test_forget(self, backend: Backend) -> None:
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "SUCCESS", 1)
+        backend.forget(task_id)
+        assert backend.get(task_id)["status"] == "PENDING"
+        backend.forget(task_id)  # forgetting nothing is fine
+        backend.store(task_id, "SUCCESS", 2)  # a forgotten SUCCESS no longer blocks writes
+        assert backend.get(task_id)["result"] == 2
+
+    def test_results_expire(self) -> None:
+        backend = self.make_backend(expires=0.3)
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "SUCCESS", 1)
+        assert backend.get(task_id)["status"] == "SUCCESS"
+        time.sleep(0.5)
+        assert backend.get(task_id)["status"] == "PENDING"
+        assert backend._get_many([task_id]) == {}
+        removed = backend.cleanup()
+        if not self.expires_natively:
+            assert removed == 1
+            assert backend.cleanup() == 0
+        assert backend.get(task_id)["status"] == "PENDING"
+
+    def test_no_expiry_keeps_results(self) -> None:
+        backend = self.make_backend(expires=None)
+        task_id = str(uuid.uuid4())
+        backend.store(task_id, "SUCCESS", 1)
+        assert backend.cleanup() == 0
+        assert backend.get(task_id)["result"] == 1

@@ -1,0 +1,188 @@
+"""Celery protocol v2: building messages as Celery 5.7 does and refusing malformed ones."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from fastq import protocol, serialization
+from fastq.exceptions import MessageRejected
+
+JSON = serialization.resolve_accept(["json"])
+CELERY_HEADERS = {"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
+                  "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
+                  "origin", "ignore_result", "replaced_task_nesting", "stamped_headers",
+                  "stamps"}
+NOW = 1_800_000_000.0
+
+
+def build(**options):
+    return protocol.build_task_message("proj.tasks.add", "5b2f0a1e", (4, 5), {"z": 1},
+                                       now=NOW, **options)
+
+
+def test_headers_properties_and_body_match_celery():
+    message = build(origin="gen1@host", reply_to="r-1")
+    assert set(message.headers) == CELERY_HEADERS
+    h = message.headers
+    assert (h["lang"], h["task"], h["id"], h["root_id"]) == ("py", "proj.tasks.add",
+                                                              "5b2f0a1e", "5b2f0a1e")
+    assert h["timelimit"] == [None, None] and h["retries"] == 0 and h["stamps"] == {}
+    assert (h["argsrepr"], h["kwargsrepr"]) == ("(4, 5)", "{'z': 1}")
+    assert h["parent_id"] is None and h["eta"] is None and h["ignore_result"] is False
+    assert message.properties == {
+        "content_type": "application/json", "content_encoding": "utf-8",
+        "correlation_id": "5b2f0a1e", "reply_to": "r-1", "delivery_mode": 2, "priority": 0}
+    assert orjson.loads(message.body) == [
+        [4, 5], {"z": 1}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    assert message.queue == "celery" and message.not_before == 0.0
+
+
+def test_timelimit_is_hard_then_soft():
+    assert build(time_limit=30, soft_time_limit=25.5).headers["timelimit"] == [30, 25.5]
+
+
+def test_countdown_sets_eta_and_not_before():
+    message = build(countdown=90)
+    assert message.not_before == NOW + 90
+    assert protocol.parse_datetime(message.headers["eta"]).timestamp() == NOW + 90
+    assert message.headers["eta"].endswith("+00:00")
+
+
+def test_naive_eta_stays_naive_on_the_wire_and_means_utc():
+    message = build(eta=datetime(2030, 1, 1, 12, 0))
+    assert message.headers["eta"] == "2030-01-01T12:00:00"
+    assert message.not_before == datetime(2030, 1, 1, 12, tzinfo=timezone.utc).timestamp()
+
+
+def test_expires_in_seconds_sets_header_and_expiration_ms():
+    message = build(expires=300, priority=3)
+    assert protocol.parse_datetime(message.headers["expires"]).timestamp() == NOW + 300
+    assert message.properties["expiration"] == "300000"
+    assert message.properties["priority"] == 3
+
+
+def test_past_expiry_gives_zero_expiration():
+    past = datetime.fromtimestamp(NOW - 10, timezone.utc)
+    assert build(expires=past).properties["expiration"] == "0"
+
+
+def test_custom_headers_pass_through_but_never_replace_protocol_ones():
+    headers = build(headers={"x-tenant": "acme", "id": "evil"}).headers
+    assert headers["x-tenant"] == "acme" and headers["id"] == "5b2f0a1e"
+
+
+def test_long_reprs_are_truncated_like_celery():
+    message = protocol.build_task_message("t", "i", ("x" * 5000,), {})
+    assert len(message.headers["argsrepr"]) == protocol.REPR_LIMIT
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "yaml"])
+@pytest.mark.parametrize("compression", [None, "zlib", "bzip2"])
+def test_round_trip(serializer, compression):
+    message = build(serializer=serializer, compression=compression, chain=[{"task": "n"}])
+    accept = serialization.resolve_accept([serializer])
+    headers, args, kwargs, embed = protocol.decode_task(
+        message.headers, message.properties, message.body, accept)
+    assert (args, kwargs) == ([4, 5], {"z": 1})
+    assert embed["chain"] == [{"task": "n"}]
+    assert headers["id"] == "5b2f0a1e"
+    if compression:
+        assert headers["compression"].startswith("application/x-")
+
+
+def test_minimal_message_from_another_language_is_accepted():
+    headers, args, kwargs, embed = protocol.decode_task(
+        {"task": "t", "id": "i"}, {"content_type": "application/json"}, b"[[1], {}, null]",
+        JSON)
+    assert (args, kwargs, embed) == ([1], {}, {})
+
+
+def test_hybrid_body_fields_merge_under_headers():
+    body = b'{"args": [1], "kwargs": {"a": 2}, "retries": 3, "task": "ignored", "chain": null}'
+    headers, args, kwargs, embed = protocol.decode_task(
+        {"task": "t", "id": "i"}, {"content_type": "application/json"}, body, JSON)
+    assert (headers["task"], headers["retries"], args, kwargs) == ("t", 3, [1], {"a": 2})
+
+
+def test_protocol_v1_is_converted_like_celery_does():
+    body = orjson.dumps({"task": "proj.add", "id": "v1id", "args": [5, 5], "kwargs": {},
+                         "retries": 2, "eta": None, "expires": None, "utc": True,
+                         "taskset": "g1", "chord": None, "callbacks": [{"task": "cb"}],
+                         "errbacks": None, "timelimit": [None, None]})
+    headers, args, kwargs, embed = protocol.decode_task(
+        {}, {"content_type": "application/json"}, body, JSON)
+    assert (headers["task"], headers["id"], headers["retries"], headers["group"]) == (
+        "proj.add", "v1id", 2, "g1")
+    assert args == [5, 5] and embed["callbacks"] == [{"task": "cb"}] and embed["chain"] is None
+
+
+@pytest.mark.parametrize("headers, properties, body, reason, fragment", [
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b"[[1], {",
+     "decode-error", "invalid JSON"),
+    ({"id": "i"}, {"content_type": "application/json"}, b"[[], {}, {}]",
+     "unknown-format", "no 'task' header"),
+    ({"task": "t"}, {"content_type": "application/json"}, b"[[], {}, {}]",
+     "invalid-headers", "'id' header"),
+    ({"task": "", "id": "i"}, {"content_type": "application/json"}, b"[[], {}, {}]",
+     "invalid-headers", "'task' header"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b"[[], {}]",
+     "invalid-body", "2-element list"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b'"text"',
+     "invalid-body", "[args, kwargs, embed]"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b'["a", {}, {}]',
+     "invalid-body", "args must be a list"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b'[[], [], {}]',
+     "invalid-body", "kwargs must be a mapping"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"}, b'[[], {}, 3]',
+     "invalid-body", "embed must be a mapping"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/x-python-serialize"}, b"\x80",
+     "content-disallowed", "not in accept_content"),
+    ({"task": "t", "id": "i"}, {"content_type": "text/csv"}, b"a,b",
+     "content-disallowed", "text/csv"),
+    ({"task": "t", "id": "i"}, {}, b"[[], {}, {}]", "content-disallowed", "application/data"),
+    ({"task": "t", "id": "i", "eta": "not-a-date"}, {"content_type": "application/json"},
+     b"[[], {}, {}]", "invalid-eta", "'not-a-date'"),
+    ({"task": "t", "id": "i", "expires": 12}, {"content_type": "application/json"},
+     b"[[], {}, {}]", "invalid-eta", "expires 12"),
+    ({"task": "t", "id": "i", "compression": "application/x-snappy"},
+     {"content_type": "application/json"}, b"[[], {}, {}]", "unknown-compression", "snappy"),
+    ({"task": "t", "id": "i", "compression": "application/x-gzip"},
+     {"content_type": "application/json"}, b"[[], {}, {}]", "decode-error", "corrupt"),
+    ([("task", "t")], {"content_type": "application/json"}, b"[[], {}, {}]",
+     "invalid-headers", "headers must be a table"),
+])
+def test_malformed_messages_are_refused_with_a_reason(headers, properties, body, reason,
+                                                      fragment):
+    with pytest.raises(MessageRejected) as info:
+        protocol.decode_task(headers, properties, body, JSON)
+    assert info.value.reason == reason
+    assert fragment in info.value.detail
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-11-24T01:02:03", datetime(2026, 11, 24, 1, 2, 3, tzinfo=timezone.utc)),
+    ("2026-11-24T01:02:03Z", datetime(2026, 11, 24, 1, 2, 3, tzinfo=timezone.utc)),
+    ("2026-11-24T01:02:03.5+01:00", datetime(2026, 11, 24, 0, 2, 3, 500000,
+                                               tzinfo=timezone.utc)),
+    ("2026-11-24T01:02:03.123456789-05:30", datetime(2026, 11, 24, 6, 32, 3, 123456,
+                                                       tzinfo=timezone.utc)),
+    ("2026-11-24 01:02:03.12", datetime(2026, 11, 24, 1, 2, 3, 120000, tzinfo=timezone.utc)),
+    ("2026-11-24T01:02:03+0100", datetime(2026, 11, 24, 0, 2, 3, tzinfo=timezone.utc)),
+])
+def test_parse_datetime_accepts_what_celery_peers_write(text, expected):
+    assert protocol.parse_datetime(text) == expected
+    assert protocol._parse_iso_slow(text).astimezone(timezone.utc) == expected
+
+
+def test_format_datetime_is_aware_utc_with_microseconds():
+    local = datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert protocol.format_datetime(local) == "2026-01-01T00:00:00.000000+00:00"
+
+
+def test_strip_delayed_routing_key():
+    prefix = "0.1." * 14
+    assert protocol.strip_delayed_routing_key(prefix + "celery") == "celery"
+    assert protocol.strip_delayed_routing_key("0.1.celery") == "0.1.celery"
