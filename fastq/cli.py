@@ -287,11 +287,14 @@ def _pid_alive(pid: int) -> bool:
 @click.option("--results/--no-results", default=True, show_default=True,
               help="Store and check every result, or ignore results.")
 @click.option("--broker", default=None, help="Broker URL (default: a fresh embedded SQLite).")
-def demo(count, runs, results, broker) -> None:
+@click.option("--prefetch-multiplier", "prefetch", type=int, default=64, show_default=True,
+              help="The worker's prefetch: a throughput job takes big batches (the "
+                   "worker default is 4, fair to long tasks).")
+def demo(count, runs, results, broker, prefetch) -> None:
     """Publish a batch of tasks, drain them with a worker process, print the figures."""
     from .demo import run_demo
 
-    run_demo(count=count, runs=runs, results=results, broker=broker)
+    run_demo(count=count, runs=runs, results=results, broker=broker, prefetch=prefetch)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def _wait_for_worker(health_file: str, proc: subprocess.Popen, timeout: float = 
     raise click.ClickException("the demo worker did not start within 30 s")
 
 
-def one_run(count: int, results: bool, broker: str | None, workdir: str) -> dict:
+def one_run(count: int, results: bool, broker: str | None, workdir: str,
+            prefetch: int = 64) -> dict:
     """Publish ``count`` add() tasks to a running worker; time them end to end."""
     url = broker or f"sqlite:///{os.path.join(workdir, 'broker.sqlite3')}"
     env = dict(os.environ, FASTQ_BROKER_URL=url,
@@ -49,7 +50,7 @@ def one_run(count: int, results: bool, broker: str | None, workdir: str) -> dict
     producer.broker.purge("celery")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastq.cli", "worker", "-A", "fastq.demo", "-l", "warning",
-         "--health-file", health_file], env=env)
+         "--health-file", health_file, "--prefetch-multiplier", str(prefetch)], env=env)
     try:
         _wait_for_worker(health_file, proc)
         started = time.perf_counter()
@@ -84,12 +85,13 @@ def one_run(count: int, results: bool, broker: str | None, workdir: str) -> dict
         producer.close()
 
 
-def run_demo(count: int, runs: int, results: bool, broker: str | None) -> list[dict]:
+def run_demo(count: int, runs: int, results: bool, broker: str | None,
+             prefetch: int = 64) -> list[dict]:
     """Run the demo ``runs`` times and print each run and the median."""
     figures = []
     for run in range(1, runs + 1):
         with tempfile.TemporaryDirectory(prefix="fastq-demo-") as workdir:
-            fig = one_run(count, results, broker, workdir)
+            fig = one_run(count, results, broker, workdir, prefetch)
         figures.append(fig)
         verified = f", {fig['checked']} results verified" if results else ""
         click.echo(f"run {run}: {count} tasks in {fig['seconds']:.2f}s end to end = "
@@ -97,7 +99,8 @@ def run_demo(count: int, runs: int, results: bool, broker: str | None) -> list[d
                    f"/s){verified}")
     rates = [f["end_to_end_per_s"] for f in figures]
     click.echo(f"median over {runs} run(s): {statistics.median(rates):,.0f} tasks/s "
-               f"(range {min(rates):,.0f}-{max(rates):,.0f}), one solo worker process, "
+               f"(range {min(rates):,.0f}-{max(rates):,.0f}), one solo worker process "
+               f"(prefetch {prefetch}), "
                f"{'results stored' if results else 'results ignored'}, "
                f"broker {broker or 'embedded SQLite'}")
     return figures

@@ -108,33 +108,41 @@ _JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLAS
 _JSON_OPTIONS |= getattr(orjson, "OPT_PASSTHROUGH_DATACLASS", 0)
 
 
+#: Types that can hold no UUID: the walk below skips them without a closer look.
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, datetime, date, time,
+                         Decimal})
+
+
 def _wrap_uuids(obj: Any) -> Any:
     """``obj`` with UUIDs enveloped; orjson writes UUIDs natively and offers no hook.
 
     Returns ``obj`` itself (no copy) when it holds no UUID, the common case.
     """
+    kind = type(obj)
+    if kind is dict or (kind not in _LEAF_TYPES and isinstance(obj, dict)):
+        for value in obj.values():
+            if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
+                return {k: _wrap_uuids(v) for k, v in obj.items()}
+        return obj
+    if kind is list or kind is tuple or (kind not in _LEAF_TYPES
+                                         and isinstance(obj, (list, tuple))):
+        for value in obj:
+            if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
+                return [_wrap_uuids(v) for v in obj]
+        return obj
     if isinstance(obj, uuid.UUID):
         return _envelope(obj)
-    if isinstance(obj, dict):
-        for value in obj.values():
-            if isinstance(value, (uuid.UUID, dict, list, tuple)):
-                wrapped = _wrap_uuids(value)
-                if wrapped is not value:
-                    return {k: _wrap_uuids(v) for k, v in obj.items()}
-        return obj
-    if isinstance(obj, (list, tuple)):
-        for value in obj:
-            if isinstance(value, (uuid.UUID, dict, list, tuple)):
-                wrapped = _wrap_uuids(value)
-                if wrapped is not value:
-                    return [_wrap_uuids(v) for v in obj]
-        return obj
     return obj
 
 
-def json_dumps(obj: Any) -> bytes:
-    """kombu-compatible JSON bytes; non-str dict keys are stringified."""
-    obj = _wrap_uuids(obj)
+def json_dumps(obj: Any, uuids: bool = True) -> bytes:
+    """kombu-compatible JSON bytes; non-str dict keys are stringified.
+
+    ``uuids=False`` skips enveloping UUIDs (they become plain strings), for documents
+    fastq alone reads back, such as stored message headers.
+    """
+    if uuids:
+        obj = _wrap_uuids(obj)
     try:
         return orjson.dumps(obj, default=_envelope, option=_JSON_OPTIONS)
     except orjson.JSONEncodeError as exc:

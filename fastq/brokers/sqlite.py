@@ -35,34 +35,40 @@ CHANGE_CHECK_INTERVAL = 0.001
 #: Most ids bound in one ``IN (...)`` (SQLite's default variable limit is 32766).
 ID_CHUNK = 500
 
+#: Message states. Only READY rows are in the claim index; HELD (claimed) and DELAYED rows
+#: are in the timing index, ordered by when they become claimable again.
+READY, HELD, DELAYED = 0, 1, 2
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fastq_messages (
     id          INTEGER PRIMARY KEY,
     queue       TEXT    NOT NULL,
     priority    INTEGER NOT NULL DEFAULT 0,
+    state       INTEGER NOT NULL,
     visible_at  REAL    NOT NULL,
     owner       TEXT,
     deliveries  INTEGER NOT NULL DEFAULT 0,
     enqueued_at REAL    NOT NULL,
-    headers     BLOB    NOT NULL,
-    properties  BLOB    NOT NULL,
+    envelope    BLOB    NOT NULL,
     body        BLOB    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS fastq_messages_claim
-    ON fastq_messages (queue, priority DESC, id, visible_at);
-CREATE INDEX IF NOT EXISTS fastq_messages_owner
-    ON fastq_messages (owner) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS fastq_messages_ready
+    ON fastq_messages (queue, priority DESC, id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS fastq_messages_timing
+    ON fastq_messages (visible_at) WHERE state != 0;
 CREATE TABLE IF NOT EXISTS fastq_dead_letters (
     id              INTEGER PRIMARY KEY,
     queue           TEXT NOT NULL,
     reason          TEXT NOT NULL,
     deliveries      INTEGER NOT NULL,
     dead_lettered_at REAL NOT NULL,
-    headers         BLOB NOT NULL,
-    properties      BLOB NOT NULL,
+    envelope        BLOB NOT NULL,
     body            BLOB NOT NULL
 );
 """
+
+#: How often a consumer moves due delayed messages and lapsed leases back to READY.
+PROMOTE_INTERVAL = 0.05
 
 
 def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
@@ -115,6 +121,8 @@ class SQLiteBroker(Broker):
         self._stop = threading.Event()
         self._schema_ready = False
         self._connections: list[sqlite3.Connection] = []
+        self._held: set[int] = set()
+        self._next_promote = 0.0
 
     # -- connections -------------------------------------------------------------------
     def _check_pid(self) -> None:
@@ -126,6 +134,7 @@ class SQLiteBroker(Broker):
             self._connections = []
             self._keeper = None
             self._stop = threading.Event()
+            self._held = set()
             self._owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:12]}"
 
     @property
@@ -185,16 +194,22 @@ class SQLiteBroker(Broker):
             return
         now = time.time()
         dumps = serialization.json_dumps
-        rows = [(m.queue, m.properties.get("priority") or 0, m.not_before or now, now,
-                 dumps(m.headers), dumps(m.properties), m.body) for m in messages]
+        # UUIDs cannot travel in AMQP headers either; they stay plain strings here.
+        rows = []
+        for m in messages:
+            not_before = m.not_before
+            delayed = not_before > now
+            rows.append((m.queue, m.properties.get("priority") or 0,
+                         DELAYED if delayed else READY, not_before if delayed else now, now,
+                         dumps((m.headers, m.properties), False), m.body))
         conn = self._conn
 
         def insert() -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO fastq_messages (queue, priority, visible_at, enqueued_at, "
-                    "headers, properties, body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    "INSERT INTO fastq_messages (queue, priority, state, visible_at, "
+                    "enqueued_at, envelope, body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -203,25 +218,41 @@ class SQLiteBroker(Broker):
         self._retry(insert)
 
     # -- consuming -------------------------------------------------------------------
-    def _claim(self, queues: Sequence[str], limit: int) -> list[Delivery]:
-        now = time.time()
-        marks = ",".join("?" * len(queues))
+    def promote(self) -> int:
+        """Make due delayed messages and messages whose lease lapsed claimable again."""
         conn = self._conn
+        self._next_promote = time.monotonic() + PROMOTE_INTERVAL
+        return self._retry(lambda: conn.execute(
+            "UPDATE fastq_messages SET state = 0, owner = NULL WHERE state != 0 AND "
+            "visible_at <= ?", (time.time(),)).rowcount)
+
+    def _claim(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        if time.monotonic() >= self._next_promote:
+            self.promote()
+        conn = self._conn
+        if len(queues) == 1:
+            where = "queue = ?"
+        else:
+            where = f"queue IN ({','.join('?' * len(queues))})"
         # One statement: the pick and the claim are atomic without an explicit transaction.
-        sql = (f"UPDATE fastq_messages SET owner = ?, visible_at = ?, "
+        sql = (f"UPDATE fastq_messages SET state = 1, owner = ?, visible_at = ?, "
                f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM fastq_messages "
-               f"WHERE queue IN ({marks}) AND visible_at <= ? ORDER BY priority DESC, id "
-               f"LIMIT ?) RETURNING id, queue, priority, deliveries, headers, properties, body")
-        params = (self._owner, now + self.lease_seconds, *queues, now, limit)
+               f"WHERE state = 0 AND {where} ORDER BY priority DESC, id LIMIT ?) "
+               f"RETURNING id, queue, priority, deliveries, envelope, body")
+        params = (self._owner, time.time() + self.lease_seconds, *queues, limit)
         rows = self._retry(lambda: conn.execute(sql, params).fetchall())
         if not rows:
             return []
+        self._held.update(row[0] for row in rows)
         self._ensure_keeper()
         if len(rows) > 1:
             rows.sort(key=lambda row: (-row[2], row[0]))
         loads = serialization.json_loads
-        return [Delivery(row[0], loads(row[4]), loads(row[5]), row[6], row[1], row[3] - 1)
-                for row in rows]
+        deliveries = []
+        for tag, queue, _priority, count, envelope, body in rows:
+            headers, properties = loads(envelope)
+            deliveries.append(Delivery(tag, headers, properties, body, queue, count - 1))
+        return deliveries
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if not queues:
@@ -246,14 +277,18 @@ class SQLiteBroker(Broker):
                 deliveries = self._claim(queues, limit)
                 if deliveries:
                     return deliveries
-                # Nothing claimable yet; delayed messages and expired leases get picked up
-                # by the periodic claim, whose interval backs off while idle.
+                # Nothing claimable: back off the blind retries (they are what notices
+                # delayed messages falling due and lapsed leases).
                 sleep = min(sleep * 2, self.poll_interval_max)
                 next_claim = time.monotonic() + sleep
             time.sleep(min(CHANGE_CHECK_INTERVAL, max(0.0, deadline - time.monotonic())))
 
-    def _ids_where_owned(self, sql: str, tags: Iterable[Any], *extra: Any) -> int:
-        """Run ``sql`` (with ``{ids}`` for the id list) over our claims; rows changed."""
+    def _on_held(self, sql: str, tags: Iterable[Any], *extra: Any, settle: bool = True) -> int:
+        """Run ``sql`` (``{ids}`` = the id list) over the claims we hold; rows changed.
+
+        The owner check keeps a worker whose lease lapsed from touching a message another
+        worker has claimed since. ``settle``: the claims end here (not a lease renewal).
+        """
         ids = [int(tag) for tag in tags]
         if not ids:
             return 0
@@ -273,24 +308,23 @@ class SQLiteBroker(Broker):
                 raise
             return count
 
-        return self._retry(run)
+        changed = self._retry(run)
+        if settle:
+            self._held.difference_update(ids)
+        return changed
 
     def ack_many(self, tags: Iterable[Any]) -> None:
-        # The owner check keeps a worker whose lease lapsed from deleting a message
-        # another worker has since claimed.
-        self._ids_where_owned(
-            "DELETE FROM fastq_messages WHERE id IN ({ids}) AND owner = ?", tags)
+        self._on_held("DELETE FROM fastq_messages WHERE id IN ({ids}) AND owner = ?", tags)
 
     def release_many(self, tags: Iterable[Any]) -> None:
-        self._ids_where_owned(
-            "UPDATE fastq_messages SET owner = NULL, visible_at = ?, "
-            "deliveries = deliveries - 1 WHERE id IN ({ids}) AND owner = ?",
-            tags, time.time())
+        self._on_held(
+            "UPDATE fastq_messages SET state = 0, owner = NULL, deliveries = deliveries - 1 "
+            "WHERE id IN ({ids}) AND owner = ?", tags)
 
     def defer(self, delivery: Delivery, not_before: float) -> None:
-        # Re-time in place: a deferral is not a failed delivery, so it is not counted.
-        self._ids_where_owned(
-            "UPDATE fastq_messages SET owner = NULL, visible_at = ?, "
+        # Re-timed in place; a deferral is not a failed delivery, so it is not counted.
+        self._on_held(
+            "UPDATE fastq_messages SET state = 2, owner = NULL, visible_at = ?, "
             "deliveries = deliveries - 1 WHERE id IN ({ids}) AND owner = ?",
             (delivery.tag,), float(not_before))
 
@@ -298,9 +332,8 @@ class SQLiteBroker(Broker):
         if not requeue:
             self.dead_letter(tag, "rejected")
             return
-        self._ids_where_owned(
-            "UPDATE fastq_messages SET owner = NULL, visible_at = ? "
-            "WHERE id IN ({ids}) AND owner = ?", (tag,), time.time())
+        self._on_held("UPDATE fastq_messages SET state = 0, owner = NULL "
+                      "WHERE id IN ({ids}) AND owner = ?", (tag,))
 
     def dead_letter(self, tag: Any, reason: str) -> None:
         conn = self._conn
@@ -311,9 +344,8 @@ class SQLiteBroker(Broker):
             try:
                 conn.execute(
                     "INSERT INTO fastq_dead_letters (queue, reason, deliveries, "
-                    "dead_lettered_at, headers, properties, body) SELECT queue, ?, "
-                    "deliveries, ?, headers, properties, body FROM fastq_messages "
-                    "WHERE id = ?", (reason, now, int(tag)))
+                    "dead_lettered_at, envelope, body) SELECT queue, ?, deliveries, ?, "
+                    "envelope, body FROM fastq_messages WHERE id = ?", (reason, now, int(tag)))
                 conn.execute("DELETE FROM fastq_messages WHERE id = ?", (int(tag),))
                 conn.execute("COMMIT")
             except BaseException:
@@ -321,6 +353,7 @@ class SQLiteBroker(Broker):
                 raise
 
         self._retry(move)
+        self._held.discard(int(tag))
 
     # -- leases ------------------------------------------------------------------------
     def _ensure_keeper(self) -> None:
@@ -352,28 +385,28 @@ class SQLiteBroker(Broker):
 
     def extend_leases(self) -> int:
         """Push the lease of every message this process holds a full period ahead."""
-        conn = self._conn
+        held = list(self._held)
+        if not held:
+            return 0
         until = time.time() + self.lease_seconds
-        return self._retry(lambda: conn.execute(
-            "UPDATE fastq_messages SET visible_at = ? WHERE owner = ?",
-            (until, self._owner)).rowcount)
+        return self._on_held("UPDATE fastq_messages SET visible_at = ? "
+                             "WHERE id IN ({ids}) AND owner = ?", held, until, settle=False)
 
     # -- administration --------------------------------------------------------------
     def purge(self, queue: str) -> int:
         conn = self._conn
         return self._retry(lambda: conn.execute(
-            "DELETE FROM fastq_messages WHERE queue = ? AND owner IS NULL", (queue,)).rowcount)
+            "DELETE FROM fastq_messages WHERE queue = ? AND state != 1", (queue,)).rowcount)
 
     def queue_sizes(self) -> dict[str, int]:
         conn = self._conn
         rows = self._retry(lambda: conn.execute(
-            "SELECT queue, SUM(owner IS NULL OR visible_at < ?) FROM fastq_messages "
-            "GROUP BY queue", (time.time(),)).fetchall())
+            "SELECT queue, SUM(state != 1) FROM fastq_messages GROUP BY queue").fetchall())
         return {queue: int(count or 0) for queue, count in rows}
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[dict]:
         conn = self._conn
-        sql = ("SELECT queue, reason, deliveries, dead_lettered_at, headers, properties, body "
+        sql = ("SELECT queue, reason, deliveries, dead_lettered_at, envelope, body "
                "FROM fastq_dead_letters")
         params: tuple = ()
         if queue is not None:
@@ -381,8 +414,10 @@ class SQLiteBroker(Broker):
             params = (queue,)
         sql += " ORDER BY id DESC LIMIT ?"
         rows = self._retry(lambda: conn.execute(sql, (*params, limit)).fetchall())
-        loads = serialization.json_loads
-        return [{"queue": q, "reason": reason, "deliveries": deliveries,
-                 "dead_lettered_at": at, "headers": loads(headers),
-                 "properties": loads(properties), "body": body}
-                for q, reason, deliveries, at, headers, properties, body in rows]
+        letters = []
+        for q, reason, deliveries, at, envelope, body in rows:
+            headers, properties = serialization.json_loads(envelope)
+            letters.append({"queue": q, "reason": reason, "deliveries": deliveries,
+                            "dead_lettered_at": at, "headers": headers,
+                            "properties": properties, "body": body})
+        return letters
