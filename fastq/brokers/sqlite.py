@@ -265,14 +265,17 @@ class SQLiteBroker(Broker):
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         next_claim = time.monotonic() + 0.002
         sleep = 0.002
+        check = CHANGE_CHECK_INTERVAL
         while True:
             now = time.monotonic()
             if now >= deadline:
                 return []
             # data_version changes when another connection commits, e.g. a publish: a
-            # cheap read that lets an idle consumer react within a millisecond.
+            # cheap read that lets an idle consumer react within about a millisecond.
             current = conn.execute("PRAGMA data_version").fetchone()[0]
             if current != version or now >= next_claim:
+                if current != version:
+                    check = CHANGE_CHECK_INTERVAL
                 version = current
                 deliveries = self._claim(queues, limit)
                 if deliveries:
@@ -281,7 +284,11 @@ class SQLiteBroker(Broker):
                 # delayed messages falling due and lapsed leases).
                 sleep = min(sleep * 2, self.poll_interval_max)
                 next_claim = time.monotonic() + sleep
-            time.sleep(min(CHANGE_CHECK_INTERVAL, max(0.0, deadline - time.monotonic())))
+            else:
+                # a quiet broker is checked less and less often, down to a few times
+                # per poll interval, so an idle worker costs next to no CPU
+                check = min(check * 1.25, self.poll_interval_max / 4)
+            time.sleep(min(check, max(0.0, deadline - time.monotonic())))
 
     def _on_held(self, sql: str, tags: Iterable[Any], *extra: Any, settle: bool = True) -> int:
         """Run ``sql`` (``{ids}`` = the id list) over the claims we hold; rows changed.
