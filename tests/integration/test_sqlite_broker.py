@@ -71,8 +71,11 @@ class TestSQLiteBroker(BrokerContract):
             broker.close()
 
 
-def _consume_all(url: str, out, count: int) -> None:
+def _consume_all(url: str, out, ready, go) -> None:
     broker = create_broker(url)
+    broker.connect()
+    ready.put(True)
+    go.wait(30)  # all consumers start together, so the work is really contended
     seen = []
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < 1.5:
@@ -91,11 +94,14 @@ def test_processes_claim_each_message_exactly_once(fastq_tmp_sqlite_url):
     for start in range(0, total, 500):
         producer.publish_many([make_message(task_id=f"m{i}") for i in range(start, start + 500)])
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_consume_all, args=(fastq_tmp_sqlite_url, out, total))
+    out, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_consume_all, args=(fastq_tmp_sqlite_url, out, ready, go))
              for _ in range(3)]
     for p in procs:
         p.start()
+    for _ in procs:
+        ready.get(timeout=60)
+    go.set()
     seen = [out.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(30)
