@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
-
-from ..exceptions import ConfigurationError, ImproperlyInstalled
+from .._registry import load_scheme
 from .base import Backend
 
 #: URL scheme -> "module:Class", imported only when used.
@@ -20,26 +17,7 @@ SCHEME_EXTRAS: dict[str, str] = {}
 
 def backend_class(url: str) -> type[Backend]:
     """The Backend class for ``url``; a clear error for unknown or uninstalled schemes."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
-    target = BACKEND_SCHEMES.get(scheme)
-    if target is None:
-        known = sorted(BACKEND_SCHEMES)
-        close = difflib.get_close_matches(scheme, known, n=1)
-        hint = f" (did you mean '{close[0]}://'?)" if close else ""
-        from ..brokers import mask_url
-
-        raise ConfigurationError(
-            f"unknown result backend scheme {scheme!r} in {mask_url(url)!r}{hint}; "
-            f"known schemes: {', '.join(known)}"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = SCHEME_EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'fastq[{extra}]'" if extra else ""
-        raise ImproperlyInstalled(f"result backend {scheme}:// needs {exc.name}{hint}") from exc
-    return getattr(module, class_name)
+    return load_scheme("result backend", url, BACKEND_SCHEMES, SCHEME_EXTRAS)
 
 
 def create_backend(url: str, **options) -> Backend:

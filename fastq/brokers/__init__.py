@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import os
 
-from ..exceptions import ConfigurationError, ImproperlyInstalled
+from .._registry import load_scheme, mask_url
 from .base import Broker, Delivery
 
 #: URL scheme -> "module:Class", imported only when used.
@@ -24,40 +22,13 @@ DEFAULT_BROKER_URL = "sqlite:///.fastq/broker.sqlite3"
 
 def broker_class(url: str) -> type[Broker]:
     """The Broker class for ``url``; a clear error for unknown or uninstalled schemes."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BROKER_SCHEMES.get(scheme)
-    if target is None:
-        known = sorted(BROKER_SCHEMES)
-        close = difflib.get_close_matches(scheme, known, n=1)
-        hint = f" (did you mean '{close[0]}://'?)" if close else ""
-        raise ConfigurationError(
-            f"unknown broker URL scheme {scheme!r} in {mask_url(url)!r}{hint}; "
-            f"known schemes: {', '.join(known)}"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = SCHEME_EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'fastq[{extra}]'" if extra else ""
-        raise ImproperlyInstalled(f"broker {scheme}:// needs {exc.name}{hint}") from exc
-    return getattr(module, class_name)
+    return load_scheme("broker", url, BROKER_SCHEMES, SCHEME_EXTRAS)
 
 
 def create_broker(url: str | None, **options) -> Broker:
     """A Broker for ``url`` (the embedded SQLite default when None)."""
     url = url or DEFAULT_BROKER_URL
     return broker_class(url)(url, **options)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user, colon, _password = creds.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 def sqlite_path(url: str) -> str:
