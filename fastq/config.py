@@ -90,7 +90,7 @@ class Settings:
     #: Pool implementation: solo (more arrive with the pools issue).
     worker_pool: str = "solo"
     #: Acks are sent together once this many tasks finished ...
-    worker_ack_batch_size: int = 256
+    worker_ack_batch_size: int = 1024
     #: ... or this many seconds passed since the oldest unsent ack, whichever is first.
     worker_ack_interval: float = 0.05
     #: Recycle a pool child after this many tasks (None = never).
