@@ -7,7 +7,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -221,7 +220,7 @@ class App:
         if countdown is not None and eta is None:
             eta = countdown_to_eta(countdown)
         return protocol.build_task_message(
-            name, task_id or str(uuid.uuid4()), tuple(args or ()), dict(kwargs or {}),
+            name, task_id or protocol.new_task_id(), tuple(args or ()), dict(kwargs or {}),
             queue=queue or self.route(name),
             eta=eta, expires=expires,
             priority=conf.task_default_priority if priority is None else priority,

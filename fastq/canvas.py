@@ -80,7 +80,7 @@ class chain:  # noqa: N801 - Celery's name
     def apply_async(self, args: Any = (), kwargs: dict | None = None,
                     **options: Any) -> AsyncResult:
         """Send the first task with the rest embedded; returns the last task's result."""
-        import uuid
+        from .protocol import new_task_id
 
         if not self.tasks:
             raise ValueError("an empty chain has nothing to run")
@@ -88,7 +88,7 @@ class chain:  # noqa: N801 - Celery's name
         last_id = None
         embedded = []
         for sig in rest:
-            sig.options.setdefault("task_id", str(uuid.uuid4()))
+            sig.options.setdefault("task_id", new_task_id())
             last_id = sig.options["task_id"]
             embedded.append(sig.to_dict())
         embedded.reverse()  # the wire form keeps the next task last

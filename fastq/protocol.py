@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -92,6 +93,19 @@ def format_datetime(dt: datetime) -> str:
 
 
 # -- building -------------------------------------------------------------------------
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, several times faster.
+
+    Task ids are made once per published message, so this is on the publish hot path.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 #: Longest argsrepr/kwargsrepr Celery writes.
 REPR_LIMIT = 1024

@@ -68,15 +68,19 @@ class Backend(abc.ABC):
 
     # -- policy ----------------------------------------------------------------------
     def encode_meta(self, task_id: str, state: str, result: Any, traceback: str | None = None,
-                    extra: dict | None = None) -> bytes:
+                    extra: dict | None = None, date_done: str | None = None) -> bytes:
         if state in EXCEPTION_STATES and isinstance(result, BaseException):
             result = exception_to_dict(result)
+        if state in READY_STATES:
+            date_done = date_done or datetime.now(timezone.utc).isoformat()
+        else:
+            date_done = None
         meta = {
             "status": state,
             "result": result,
             "traceback": traceback,
             "children": [],
-            "date_done": datetime.now(timezone.utc).isoformat() if state in READY_STATES else None,
+            "date_done": date_done,
             "task_id": task_id,
         }
         if extra:
@@ -90,7 +94,10 @@ class Backend(abc.ABC):
 
     def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
         """Store several ``(task_id, state, result, traceback, extra)`` records in one write."""
-        items = [(r[0], r[1], self.encode_meta(*r)) for r in records]
+        # One timestamp for the batch: the records are stored now, together.
+        done = datetime.now(timezone.utc).isoformat()
+        encode = self.encode_meta
+        items = [(r[0], r[1], encode(*r, date_done=done)) for r in records]
         if items:
             expires_at = None if not self.expires else time.time() + self.expires
             self._set_many(items, expires_at)

@@ -186,3 +186,13 @@ def test_strip_delayed_routing_key():
     prefix = "0.1." * 14
     assert protocol.strip_delayed_routing_key(prefix + "celery") == "celery"
     assert protocol.strip_delayed_routing_key("0.1.celery") == "0.1.celery"
+
+
+def test_new_task_id_is_a_random_uuid4_string():
+    import uuid
+
+    ids = {protocol.new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
