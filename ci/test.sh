@@ -8,13 +8,20 @@ PYTHON=${PYTHON:-python3}
 # System packages, only when missing (nothing to install when they are there).
 need_apt=()
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# rabbitmq-c, for the compiled AMQP binding
+pkg-config --exists librabbitmq 2>/dev/null || need_apt+=(librabbitmq-dev)
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
     else
         echo "ci/test.sh: please install: ${need_apt[*]}" >&2
     fi
 fi
+
+bash ci/services.sh
 
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
 

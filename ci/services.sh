@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Starts the brokers the integration tests talk to (RabbitMQ, Redis) when installed but down.
+set -uo pipefail
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 1 120); do
+        port_open "$port" && return 0
+        sleep 0.5
+    done
+    echo "ci/services.sh: $name did not come up on 127.0.0.1:$port" >&2
+    return 1
+}
+
+if ! port_open 6379 && command -v redis-server >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    wait_port 6379 Redis
+fi
+
+if ! port_open 5672 && command -v rabbitmq-server >/dev/null 2>&1; then
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    wait_port 5672 RabbitMQ
+fi
+exit 0
