@@ -96,12 +96,14 @@ def format_datetime(dt: datetime) -> str:
 
 
 def new_task_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, several times faster.
+    """A new task id: a time-ordered UUID (version 7) string, unique like ``uuid4()``.
 
-    Task ids are made once per published message, so this is on the publish hot path.
+    Time order puts ids made close together next to each other in an index, so a store
+    keyed by task id (the SQLite result table) appends instead of writing pages all over
+    its index. Celery peers only need a unique string; any UUID will do for them.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

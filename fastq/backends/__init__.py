@@ -9,10 +9,12 @@ from .base import Backend
 BACKEND_SCHEMES: dict[str, str] = {
     "memory": "fastq.backends.memory:MemoryBackend",
     "sqlite": "fastq.backends.sqlite:SQLiteBackend",
+    "redis": "fastq.backends.redis:RedisBackend",
+    "rediss": "fastq.backends.redis:RedisBackend",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
-SCHEME_EXTRAS: dict[str, str] = {}
+SCHEME_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis"}
 
 
 def backend_class(url: str) -> type[Backend]:

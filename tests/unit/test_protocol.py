@@ -188,11 +188,16 @@ def test_strip_delayed_routing_key():
     assert protocol.strip_delayed_routing_key("0.1.celery") == "0.1.celery"
 
 
-def test_new_task_id_is_a_random_uuid4_string():
+def test_new_task_ids_are_unique_time_ordered_uuids():
+    import time
     import uuid
 
-    ids = {protocol.new_task_id() for _ in range(1000)}
-    assert len(ids) == 1000
+    first = protocol.new_task_id()
+    ids = [protocol.new_task_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = protocol.new_task_id()
+    assert len(set(ids)) == 1000
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+    assert first[:13] <= min(ids)[:13] and later > max(ids)  # ordered by millisecond

@@ -1,0 +1,163 @@
+"""Results in Redis with Celery's layout, so Celery and fastq read each other's results.
+
+Keys (``celery-protocol.md`` §3.5)::
+
+    [global_keyprefix]celery-task-meta-<task id>   STRING  the meta document, JSON;
+                                                            expires after result_expires
+    channel celery-task-meta-<task id>                      the same document, PUBLISHed
+                                                            by every write
+
+A write is one Lua script per batch: for each task, skip it if a SUCCESS is stored,
+else ``SET ... PX`` and ``PUBLISH`` on the channel named like the key. A script runs
+atomically like Celery's ``MULTI``/``EXEC``, and also makes the SUCCESS check and the
+write one step (Celery's separate ``GET`` leaves a gap). ``wait()`` subscribes to the
+channel and then reads the key, so a result stored in between is never missed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from .. import serialization
+from .._registry import mask_url
+from ..exceptions import ResultTimeout
+from ..result import READY_STATES
+from .base import Backend, decode_meta
+
+#: Celery's key (and channel) name for a task's result, after the optional prefix.
+KEY_PREFIX = "celery-task-meta-"
+
+#: How often ``wait`` re-reads the key while listening, in seconds, for writers that
+#: store without publishing (Celery's own ``interval`` fallback is 0.5 s too).
+RECHECK_INTERVAL = 0.5
+
+#: Celery 5.7's marker for a compressed result value (``result_compression``).
+COMPRESSED_MAGIC = b"\x00celery-compressed\x00"
+
+#: KEYS: result keys. ARGV: expiry in ms (0 = none), then one document per key.
+#: Returns how many were written (the others held a SUCCESS already).
+_STORE = r"""
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+    local current = redis.call('GET', key)
+    local sticky = false
+    if current then
+        local ok, meta = pcall(cjson.decode, current)
+        sticky = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
+    end
+    if not sticky then
+        local value = ARGV[i + 1]
+        if ttl > 0 then
+            redis.call('SET', key, value, 'PX', ttl)
+        else
+            redis.call('SET', key, value)
+        end
+        redis.call('PUBLISH', key, value)
+        written = written + 1
+    end
+end
+return written
+"""
+
+
+class RedisBackend(Backend):
+    """``redis://[user:password@]host[:port]/db`` or ``rediss://`` (TLS).
+
+    Options: ``global_keyprefix`` (Celery's ``result_backend_transport_options`` name;
+    ``_`` is appended unless it ends in one of ``:_-.``), ``socket_timeout``,
+    ``socket_connect_timeout``. Connection failures raise ``ConnectionError``.
+    """
+
+    capabilities = frozenset({"notify"})
+
+    def __init__(self, url: str, **options: Any) -> None:
+        prefix = str(options.pop("global_keyprefix", "") or "")
+        socket_timeout = options.pop("socket_timeout", 5.0)
+        connect_timeout = options.pop("socket_connect_timeout", 2.0)
+        super().__init__(url, **options)
+        if prefix and prefix[-1] not in ":_-.":
+            prefix += "_"
+        self.prefix = prefix + KEY_PREFIX
+        self._pool = redis.ConnectionPool.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._store = self._client.register_script(_STORE)
+
+    def key(self, task_id: str) -> str:
+        return self.prefix + task_id
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionError(f"result backend {mask_url(self.url)} unreachable during "
+                                  f"{what}: {exc}") from exc
+
+    # -- primitives ------------------------------------------------------------------
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        values = self._call("get", self._client.mget, [self.key(t) for t in ids])
+        return {t: _uncompress(v) for t, v in zip(ids, values) if v is not None}
+
+    def _set_many(self, items: Sequence[tuple[str, str, bytes]], expires_at: float | None) -> None:
+        ttl_ms = 0
+        if expires_at is not None:
+            ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+        self._call("store", self._store, keys=[self.key(task_id) for task_id, _s, _d in items],
+                   args=[ttl_ms, *(document for _t, _s, document in items)])
+
+    def _delete(self, task_id: str) -> None:
+        self._call("forget", self._client.delete, self.key(task_id))
+
+    def close(self) -> None:
+        self._client.close()
+        self._pool.disconnect()
+
+    # -- waiting ---------------------------------------------------------------------
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float | None = None) -> dict:
+        """Block until ``task_id`` is ready: listen on its channel, re-read on each message.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+        """
+        meta = self.get(task_id)
+        if meta["status"] in READY_STATES:
+            return meta
+        deadline = None if timeout is None else time.monotonic() + timeout
+        recheck = RECHECK_INTERVAL if interval is None else max(interval, 0.001)
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            self._call("subscribe", pubsub.subscribe, self.key(task_id))
+            # read again once subscribed: a result stored before the subscription took
+            # effect was published to nobody, but it is in the key
+            meta = self.get(task_id)
+            while meta["status"] not in READY_STATES:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ResultTimeout(
+                        f"task {task_id} is still {meta['status']} after {timeout}s")
+                wait = recheck if left is None else min(recheck, left)
+                message = self._call("wait", pubsub.get_message, timeout=wait)
+                if message is not None and message.get("type") == "message":
+                    meta = decode_meta(_uncompress(message["data"]))
+                else:
+                    meta = self.get(task_id)
+            return meta
+        finally:
+            pubsub.close()
+
+
+def _uncompress(value: bytes) -> bytes:
+    """The document itself, from a value Celery 5.7 may have stored compressed."""
+    if not value.startswith(COMPRESSED_MAGIC):
+        return value
+    mime, _, data = value[len(COMPRESSED_MAGIC):].partition(b"\x00")
+    return serialization.decompress(data, mime.decode())
