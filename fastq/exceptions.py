@@ -7,7 +7,10 @@ Tree::
     ├── ImproperlyInstalled(FastqError, ImportError)     an optional dependency is missing
     ├── BrokerError(FastqError)
     │   ├── BrokerConnectionLost(BrokerError, ConnectionError)   recoverable
-    │   └── PublishTimeout(BrokerError, TimeoutError)            broker unreachable for too long
+    │   ├── PublishTimeout(BrokerError, TimeoutError)            broker unreachable for too long
+    │   ├── PublishNacked(BrokerError)                           the broker refused a publish
+    │   └── AMQPError(BrokerError)                               RabbitMQ closed a channel or
+    │                                                            connection; has .reply_code
     ├── DecodeError(FastqError, ValueError)              payload cannot be decoded
     │   ├── ContentDisallowed(DecodeError)               content type not in accept_content
     │   └── MessageRejected(DecodeError)                 not a valid task message; has .reason
@@ -60,6 +63,30 @@ class BrokerConnectionLost(BrokerError, ConnectionError):
 
 class PublishTimeout(BrokerError, TimeoutError):
     """A publish could not reach the broker within the configured bound."""
+
+
+class PublishNacked(BrokerError):
+    """The broker negatively confirmed (nacked) or returned a published message.
+
+    RabbitMQ nacks only on internal errors, so publishing again may succeed.
+    """
+
+    recoverable = True
+
+
+class AMQPError(BrokerError):
+    """RabbitMQ closed the channel or the connection with an error code.
+
+    ``reply_code`` and ``reply_text`` are the server's (e.g. 406 and
+    ``PRECONDITION_FAILED - inequivalent arg 'durable' ...``); ``scope`` says which of
+    the two was closed.
+    """
+
+    def __init__(self, reply_code: int, reply_text: str, scope: str = "channel") -> None:
+        super().__init__(f"RabbitMQ closed the {scope}: {reply_code} {reply_text}")
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.scope = scope
 
 
 class DecodeError(FastqError, ValueError):

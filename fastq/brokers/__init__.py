@@ -11,10 +11,20 @@ from .base import Broker, Delivery
 BROKER_SCHEMES: dict[str, str] = {
     "memory": "fastq.brokers.memory:MemoryBroker",
     "sqlite": "fastq.brokers.sqlite:SQLiteBroker",
+    "redis": "fastq.brokers.redis:RedisBroker",
+    "rediss": "fastq.brokers.redis:RedisBroker",
+    "redis+socket": "fastq.brokers.redis:RedisBroker",
+    "redis+sentinel": "fastq.brokers.redis:RedisBroker",
+    "amqp": "fastq.brokers.amqp:AMQPBroker",
+    "amqps": "fastq.brokers.amqp:AMQPBroker",
+    "pyamqp": "fastq.brokers.amqp:AMQPBroker",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
-SCHEME_EXTRAS: dict[str, str] = {}
+SCHEME_EXTRAS: dict[str, str] = {
+    "redis": "redis", "rediss": "redis", "redis+socket": "redis", "redis+sentinel": "redis",
+    "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp",
+}
 
 #: Where the embedded default broker lives, relative to the working directory.
 DEFAULT_BROKER_URL = "sqlite:///.fastq/broker.sqlite3"

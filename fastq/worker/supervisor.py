@@ -106,7 +106,11 @@ class Worker:
 
     # -- health ----------------------------------------------------------------------
     def health(self) -> dict:
-        return {"hostname": self.hostname, "pid": os.getpid(), "state": self.consumer.state,
+        state = self.consumer.state
+        # a broker that reconnects by itself (AMQP) keeps the loop running meanwhile
+        if state == "consuming" and getattr(self.broker, "state", None) == "reconnecting":
+            state = "reconnecting"
+        return {"hostname": self.hostname, "pid": os.getpid(), "state": state,
                 "broker": mask_url(self.app.broker_url), "queues": self.queues,
                 "pool": self.pool_name, "concurrency": self.concurrency,
                 "started_at": self.started_at, "updated_at": time.time(),

@@ -1,0 +1,58 @@
+"""The tasks the benchmarks run, as a fastq app and as a Celery app with the same names."""
+
+from __future__ import annotations
+
+import os
+import time
+
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+QUEUE = os.environ.get("BENCH_QUEUE", "bench")
+
+
+def _stamp(path: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(repr(time.time()))
+
+
+def _make_fastq():
+    from fastq import App
+
+    app = App("bench", broker=BROKER_URL, task_default_queue=QUEUE, task_ignore_result=True,
+              task_acks_late=True)
+
+    @app.task(name="bench.noop")
+    def noop(*args):
+        return None
+
+    @app.task(name="bench.stamp")
+    def stamp(path):
+        _stamp(path)
+
+    return app
+
+
+def _make_celery():
+    from celery import Celery
+
+    app = Celery("bench", broker=BROKER_URL)
+    # Celery at its fastest: early acks, no results, big prefetch, nothing extra.
+    app.conf.update(task_default_queue=QUEUE, task_ignore_result=True, task_acks_late=False,
+                    worker_prefetch_multiplier=1000, task_serializer="json",
+                    accept_content=["json"], broker_connection_retry_on_startup=True,
+                    worker_hijack_root_logger=False)
+
+    @app.task(name="bench.noop")
+    def noop(*args):
+        return None
+
+    @app.task(name="bench.stamp")
+    def stamp(path):
+        _stamp(path)
+
+    return app
+
+
+if os.environ.get("BENCH_FLAVOUR") == "celery":
+    app = _make_celery()
+else:
+    app = _make_fastq()

@@ -1,0 +1,119 @@
+"""Throughput of one worker process draining pre-published no-op tasks: fastq vs Celery.
+
+    python -m bench.throughput [-n 200000] [--runs 3] [--only fastq,celery,...]
+
+Contenders, all on the same RabbitMQ queue in the same run: fastq with the rabbitmq-c
+speedups, fastq's pure-Python twin (FASTQ_NO_SPEEDUPS=1), Celery 5.7 at its fastest
+(solo, early acks, no results, prefetch 1000, no gossip/mingle/heartbeat), and a bare
+consumer that acks and does nothing (the broker's ceiling here). Each run publishes a
+start stamp task, N no-ops and an end stamp task; the rate is N over the time between the
+two stamps, so worker start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONTENDERS = {
+    "fastq": ({"BENCH_FLAVOUR": "fastq", "FASTQ_REQUIRE_SPEEDUPS": "1"},
+              [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P", "solo",
+               "--prefetch-multiplier", "256", "-l", "warning"]),
+    "fastq-py": ({"BENCH_FLAVOUR": "fastq", "FASTQ_NO_SPEEDUPS": "1"},
+                 [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P",
+                  "solo", "--prefetch-multiplier", "256", "-l", "warning"]),
+    "celery": ({"BENCH_FLAVOUR": "celery"},
+               [sys.executable, "-m", "celery", "-A", "bench.apps", "worker", "-P", "solo",
+                "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-l", "warning"]),
+    "bare": ({"BENCH_FLAVOUR": "fastq"}, [sys.executable, "-m", "bench.bare"]),
+}
+
+
+def publish(count: int, start_path: str, end_path: str) -> float:
+    """Fill the bench queue: a start stamp, ``count`` no-ops, an end stamp; publish rate."""
+    os.environ.setdefault("BENCH_FLAVOUR", "fastq")
+    from bench.apps import QUEUE, app
+
+    app.broker.purge(QUEUE)
+    began = time.perf_counter()
+    app.send_many([("bench.stamp", (start_path,), None)], queue=QUEUE)
+    chunk = 5000
+    for first in range(0, count, chunk):
+        n = min(chunk, count - first)
+        app.send_many([("bench.noop", (), None)] * n, queue=QUEUE)
+    app.send_many([("bench.stamp", (end_path,), None)], queue=QUEUE)
+    return count / (time.perf_counter() - began)
+
+
+def run_one(name: str, count: int, timeout: float) -> float:
+    env_extra, command = CONTENDERS[name]
+    with tempfile.TemporaryDirectory(prefix="fastq-bench-") as tmp:
+        start_path, end_path = os.path.join(tmp, "start"), os.path.join(tmp, "end")
+        publish(count, start_path, end_path)
+        env = dict(os.environ, **env_extra, BENCH_COUNT=str(count + 2),
+                   BENCH_START=start_path, BENCH_END=end_path,
+                   PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        if name == "fastq-py":
+            env.pop("FASTQ_REQUIRE_SPEEDUPS", None)
+        proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(tmp, "log"), "wb"))
+        try:
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(end_path):
+                if proc.poll() is not None:
+                    with open(os.path.join(tmp, "log"), encoding="utf-8", errors="replace") as fh:
+                        raise SystemExit(f"{name} worker exited {proc.returncode}:\n{fh.read()}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not drain {count} tasks in {timeout}s")
+                time.sleep(0.05)
+            time.sleep(0.05)  # let the stamp finish writing
+            with open(start_path) as fh:
+                started = float(fh.read())
+            with open(end_path) as fh:
+                ended = float(fh.read())
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return count / (ended - started)
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", "--tasks", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default=",".join(CONTENDERS))
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for run in range(1, args.runs + 1):
+        for name in names:  # interleaved, so drift on a noisy machine hits all alike
+            rate = run_one(name, args.tasks, args.timeout)
+            rates[name].append(rate)
+            print(f"run {run} {name:9s} {rate:>10,.0f} tasks/s", flush=True)
+    celery = statistics.median(rates["celery"]) if rates.get("celery") else None
+    print(f"\n{args.tasks:,} no-op tasks, one worker process, RabbitMQ on loopback, "
+          f"median of {args.runs} run(s)")
+    print(f"{'contender':10s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} {'vs celery':>10s}")
+    for name in names:
+        med = statistics.median(rates[name])
+        ratio = f"{med / celery:.1f}x" if celery else "-"
+        print(f"{name:10s} {med:>10,.0f} {med * 60:>12,.0f} "
+              f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s}")
+    return rates
+
+
+if __name__ == "__main__":
+    main()

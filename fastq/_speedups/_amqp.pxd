@@ -1,0 +1,57 @@
+# The rabbitmq-c Connection's C-level state; behaviour and docstrings are in _amqp.pyx.
+
+from libc.stdint cimport uint64_t
+
+from fastq._speedups.includes cimport rabbitmq as rmq
+
+
+cdef class Connection:
+    # settings, as given to __init__ (the same attribute names as the py-amqp twin)
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly str vhost
+    cdef readonly str user
+    cdef str _password
+    cdef readonly int heartbeat
+    cdef readonly int frame_max
+    cdef readonly double connect_timeout
+    cdef readonly object ssl
+
+    # NULL while closed; owned, freed by amqp_destroy_connection in _drop/__dealloc__
+    cdef rmq.amqp_connection_state_t _state
+    # scratch memory for the tables and properties of one call, recycled in _leave
+    cdef rmq.amqp_pool_t _pool
+    # channel 1; after a channel error it is reopened by the next call that needs it
+    cdef bint _channel_open
+    # a call is running (maybe inside rabbitmq-c with the GIL released): rabbitmq-c
+    # state must never be touched by two threads at once
+    cdef bint _busy
+    # close() arrived from another thread during such a call; honoured in _leave
+    cdef bint _close_requested
+
+    # publisher confirms on channel 1: sequence numbers not yet acked or nacked
+    cdef bint _confirming
+    cdef uint64_t _next_seq
+    cdef set _unconfirmed
+    cdef int _nacked
+    # (reply_code, reply_text) of mandatory publishes the broker returned
+    cdef list _returned
+    # deliveries read while waiting for something else (confirms); drain hands them out
+    cdef object _buffer
+
+    cdef int _enter(self) except -1
+    cdef void _leave(self) noexcept
+    cdef int _require(self) except -1
+    cdef int _ready(self) except -1
+    cdef rmq.amqp_socket_t *_new_socket(self) except NULL
+    cdef void _drop(self) noexcept
+    cdef void _reset_channel_state(self) noexcept
+    cdef int _lost(self, str doing, str detail) except -1
+    cdef int _raise_for_rpc(self, str doing) except -1
+    cdef int _raise_for_reply(self, rmq.amqp_rpc_reply_t reply, str doing) except -1
+    cdef int _on_channel_close(self, rmq.amqp_channel_close_t *close) except -1
+    cdef int _on_connection_close(self, rmq.amqp_connection_close_t *close) except -1
+    cdef int _discard_queued_frames(self) except -1
+    cdef int _dispatch_frame(self, rmq.amqp_frame_t *frame) except -1
+    cdef int _consume_one(self, rmq.timeval *tv, list out) except -1
+    cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1

@@ -1,0 +1,1204 @@
+"""rabbitmq-c bound from Cython: one AMQP connection with one channel, twin of brokers._amqp_py.
+
+Only the protocol lives here (no policy, no logging): ``fastq.brokers.amqp`` decides what
+to do. The interface, the delivery tuples and the exceptions are those of the py-amqp
+driver in ``fastq/brokers/_amqp_py.py``; ``tests/integration/test_amqp_driver.py`` runs
+both against RabbitMQ and checks they agree byte for byte.
+
+Memory: every rabbitmq-c status and reply is checked; envelopes and messages are
+destroyed as soon as they are copied into Python objects; the tables and properties a
+call sends live in one ``amqp_pool_t`` recycled when the call returns; the connection is
+destroyed by ``close()``, by any fatal error, or at the latest in ``__dealloc__``.
+
+Threads: a Connection belongs to one thread at a time (like the twin). Blocking calls
+release the GIL; a second thread calling in meanwhile gets ``RuntimeError``, except
+``close()``, which shuts the socket down so that the blocked call returns and finishes
+the close itself.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from fastq._speedups.includes cimport rabbitmq as rmq
+
+import time
+from collections import deque
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked, PublishTimeout
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
+
+#: the linked rabbitmq-c, for the worker banner ("accelerated (rabbitmq-c 0.11.0)")
+RABBITMQ_C_VERSION = rmq.amqp_version().decode("ascii")
+
+# channel 1 is the only channel; 0 is the connection's own
+cdef rmq.amqp_channel_t CHANNEL = 1
+# nested header tables/arrays deeper than this are refused on write (a dict that
+# contains itself would otherwise recurse until the C stack overflows) and cut on read
+cdef int MAX_DEPTH = 100
+# long waits are cut into slices so that Ctrl-C (signals) is seen within this many seconds
+cdef double WAIT_SLICE = 0.5
+# connection.close reply code RabbitMQ uses when it closes us on purpose (shutdown,
+# rabbitmqctl close_connection): reconnecting is the right answer, as in py-amqp
+cdef int CONNECTION_FORCED = 320
+
+
+# sent with connection.start-ok; the capabilities are the ones this module handles
+CLIENT_PROPERTIES = {
+    "product": "fastq (rabbitmq-c)",
+    "capabilities": {
+        "consumer_cancel_notify": True,  # basic.cancel when a consumed queue goes away
+        "publisher_confirms": True,
+        "basic.nack": True,
+        "connection.blocked": True,  # connection.blocked/unblocked are read and ignored
+    },
+}
+
+
+# -- bytes and strings -----------------------------------------------------------------------
+cdef inline rmq.amqp_bytes_t _view(bytes data):
+    """An amqp_bytes_t borrowing ``data``'s buffer (the caller keeps ``data`` alive)."""
+    cdef rmq.amqp_bytes_t out
+    out.len = <size_t>PyBytes_GET_SIZE(data)
+    out.bytes = <void *>PyBytes_AS_STRING(data)
+    return out
+
+
+cdef bytes _shortstr(object value, str what):
+    """``value`` as a UTF-8 AMQP short string; checked here so rabbitmq-c never fails mid-frame."""
+    cdef bytes data = (value if type(value) is str else str(value)).encode("utf-8")
+    if PyBytes_GET_SIZE(data) > 255:
+        raise ValueError(f"AMQP {what} is longer than 255 bytes: {value!r}")
+    return data
+
+
+cdef str _text(rmq.amqp_bytes_t b):
+    """A short string from the wire (names, properties); never raises on bad UTF-8."""
+    if b.len == 0:
+        return ""
+    try:
+        return PyUnicode_DecodeUTF8(<char *>b.bytes, <Py_ssize_t>b.len, "surrogatepass")
+    except UnicodeDecodeError:
+        return PyUnicode_DecodeUTF8(<char *>b.bytes, <Py_ssize_t>b.len, "surrogateescape")
+
+
+cdef object _text_or_bytes(rmq.amqp_bytes_t b):
+    """A long string ('S', 'x'): str when it is UTF-8, as py-amqp reads it, else bytes."""
+    if b.len == 0:
+        return ""
+    try:
+        return PyUnicode_DecodeUTF8(<char *>b.bytes, <Py_ssize_t>b.len, "surrogatepass")
+    except UnicodeDecodeError:
+        return PyBytes_FromStringAndSize(<char *>b.bytes, <Py_ssize_t>b.len)
+
+
+cdef int _pool_copy(rmq.amqp_pool_t *pool, const char *data, size_t n,
+                    rmq.amqp_bytes_t *out) except -1:
+    """Copy ``n`` bytes into ``pool`` so that no Python object must outlive the encoding."""
+    cdef void *dest
+    out.len = n
+    out.bytes = NULL
+    if n == 0:
+        return 0
+    dest = rmq.amqp_pool_alloc(pool, n)
+    if dest == NULL:
+        raise MemoryError()
+    memcpy(dest, data, n)
+    out.bytes = dest
+    return 0
+
+
+cdef int _pool_copy_str(rmq.amqp_pool_t *pool, str value, rmq.amqp_bytes_t *out) except -1:
+    cdef Py_ssize_t n
+    cdef const char *data
+    cdef bytes encoded
+    try:
+        # the cached UTF-8 form: no temporary bytes for the common case
+        data = PyUnicode_AsUTF8AndSize(value, &n)
+    except UnicodeEncodeError:
+        # lone surrogates: written as py-amqp writes them
+        encoded = value.encode("utf-8", "surrogatepass")
+        return _pool_copy(pool, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded), out)
+    return _pool_copy(pool, data, <size_t>n, out)
+
+
+cdef uint64_t _timestamp(object value) except? 0:
+    """Unix seconds for a datetime (naive means UTC, as on the wire) or a number."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return <uint64_t>int(value.timestamp())
+    return <uint64_t>int(value)
+
+
+# -- field tables: Python -> rabbitmq-c ----------------------------------------------------------
+cdef int _encode_value(object value, rmq.amqp_field_value_t *out, rmq.amqp_pool_t *pool,
+                       int depth) except -1:
+    """Fill ``out`` from ``value`` with the tags fastq writes: S t I l d F A V T (§1.3.2)."""
+    cdef int64_t number
+    cdef Py_ssize_t i, n
+    cdef rmq.amqp_field_value_t *items
+    cdef bytes raw
+    if depth > MAX_DEPTH:
+        raise ValueError(f"header values nested deeper than {MAX_DEPTH} levels (a cycle?)")
+    # bool before int: bool is an int subclass
+    if isinstance(value, str):
+        out.kind = rmq.AMQP_FIELD_KIND_UTF8
+        _pool_copy_str(pool, <str>value, &out.value.bytes)
+    elif value is None:
+        out.kind = rmq.AMQP_FIELD_KIND_VOID
+    elif isinstance(value, bool):
+        out.kind = rmq.AMQP_FIELD_KIND_BOOLEAN
+        out.value.boolean = 1 if value else 0
+    elif isinstance(value, int):
+        try:
+            number = value
+        except OverflowError:
+            raise ValueError(f"integer {value} does not fit an AMQP header (signed 64 bits)")
+        if INT32_MIN <= number <= INT32_MAX:
+            out.kind = rmq.AMQP_FIELD_KIND_I32
+            out.value.i32 = <int32_t>number
+        else:
+            # 'l' is signed int64 for RabbitMQ and rabbitmq-c (py-amqp's 'L')
+            out.kind = rmq.AMQP_FIELD_KIND_I64
+            out.value.i64 = number
+    elif isinstance(value, float):
+        out.kind = rmq.AMQP_FIELD_KIND_F64
+        out.value.f64 = value
+    elif isinstance(value, dict):
+        out.kind = rmq.AMQP_FIELD_KIND_TABLE
+        _encode_table(value, &out.value.table, pool, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        out.kind = rmq.AMQP_FIELD_KIND_ARRAY
+        out.value.array.num_entries = 0
+        out.value.array.entries = NULL
+        n = len(value)
+        if n:
+            items = <rmq.amqp_field_value_t *>rmq.amqp_pool_alloc(
+                pool, <size_t>n * sizeof(rmq.amqp_field_value_t))
+            if items == NULL:
+                raise MemoryError()
+            for i in range(n):
+                _encode_value(value[i], &items[i], pool, depth + 1)
+            out.value.array.entries = items
+            out.value.array.num_entries = <int>n
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        # 'S' with the raw bytes, never 'x' (§1.3.2)
+        raw = value if type(value) is bytes else bytes(value)
+        out.kind = rmq.AMQP_FIELD_KIND_UTF8
+        _pool_copy(pool, PyBytes_AS_STRING(raw), <size_t>PyBytes_GET_SIZE(raw), &out.value.bytes)
+    elif isinstance(value, datetime):
+        out.kind = rmq.AMQP_FIELD_KIND_TIMESTAMP
+        out.value.u64 = _timestamp(value)
+    else:
+        raise TypeError(f"cannot put a {type(value).__name__} in an AMQP header: {value!r}")
+    return 0
+
+
+cdef int _encode_table(object table, rmq.amqp_table_t *out, rmq.amqp_pool_t *pool,
+                       int depth) except -1:
+    """Fill ``out`` from a dict; its memory comes from ``pool``."""
+    cdef Py_ssize_t i = 0, n = len(table)
+    cdef rmq.amqp_table_entry_t *entries
+    cdef bytes name
+    out.num_entries = 0
+    out.entries = NULL
+    if n == 0:
+        return 0
+    entries = <rmq.amqp_table_entry_t *>rmq.amqp_pool_alloc(
+        pool, <size_t>n * sizeof(rmq.amqp_table_entry_t))
+    if entries == NULL:
+        raise MemoryError()
+    for key, value in table.items():
+        if i >= n:
+            raise RuntimeError("a header table changed size while it was being encoded")
+        name = (key if type(key) is str else str(key)).encode("utf-8")
+        if PyBytes_GET_SIZE(name) > 255:
+            raise ValueError(f"AMQP header name longer than 255 bytes: {key!r}")
+        _pool_copy(pool, PyBytes_AS_STRING(name), <size_t>PyBytes_GET_SIZE(name),
+                   &entries[i].key)
+        try:
+            _encode_value(value, &entries[i].value, pool, depth)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"header {key!r}: {exc}") from None
+        i += 1
+    out.entries = entries
+    out.num_entries = <int>i
+    return 0
+
+
+cdef int _encode_arguments(object arguments, rmq.amqp_table_t *out,
+                           rmq.amqp_pool_t *pool) except -1:
+    if arguments:
+        return _encode_table(arguments, out, pool, 0)
+    out.num_entries = 0
+    out.entries = NULL
+    return 0
+
+
+cdef int _set_shortstr_property(dict properties, str name, rmq.amqp_flags_t flag,
+                                rmq.amqp_basic_properties_t *props, rmq.amqp_bytes_t *field,
+                                rmq.amqp_pool_t *pool) except -1:
+    cdef object value = properties.get(name)
+    cdef bytes data
+    if value is None:
+        return 0
+    data = _shortstr(value, f"property {name!r}")
+    _pool_copy(pool, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data), field)
+    props._flags |= flag
+    return 0
+
+
+cdef int _encode_properties(dict properties, object headers, rmq.amqp_basic_properties_t *p,
+                            rmq.amqp_pool_t *pool) except -1:
+    """basic properties from the dict; only keys present and not None are sent."""
+    cdef object value
+    memset(p, 0, sizeof(rmq.amqp_basic_properties_t))
+    _set_shortstr_property(properties, "content_type", rmq.AMQP_BASIC_CONTENT_TYPE_FLAG,
+                           p, &p.content_type, pool)
+    _set_shortstr_property(properties, "content_encoding", rmq.AMQP_BASIC_CONTENT_ENCODING_FLAG,
+                           p, &p.content_encoding, pool)
+    if headers:
+        _encode_table(headers, &p.headers, pool, 0)
+        p._flags |= rmq.AMQP_BASIC_HEADERS_FLAG
+    value = properties.get("delivery_mode")
+    if value is not None:
+        p.delivery_mode = <uint8_t>(int(value) & 0xFF)
+        p._flags |= rmq.AMQP_BASIC_DELIVERY_MODE_FLAG
+    value = properties.get("priority")
+    if value is not None:
+        p.priority = <uint8_t>(int(value) & 0xFF)
+        p._flags |= rmq.AMQP_BASIC_PRIORITY_FLAG
+    _set_shortstr_property(properties, "correlation_id", rmq.AMQP_BASIC_CORRELATION_ID_FLAG,
+                           p, &p.correlation_id, pool)
+    _set_shortstr_property(properties, "reply_to", rmq.AMQP_BASIC_REPLY_TO_FLAG,
+                           p, &p.reply_to, pool)
+    _set_shortstr_property(properties, "expiration", rmq.AMQP_BASIC_EXPIRATION_FLAG,
+                           p, &p.expiration, pool)
+    _set_shortstr_property(properties, "message_id", rmq.AMQP_BASIC_MESSAGE_ID_FLAG,
+                           p, &p.message_id, pool)
+    value = properties.get("timestamp")
+    if value is not None:
+        p.timestamp = _timestamp(value)
+        p._flags |= rmq.AMQP_BASIC_TIMESTAMP_FLAG
+    _set_shortstr_property(properties, "type", rmq.AMQP_BASIC_TYPE_FLAG, p, &p.type, pool)
+    _set_shortstr_property(properties, "app_id", rmq.AMQP_BASIC_APP_ID_FLAG,
+                           p, &p.app_id, pool)
+    return 0
+
+
+# -- field tables: rabbitmq-c -> Python ----------------------------------------------------------
+cdef object _utc(uint64_t seconds):
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return seconds  # beyond datetime's range: the number rather than an error
+
+
+cdef object _decode_value(const rmq.amqp_field_value_t *v, int depth):
+    """Every kind rabbitmq-c decodes, as the py-amqp twin returns it."""
+    cdef uint8_t kind = v.kind
+    if kind == rmq.AMQP_FIELD_KIND_UTF8 or kind == rmq.AMQP_FIELD_KIND_BYTES:
+        return _text_or_bytes(v.value.bytes)
+    if kind == rmq.AMQP_FIELD_KIND_I32:
+        return v.value.i32
+    if kind == rmq.AMQP_FIELD_KIND_BOOLEAN:
+        return v.value.boolean != 0
+    if kind == rmq.AMQP_FIELD_KIND_VOID:
+        return None
+    if kind == rmq.AMQP_FIELD_KIND_I64:
+        return v.value.i64
+    if kind == rmq.AMQP_FIELD_KIND_U64:
+        # py-amqp writes signed 64-bit ints as 'L', which rabbitmq-c calls unsigned
+        return <int64_t>v.value.u64
+    if kind == rmq.AMQP_FIELD_KIND_F64:
+        return v.value.f64
+    if kind == rmq.AMQP_FIELD_KIND_TABLE:
+        return _decode_table(&v.value.table, depth + 1)
+    if kind == rmq.AMQP_FIELD_KIND_ARRAY:
+        return _decode_array(&v.value.array, depth + 1)
+    if kind == rmq.AMQP_FIELD_KIND_TIMESTAMP:
+        return _utc(v.value.u64)
+    if kind == rmq.AMQP_FIELD_KIND_I8:
+        return v.value.i8
+    if kind == rmq.AMQP_FIELD_KIND_U8:
+        return v.value.u8
+    if kind == rmq.AMQP_FIELD_KIND_I16:
+        return v.value.i16
+    if kind == rmq.AMQP_FIELD_KIND_U16:
+        return v.value.u16
+    if kind == rmq.AMQP_FIELD_KIND_U32:
+        return v.value.u32
+    if kind == rmq.AMQP_FIELD_KIND_F32:
+        return <double>v.value.f32
+    if kind == rmq.AMQP_FIELD_KIND_DECIMAL:
+        # the value is signed on the wire as py-amqp writes it; same arithmetic as py-amqp
+        return Decimal(<int32_t>v.value.decimal.value) / Decimal(10 ** v.value.decimal.decimals)
+    return None  # rabbitmq-c refuses unknown kinds before we get here
+
+
+cdef dict _decode_table(const rmq.amqp_table_t *t, int depth):
+    cdef dict out = {}
+    cdef int i
+    cdef const rmq.amqp_table_entry_t *entry
+    if depth > MAX_DEPTH:
+        return out  # only a hostile peer nests this deep; cut rather than exhaust the C stack
+    for i in range(t.num_entries):
+        entry = &t.entries[i]
+        out[_text_or_bytes(entry.key)] = _decode_value(&entry.value, depth)
+    return out
+
+
+cdef list _decode_array(const rmq.amqp_array_t *a, int depth):
+    cdef list out = []
+    cdef int i
+    if depth > MAX_DEPTH:
+        return out
+    for i in range(a.num_entries):
+        out.append(_decode_value(&a.entries[i], depth))
+    return out
+
+
+cdef tuple _decode_properties(const rmq.amqp_basic_properties_t *p):
+    """(properties, headers) with the same keys py-amqp gives, timestamp as an int."""
+    cdef dict props = {}
+    cdef dict headers
+    cdef rmq.amqp_flags_t f = p._flags
+    if f & rmq.AMQP_BASIC_CONTENT_TYPE_FLAG:
+        props["content_type"] = _text(p.content_type)
+    if f & rmq.AMQP_BASIC_CONTENT_ENCODING_FLAG:
+        props["content_encoding"] = _text(p.content_encoding)
+    if f & rmq.AMQP_BASIC_DELIVERY_MODE_FLAG:
+        props["delivery_mode"] = p.delivery_mode
+    if f & rmq.AMQP_BASIC_PRIORITY_FLAG:
+        props["priority"] = p.priority
+    if f & rmq.AMQP_BASIC_CORRELATION_ID_FLAG:
+        props["correlation_id"] = _text(p.correlation_id)
+    if f & rmq.AMQP_BASIC_REPLY_TO_FLAG:
+        props["reply_to"] = _text(p.reply_to)
+    if f & rmq.AMQP_BASIC_EXPIRATION_FLAG:
+        props["expiration"] = _text(p.expiration)
+    if f & rmq.AMQP_BASIC_MESSAGE_ID_FLAG:
+        props["message_id"] = _text(p.message_id)
+    if f & rmq.AMQP_BASIC_TIMESTAMP_FLAG:
+        props["timestamp"] = p.timestamp
+    if f & rmq.AMQP_BASIC_TYPE_FLAG:
+        props["type"] = _text(p.type)
+    if f & rmq.AMQP_BASIC_USER_ID_FLAG:
+        props["user_id"] = _text(p.user_id)
+    if f & rmq.AMQP_BASIC_APP_ID_FLAG:
+        props["app_id"] = _text(p.app_id)
+    if f & rmq.AMQP_BASIC_CLUSTER_ID_FLAG:
+        props["cluster_id"] = _text(p.cluster_id)
+    if f & rmq.AMQP_BASIC_HEADERS_FLAG:
+        headers = _decode_table(&p.headers, 0)
+    else:
+        headers = {}
+    return props, headers
+
+
+cdef tuple _delivery(uint64_t delivery_tag, bint redelivered, str exchange, str routing_key,
+                     str consumer_tag, rmq.amqp_message_t *message):
+    """The delivery tuple both drivers return."""
+    properties, headers = _decode_properties(&message.properties)
+    body = PyBytes_FromStringAndSize(<char *>message.body.bytes, <Py_ssize_t>message.body.len)
+    return (delivery_tag, redelivered, exchange, routing_key, consumer_tag,
+            properties, headers, body)
+
+
+cdef inline void _set_timeval(rmq.timeval *tv, double seconds) noexcept:
+    if seconds < 0:
+        seconds = 0
+    tv.tv_sec = <long>seconds
+    tv.tv_usec = <long>((seconds - <double>tv.tv_sec) * 1e6)
+
+
+# -- the connection ------------------------------------------------------------------------------
+cdef class Connection:
+    """One AMQP connection with one channel, driven by rabbitmq-c.
+
+    Not thread-safe: use one per thread, as with the py-amqp driver.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._state = NULL
+        rmq.init_amqp_pool(&self._pool, 4096)
+        self._unconfirmed = set()
+        self._returned = []
+        self._buffer = deque()
+
+    def __init__(self, host="127.0.0.1", port=5672, vhost="/", user="guest",
+                 password="guest", *, heartbeat=0, frame_max=131072, connect_timeout=4.0,
+                 ssl=None):
+        self.host = str(host)
+        self.port = int(port)
+        self.vhost = str(vhost)
+        self.user = str(user)
+        self._password = str(password)
+        self.heartbeat = int(heartbeat or 0)
+        self.frame_max = int(frame_max)
+        self.connect_timeout = float(connect_timeout)
+        self.ssl = ssl
+
+    def __dealloc__(self):
+        if self._state != NULL:
+            rmq.amqp_destroy_connection(self._state)
+            self._state = NULL
+        rmq.empty_amqp_pool(&self._pool)
+
+    def __repr__(self):
+        state = "open" if self._state != NULL else "closed"
+        return (f"<fastq rabbitmq-c Connection {self.user}@{self.host}:{self.port}"
+                f"{self.vhost} {state}>")
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    cdef int _enter(self) except -1:
+        if self._busy:
+            raise RuntimeError("this fastq AMQP Connection is already in use by another "
+                               "thread; give each thread its own Connection")
+        self._busy = True
+        return 0
+
+    cdef void _leave(self) noexcept:
+        rmq.recycle_amqp_pool(&self._pool)
+        if self._state != NULL:
+            rmq.amqp_maybe_release_buffers(self._state)
+        self._busy = False
+        if self._close_requested:
+            self._close_requested = False
+            self._drop()
+
+    cdef int _require(self) except -1:
+        if self._state == NULL:
+            raise BrokerConnectionLost(
+                f"not connected to RabbitMQ at {self.host}:{self.port} (call connect())")
+        return 0
+
+    cdef int _ready(self) except -1:
+        """Connected, with channel 1 open (reopened after a channel error)."""
+        cdef rmq.amqp_channel_open_ok_t *ok
+        self._require()
+        if self._channel_open:
+            return 0
+        with nogil:
+            ok = rmq.amqp_channel_open(self._state, CHANNEL)
+        if ok == NULL:
+            self._raise_for_rpc("open a channel")
+        self._reset_channel_state()
+        self._channel_open = True
+        return 0
+
+    cdef void _reset_channel_state(self) noexcept:
+        # a new channel has no consumers, prefetch or confirm mode, and the old one's
+        # delivery tags mean nothing on it
+        self._confirming = False
+        self._next_seq = 0
+        self._unconfirmed.clear()
+        self._buffer.clear()
+
+    cdef void _drop(self) noexcept:
+        """Destroy the connection without a handshake (it is broken or being abandoned)."""
+        if self._state != NULL:
+            rmq.amqp_destroy_connection(self._state)
+            self._state = NULL
+        self._channel_open = False
+
+    cdef int _lost(self, str doing, str detail) except -1:
+        self._drop()
+        raise BrokerConnectionLost(
+            f"lost the connection to RabbitMQ at {self.host}:{self.port} while trying to "
+            f"{doing}: {detail}")
+
+    cdef int _raise_for_rpc(self, str doing) except -1:
+        """After a synchronous method returned NULL: raise what went wrong."""
+        cdef rmq.amqp_rpc_reply_t reply = rmq.amqp_get_rpc_reply(self._state)
+        if reply.reply_type == rmq.AMQP_RESPONSE_NORMAL:
+            return self._lost(doing, "rabbitmq-c returned no reply")
+        return self._raise_for_reply(reply, doing)
+
+    cdef int _raise_for_reply(self, rmq.amqp_rpc_reply_t reply, str doing) except -1:
+        """Return 0 for a normal reply, else translate it into fastq's exceptions."""
+        if reply.reply_type == rmq.AMQP_RESPONSE_NORMAL:
+            return 0
+        if reply.reply_type == rmq.AMQP_RESPONSE_SERVER_EXCEPTION:
+            if reply.reply.id == rmq.AMQP_CHANNEL_CLOSE_METHOD:
+                return self._on_channel_close(<rmq.amqp_channel_close_t *>reply.reply.decoded)
+            if reply.reply.id == rmq.AMQP_CONNECTION_CLOSE_METHOD:
+                return self._on_connection_close(
+                    <rmq.amqp_connection_close_t *>reply.reply.decoded)
+            return self._lost(doing, f"unexpected method {reply.reply.id:#010x}")
+        if reply.reply_type == rmq.AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            return self._lost(doing, rmq.amqp_error_string2(reply.library_error).decode())
+        return self._lost(doing, "the server closed the socket")
+
+    cdef int _on_channel_close(self, rmq.amqp_channel_close_t *close) except -1:
+        """channel.close from RabbitMQ: answer close-ok, keep the connection, raise."""
+        cdef int code = close.reply_code
+        cdef str text = _text(close.reply_text)
+        cdef rmq.amqp_channel_close_ok_t close_ok
+        cdef int status
+        # everything still queued was sent before the close and belongs to the dead
+        # channel (its deliveries cannot be acked any more)
+        self._discard_queued_frames()
+        close_ok.dummy = 0
+        with nogil:
+            status = rmq.amqp_send_method(self._state, CHANNEL, rmq.AMQP_CHANNEL_CLOSE_OK_METHOD,
+                                          &close_ok)
+        if status != rmq.AMQP_STATUS_OK:
+            return self._lost("answer channel.close",
+                              rmq.amqp_error_string2(status).decode())
+        self._channel_open = False
+        self._reset_channel_state()
+        raise AMQPError(code, text, "channel")
+
+    cdef int _on_connection_close(self, rmq.amqp_connection_close_t *close) except -1:
+        """connection.close from RabbitMQ: answer close-ok (best effort), drop, raise."""
+        cdef int code = close.reply_code
+        cdef str text = _text(close.reply_text)
+        cdef rmq.amqp_connection_close_ok_t close_ok
+        close_ok.dummy = 0
+        with nogil:
+            rmq.amqp_send_method(self._state, 0, rmq.AMQP_CONNECTION_CLOSE_OK_METHOD, &close_ok)
+        self._drop()
+        if code == CONNECTION_FORCED:
+            raise BrokerConnectionLost(
+                f"RabbitMQ at {self.host}:{self.port} closed the connection: {code} {text}")
+        raise AMQPError(code, text, "connection")
+
+    cdef int _discard_queued_frames(self) except -1:
+        cdef rmq.amqp_frame_t frame
+        cdef int status
+        while self._state != NULL and rmq.amqp_frames_enqueued(self._state):
+            status = rmq.amqp_simple_wait_frame(self._state, &frame)  # queued: never blocks
+            if status != rmq.AMQP_STATUS_OK:
+                return self._lost("read queued frames", rmq.amqp_error_string2(status).decode())
+            if (frame.frame_type == rmq.AMQP_FRAME_METHOD and frame.channel == 0
+                    and frame.payload.method.id == rmq.AMQP_CONNECTION_CLOSE_METHOD):
+                return self._on_connection_close(
+                    <rmq.amqp_connection_close_t *>frame.payload.method.decoded)
+        return 0
+
+    cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1:
+        """Forget confirmed sequence numbers; return how many were outstanding."""
+        cdef set unconfirmed = self._unconfirmed
+        cdef list settled
+        if multiple:
+            settled = [seq for seq in unconfirmed if seq <= delivery_tag]
+            unconfirmed.difference_update(settled)
+            return len(settled)
+        if delivery_tag in unconfirmed:
+            unconfirmed.discard(delivery_tag)
+            return 1
+        return 0
+
+    cdef int _dispatch_frame(self, rmq.amqp_frame_t *frame) except -1:
+        """Handle a frame that is not the reply a call waits for."""
+        cdef rmq.amqp_method_number_t method
+        cdef rmq.amqp_basic_ack_t *ack
+        cdef rmq.amqp_basic_nack_t *nack
+        cdef rmq.amqp_basic_return_t *returned
+        cdef rmq.amqp_basic_deliver_t *deliver
+        cdef rmq.amqp_channel_flow_t *flow
+        cdef rmq.amqp_channel_flow_ok_t flow_ok
+        cdef rmq.amqp_message_t message
+        cdef rmq.amqp_rpc_reply_t reply
+        cdef rmq.amqp_channel_t channel = frame.channel
+        cdef uint64_t tag
+        cdef bint redelivered
+        cdef int status, code
+        if frame.frame_type != rmq.AMQP_FRAME_METHOD:
+            return 0  # a stray content frame: its method was handled or discarded already
+        method = frame.payload.method.id
+        if channel == 0:
+            if method == rmq.AMQP_CONNECTION_CLOSE_METHOD:
+                return self._on_connection_close(
+                    <rmq.amqp_connection_close_t *>frame.payload.method.decoded)
+            return 0  # connection.blocked / unblocked: nothing to answer
+        if method == rmq.AMQP_BASIC_ACK_METHOD:  # basic.ack (60, 80): publisher confirm
+            ack = <rmq.amqp_basic_ack_t *>frame.payload.method.decoded
+            self._settle(ack.delivery_tag, ack.multiple)
+        elif method == rmq.AMQP_BASIC_NACK_METHOD:  # basic.nack (60, 120)
+            nack = <rmq.amqp_basic_nack_t *>frame.payload.method.decoded
+            self._nacked += self._settle(nack.delivery_tag, nack.multiple)
+        elif method == rmq.AMQP_BASIC_DELIVER_METHOD:  # basic.deliver (60, 60)
+            # read while waiting for confirms: keep it for the next drain
+            deliver = <rmq.amqp_basic_deliver_t *>frame.payload.method.decoded
+            tag = deliver.delivery_tag
+            redelivered = deliver.redelivered
+            exchange = _text(deliver.exchange)
+            routing_key = _text(deliver.routing_key)
+            consumer_tag = _text(deliver.consumer_tag)
+            with nogil:
+                reply = rmq.amqp_read_message(self._state, channel, &message, 0)
+            self._raise_for_reply(reply, "receive a message")
+            try:
+                self._buffer.append(_delivery(tag, redelivered, exchange, routing_key,
+                                              consumer_tag, &message))
+            finally:
+                rmq.amqp_destroy_message(&message)
+        elif method == rmq.AMQP_BASIC_RETURN_METHOD:  # basic.return (60, 50): unroutable
+            returned = <rmq.amqp_basic_return_t *>frame.payload.method.decoded
+            code = returned.reply_code
+            text = _text(returned.reply_text)
+            # the returned content follows; read it to keep the stream in step
+            with nogil:
+                reply = rmq.amqp_read_message(self._state, channel, &message, 0)
+            self._raise_for_reply(reply, "read a returned message")
+            rmq.amqp_destroy_message(&message)
+            self._returned.append((code, text))
+        elif method == rmq.AMQP_CHANNEL_CLOSE_METHOD:  # channel.close (20, 40)
+            return self._on_channel_close(
+                <rmq.amqp_channel_close_t *>frame.payload.method.decoded)
+        elif method == rmq.AMQP_CHANNEL_FLOW_METHOD:  # channel.flow (20, 20): must answer
+            flow = <rmq.amqp_channel_flow_t *>frame.payload.method.decoded
+            flow_ok.active = flow.active
+            with nogil:
+                status = rmq.amqp_send_method(self._state, channel,
+                                              rmq.AMQP_CHANNEL_FLOW_OK_METHOD, &flow_ok)
+            if status != rmq.AMQP_STATUS_OK:
+                return self._lost("answer channel.flow", rmq.amqp_error_string2(status).decode())
+        elif method == rmq.AMQP_BASIC_CANCEL_METHOD:  # basic.cancel (60, 30) from the server
+            # the queue was deleted (or failed over): like py-amqp, report the connection
+            # as lost so that the reconnect logic declares and subscribes again
+            cancelled = _text((<rmq.amqp_basic_cancel_t *>frame.payload.method.decoded)
+                              .consumer_tag)
+            return self._lost("receive messages",
+                              f"RabbitMQ cancelled consumer {cancelled!r} (queue deleted?)")
+        return 0
+
+    cdef int _consume_one(self, rmq.timeval *tv, list out) except -1:
+        """One amqp_consume_message: 1 = a delivery appended, 2 = another frame handled,
+        0 = nothing within ``tv``."""
+        cdef rmq.amqp_envelope_t envelope
+        cdef rmq.amqp_rpc_reply_t reply
+        cdef rmq.amqp_frame_t frame
+        cdef int status
+        with nogil:
+            reply = rmq.amqp_consume_message(self._state, &envelope, tv, 0)
+        if reply.reply_type == rmq.AMQP_RESPONSE_NORMAL:
+            # the envelope owns malloc'd copies: destroy it whatever happens
+            try:
+                out.append(_delivery(envelope.delivery_tag, envelope.redelivered,
+                                     _text(envelope.exchange), _text(envelope.routing_key),
+                                     _text(envelope.consumer_tag), &envelope.message))
+            finally:
+                rmq.amqp_destroy_envelope(&envelope)
+            rmq.amqp_maybe_release_buffers(self._state)
+            return 1
+        # on failure amqp_consume_message has freed the envelope itself
+        if reply.reply_type == rmq.AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            if reply.library_error == rmq.AMQP_STATUS_TIMEOUT:
+                return 0
+            if reply.library_error == rmq.AMQP_STATUS_UNEXPECTED_STATE:
+                # not a basic.deliver: rabbitmq-c put the frame back; take it and handle it
+                status = rmq.amqp_simple_wait_frame(self._state, &frame)
+                if status != rmq.AMQP_STATUS_OK:
+                    return self._lost("receive messages", rmq.amqp_error_string2(status).decode())
+                self._dispatch_frame(&frame)
+                if self._state != NULL:
+                    rmq.amqp_maybe_release_buffers(self._state)
+                return 2
+        return self._raise_for_reply(reply, "receive messages")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def is_open(self):
+        return self._state != NULL
+
+    def connect(self):
+        """Open the socket, log in and open the channel; idempotent.
+
+        Raises:
+            BrokerConnectionLost: the server cannot be reached (or went away mid-handshake).
+            AMQPError: RabbitMQ refused the login or the vhost.
+        """
+        cdef rmq.amqp_socket_t *sock
+        cdef rmq.timeval tv
+        cdef rmq.amqp_rpc_reply_t reply
+        cdef rmq.amqp_table_t client_properties
+        cdef int status, port = self.port, frame_max = self.frame_max
+        cdef int heartbeat = self.heartbeat
+        cdef bytes host = self.host.encode()
+        cdef bytes vhost = self.vhost.encode("utf-8")
+        cdef bytes user = self.user.encode("utf-8")
+        cdef bytes password = self._password.encode("utf-8")
+        cdef const char *c_host = host
+        cdef const char *c_vhost = vhost
+        cdef const char *c_user = user
+        cdef const char *c_password = password
+        if self._state != NULL:
+            return
+        self._enter()
+        try:
+            self._channel_open = False
+            self._reset_channel_state()
+            self._nacked = 0
+            self._returned.clear()
+            self._state = rmq.amqp_new_connection()
+            if self._state == NULL:
+                raise MemoryError("rabbitmq-c could not allocate a connection")
+            sock = self._new_socket()
+            _set_timeval(&tv, self.connect_timeout)
+            # bounds the AMQP handshake as well as the TCP connect
+            rmq.amqp_set_handshake_timeout(self._state, &tv)
+            with nogil:
+                status = rmq.amqp_socket_open_noblock(sock, c_host, port, &tv)
+            if status != rmq.AMQP_STATUS_OK:
+                self._drop()
+                raise BrokerConnectionLost(
+                    f"cannot connect to RabbitMQ at {self.host}:{self.port}: "
+                    f"{rmq.amqp_error_string2(status).decode()}")
+            # merged by rabbitmq-c into its defaults; without consumer_cancel_notify
+            # RabbitMQ drops a consumer whose queue is deleted without telling us
+            _encode_table(CLIENT_PROPERTIES, &client_properties, &self._pool, 0)
+            with nogil:
+                reply = rmq.amqp_login_with_properties(
+                    self._state, c_vhost, 0, frame_max, heartbeat, &client_properties,
+                    rmq.AMQP_SASL_METHOD_PLAIN, c_user, c_password)
+            self._raise_for_reply(reply, "log in")
+            self._ready()
+        except BaseException:
+            self._drop()
+            raise
+        finally:
+            self._leave()
+
+    cdef rmq.amqp_socket_t *_new_socket(self) except NULL:
+        cdef rmq.amqp_socket_t *sock
+        cdef dict options
+        cdef bytes cafile, certfile, keyfile
+        if not self.ssl:
+            sock = rmq.amqp_tcp_socket_new(self._state)
+            if sock == NULL:
+                raise MemoryError("rabbitmq-c could not create a TCP socket")
+            return sock
+        sock = rmq.amqp_ssl_socket_new(self._state)
+        if sock == NULL:
+            raise BrokerConnectionLost("rabbitmq-c could not create a TLS socket (OpenSSL)")
+        options = self.ssl if isinstance(self.ssl, dict) else {}
+        if options.get("cafile"):
+            cafile = str(options["cafile"]).encode()
+            if rmq.amqp_ssl_socket_set_cacert(sock, cafile) != rmq.AMQP_STATUS_OK:
+                raise BrokerConnectionLost(f"cannot load the CA file {options['cafile']!r}")
+        if options.get("certfile"):
+            certfile = str(options["certfile"]).encode()
+            keyfile = str(options.get("keyfile") or options["certfile"]).encode()
+            if rmq.amqp_ssl_socket_set_key(sock, certfile, keyfile) != rmq.AMQP_STATUS_OK:
+                raise BrokerConnectionLost(
+                    f"cannot load the client certificate {options['certfile']!r}")
+        verify = bool(options.get("verify", True))
+        rmq.amqp_ssl_socket_set_verify_peer(sock, verify)
+        rmq.amqp_ssl_socket_set_verify_hostname(sock, verify)
+        return sock
+
+    def close(self):
+        """Close the channel and connection politely if possible; never raises."""
+        cdef rmq.timeval tv
+        cdef int fd
+        if self._busy:
+            # another thread is inside rabbitmq-c on this connection: wake it by shutting
+            # the socket down; it destroys the connection on its way out (_leave)
+            self._close_requested = True
+            if self._state != NULL:
+                fd = rmq.amqp_get_sockfd(self._state)
+                if fd >= 0:
+                    rmq.shutdown(fd, rmq.SHUT_RDWR)
+            return
+        self._buffer.clear()
+        if self._state == NULL:
+            return
+        self._busy = True
+        try:
+            # a dead peer must not hang us: bound the connection.close round trip
+            _set_timeval(&tv, min(self.connect_timeout, 2.0))
+            rmq.amqp_set_rpc_timeout(self._state, &tv)
+            with nogil:
+                rmq.amqp_connection_close(self._state, rmq.AMQP_REPLY_SUCCESS)
+        finally:
+            self._drop()
+            self._busy = False
+            self._close_requested = False
+
+    def fileno(self):
+        """The socket's file descriptor, for waiting on it in an event loop."""
+        self._require()
+        return rmq.amqp_get_sockfd(self._state)
+
+    # -- topology -----------------------------------------------------------------------------
+    def declare_exchange(self, name, type="direct", durable=True, auto_delete=False,
+                         arguments=None):
+        cdef bytes b_name = _shortstr(name, "exchange name")
+        cdef rmq.amqp_bytes_t v_name = _view(b_name)
+        cdef bytes b_type = _shortstr(type, "exchange type")
+        cdef rmq.amqp_bytes_t v_type = _view(b_type)
+        cdef rmq.amqp_table_t args
+        cdef rmq.amqp_exchange_declare_ok_t *ok
+        cdef bint c_durable = durable, c_auto_delete = auto_delete
+        self._enter()
+        try:
+            self._ready()
+            _encode_arguments(arguments, &args, &self._pool)
+            with nogil:
+                ok = rmq.amqp_exchange_declare(self._state, CHANNEL, v_name,
+                                               v_type, 0, c_durable, c_auto_delete, 0,
+                                               args)
+            if ok == NULL:
+                self._raise_for_rpc(f"declare exchange {name!r}")
+        finally:
+            self._leave()
+
+    def declare_queue(self, name, durable=True, exclusive=False, auto_delete=False,
+                      arguments=None, passive=False):
+        """Declare (or with ``passive`` only look up) a queue.
+
+        Returns:
+            ``(name, message_count, consumer_count)``; ``message_count`` is the ready
+            messages.
+        Raises:
+            AMQPError: 404 for a passive declare of a missing queue, 406 when the
+            queue exists with other flags or arguments.
+        """
+        cdef bytes b_name = _shortstr(name, "queue name")
+        cdef rmq.amqp_bytes_t v_name = _view(b_name)
+        cdef rmq.amqp_table_t args
+        cdef rmq.amqp_queue_declare_ok_t *ok
+        cdef bint c_passive = passive, c_durable = durable, c_exclusive = exclusive
+        cdef bint c_auto_delete = auto_delete
+        self._enter()
+        try:
+            self._ready()
+            _encode_arguments(arguments, &args, &self._pool)
+            with nogil:
+                ok = rmq.amqp_queue_declare(self._state, CHANNEL, v_name, c_passive,
+                                            c_durable, c_exclusive, c_auto_delete, args)
+            if ok == NULL:
+                self._raise_for_rpc(f"declare queue {name!r}")
+            return (_text(ok.queue), ok.message_count, ok.consumer_count)
+        finally:
+            self._leave()
+
+    def bind_queue(self, queue, exchange, routing_key):
+        cdef bytes b_queue = _shortstr(queue, "queue name")
+        cdef rmq.amqp_bytes_t v_queue = _view(b_queue)
+        cdef bytes b_exchange = _shortstr(exchange, "exchange name")
+        cdef rmq.amqp_bytes_t v_exchange = _view(b_exchange)
+        cdef bytes b_key = _shortstr(routing_key, "routing key")
+        cdef rmq.amqp_bytes_t v_key = _view(b_key)
+        cdef rmq.amqp_queue_bind_ok_t *ok
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_queue_bind(self._state, CHANNEL, v_queue,
+                                         v_exchange, v_key, rmq.amqp_empty_table)
+            if ok == NULL:
+                self._raise_for_rpc(f"bind queue {queue!r} to {exchange!r}")
+        finally:
+            self._leave()
+
+    def purge_queue(self, name):
+        cdef bytes b_name = _shortstr(name, "queue name")
+        cdef rmq.amqp_bytes_t v_name = _view(b_name)
+        cdef rmq.amqp_queue_purge_ok_t *ok
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_queue_purge(self._state, CHANNEL, v_name)
+            if ok == NULL:
+                self._raise_for_rpc(f"purge queue {name!r}")
+            return ok.message_count
+        finally:
+            self._leave()
+
+    def delete_queue(self, name):
+        cdef bytes b_name = _shortstr(name, "queue name")
+        cdef rmq.amqp_bytes_t v_name = _view(b_name)
+        cdef rmq.amqp_queue_delete_ok_t *ok
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_queue_delete(self._state, CHANNEL, v_name, 0, 0)
+            if ok == NULL:
+                self._raise_for_rpc(f"delete queue {name!r}")
+        finally:
+            self._leave()
+
+    # -- consuming ----------------------------------------------------------------------------
+    def qos(self, prefetch_count):
+        cdef int count = prefetch_count
+        cdef rmq.amqp_basic_qos_ok_t *ok
+        if not 0 <= count <= 0xFFFF:
+            raise ValueError(f"prefetch_count must be 0..65535, not {prefetch_count}")
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_basic_qos(self._state, CHANNEL, 0, <unsigned short>count, 0)
+            if ok == NULL:
+                self._raise_for_rpc("set the prefetch count")
+        finally:
+            self._leave()
+
+    def consume(self, queue, consumer_tag="", no_ack=False):
+        """Start a consumer on ``queue``; ``drain`` returns its deliveries. Returns the tag."""
+        cdef bytes b_queue = _shortstr(queue, "queue name")
+        cdef rmq.amqp_bytes_t v_queue = _view(b_queue)
+        cdef bytes b_tag = _shortstr(consumer_tag, "consumer tag")
+        cdef rmq.amqp_bytes_t v_tag = _view(b_tag)
+        cdef rmq.amqp_basic_consume_ok_t *ok
+        cdef bint c_no_ack = no_ack
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_basic_consume(self._state, CHANNEL, v_queue, v_tag,
+                                            0, c_no_ack, 0, rmq.amqp_empty_table)
+            if ok == NULL:
+                self._raise_for_rpc(f"consume from {queue!r}")
+            return _text(ok.consumer_tag)
+        finally:
+            self._leave()
+
+    def cancel(self, consumer_tag):
+        cdef bytes b_tag = _shortstr(consumer_tag, "consumer tag")
+        cdef rmq.amqp_bytes_t v_tag = _view(b_tag)
+        cdef rmq.amqp_basic_cancel_ok_t *ok
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_basic_cancel(self._state, CHANNEL, v_tag)
+            if ok == NULL:
+                self._raise_for_rpc(f"cancel consumer {consumer_tag!r}")
+        finally:
+            self._leave()
+
+    def drain(self, int max_count, double timeout):
+        """Up to ``max_count`` deliveries: wait up to ``timeout`` s for the first, then
+        take only what has already arrived. Heartbeats are sent and checked meanwhile
+        (by rabbitmq-c, while it waits)."""
+        cdef list out = []
+        cdef rmq.timeval tv
+        cdef double deadline, remaining, step
+        cdef int got
+        cdef object buffer = self._buffer
+        self._enter()
+        try:
+            self._require()
+            while buffer and len(out) < max_count:
+                out.append(buffer.popleft())
+            if not out and max_count > 0:
+                deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
+                while not out:
+                    remaining = deadline - time.monotonic()
+                    step = remaining if remaining < WAIT_SLICE else WAIT_SLICE
+                    _set_timeval(&tv, step)
+                    got = self._consume_one(&tv, out)
+                    if got == 0:
+                        if remaining <= WAIT_SLICE:
+                            break
+                        PyErr_CheckSignals()  # raises KeyboardInterrupt & co.
+            # the rest of the batch: only what rabbitmq-c or the kernel already holds
+            _set_timeval(&tv, 0.0)
+            while 0 < len(out) < max_count:
+                if self._consume_one(&tv, out) == 0:
+                    break
+            return out
+        finally:
+            self._leave()
+
+    def get(self, queue, no_ack=False):
+        """One message by basic.get, or None when ``queue`` is empty."""
+        cdef bytes b_queue = _shortstr(queue, "queue name")
+        cdef rmq.amqp_bytes_t v_queue = _view(b_queue)
+        cdef rmq.amqp_rpc_reply_t reply
+        cdef rmq.amqp_basic_get_ok_t *ok
+        cdef rmq.amqp_message_t message
+        cdef bint c_no_ack = no_ack, redelivered
+        cdef uint64_t tag
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                reply = rmq.amqp_basic_get(self._state, CHANNEL, v_queue, c_no_ack)
+            self._raise_for_reply(reply, f"get from {queue!r}")
+            if reply.reply.id == rmq.AMQP_BASIC_GET_EMPTY_METHOD:
+                return None
+            if reply.reply.id != rmq.AMQP_BASIC_GET_OK_METHOD:
+                self._lost(f"get from {queue!r}", f"unexpected method {reply.reply.id:#010x}")
+            ok = <rmq.amqp_basic_get_ok_t *>reply.reply.decoded
+            tag = ok.delivery_tag
+            redelivered = ok.redelivered
+            exchange = _text(ok.exchange)
+            routing_key = _text(ok.routing_key)
+            with nogil:
+                reply = rmq.amqp_read_message(self._state, CHANNEL, &message, 0)
+            self._raise_for_reply(reply, f"get from {queue!r}")
+            try:
+                return _delivery(tag, redelivered, exchange, routing_key, "", &message)
+            finally:
+                rmq.amqp_destroy_message(&message)
+        finally:
+            self._leave()
+
+    def ack(self, delivery_tag, multiple=False):
+        cdef uint64_t tag = delivery_tag
+        cdef bint c_multiple = multiple
+        cdef int status
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                status = rmq.amqp_basic_ack(self._state, CHANNEL, tag, c_multiple)
+            if status != rmq.AMQP_STATUS_OK:
+                self._lost("ack", rmq.amqp_error_string2(status).decode())
+        finally:
+            self._leave()
+
+    def reject(self, delivery_tag, requeue):
+        cdef uint64_t tag = delivery_tag
+        cdef bint c_requeue = requeue
+        cdef int status
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                status = rmq.amqp_basic_reject(self._state, CHANNEL, tag, c_requeue)
+            if status != rmq.AMQP_STATUS_OK:
+                self._lost("reject", rmq.amqp_error_string2(status).decode())
+        finally:
+            self._leave()
+
+    def nack(self, delivery_tag, multiple, requeue):
+        cdef uint64_t tag = delivery_tag
+        cdef bint c_multiple = multiple, c_requeue = requeue
+        cdef int status
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                status = rmq.amqp_basic_nack(self._state, CHANNEL, tag, c_multiple, c_requeue)
+            if status != rmq.AMQP_STATUS_OK:
+                self._lost("nack", rmq.amqp_error_string2(status).decode())
+        finally:
+            self._leave()
+
+    # -- producing ----------------------------------------------------------------------------
+    def publish(self, exchange, routing_key, body, properties, headers,
+                mandatory=False):
+        """basic.publish; with confirms on, ``wait_for_confirms`` settles it later.
+
+        Raises:
+            TypeError, ValueError: a header or property value AMQP cannot carry.
+        """
+        cdef bytes b_exchange = _shortstr(exchange, "exchange name")
+        cdef rmq.amqp_bytes_t v_exchange = _view(b_exchange)
+        cdef bytes b_key = _shortstr(routing_key, "routing key")
+        cdef rmq.amqp_bytes_t v_key = _view(b_key)
+        cdef bytes b_body
+        cdef rmq.amqp_bytes_t v_body
+        cdef rmq.amqp_basic_properties_t props
+        cdef bint c_mandatory = mandatory
+        cdef int status
+        if type(body) is bytes:
+            b_body = <bytes>body
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            b_body = bytes(body)
+        else:
+            raise TypeError(f"a message body must be bytes, not {type(body).__name__}")
+        v_body = _view(b_body)
+        if type(properties) is not dict:
+            properties = dict(properties or {})
+        self._enter()
+        try:
+            self._ready()
+            _encode_properties(<dict>properties, headers, &props, &self._pool)
+            with nogil:
+                status = rmq.amqp_basic_publish(self._state, CHANNEL, v_exchange,
+                                                v_key, c_mandatory, 0, &props,
+                                                v_body)
+            if status != rmq.AMQP_STATUS_OK:
+                self._lost(f"publish to {exchange!r}/{routing_key!r}",
+                           rmq.amqp_error_string2(status).decode())
+            if self._confirming:
+                self._next_seq += 1
+                self._unconfirmed.add(self._next_seq)
+        finally:
+            self._leave()
+
+    def confirm_select(self):
+        """Turn on publisher confirms for this channel (a RabbitMQ extension)."""
+        cdef rmq.amqp_confirm_select_ok_t *ok
+        self._enter()
+        try:
+            self._ready()
+            with nogil:
+                ok = rmq.amqp_confirm_select(self._state, CHANNEL)
+            if ok == NULL:
+                self._raise_for_rpc("enable publisher confirms")
+            self._confirming = True
+            self._next_seq = 0
+            self._unconfirmed.clear()
+            self._nacked = 0
+        finally:
+            self._leave()
+
+    def wait_for_confirms(self, double timeout):
+        """Wait until RabbitMQ has confirmed every publish so far.
+
+        Raises:
+            PublishNacked: one or more publishes were nacked, or returned as unroutable
+                (``mandatory``).
+            PublishTimeout: not all confirms arrived within ``timeout`` seconds.
+        """
+        cdef double deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
+        cdef double remaining
+        cdef rmq.timeval tv
+        cdef rmq.amqp_frame_t frame
+        cdef int status
+        self._enter()
+        try:
+            while self._unconfirmed:
+                self._require()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PublishTimeout(
+                        f"RabbitMQ at {self.host}:{self.port} did not confirm "
+                        f"{len(self._unconfirmed)} publish(es) within {timeout}s")
+                _set_timeval(&tv, remaining if remaining < WAIT_SLICE else WAIT_SLICE)
+                with nogil:
+                    status = rmq.amqp_simple_wait_frame_noblock(self._state, &frame, &tv)
+                if status == rmq.AMQP_STATUS_TIMEOUT:
+                    PyErr_CheckSignals()
+                    continue
+                if status != rmq.AMQP_STATUS_OK:
+                    self._lost("wait for publisher confirms",
+                               rmq.amqp_error_string2(status).decode())
+                self._dispatch_frame(&frame)
+                if self._state != NULL:
+                    rmq.amqp_maybe_release_buffers(self._state)
+        finally:
+            self._leave()
+        nacked, self._nacked = self._nacked, 0
+        returned, self._returned = self._returned, []
+        if nacked:
+            raise PublishNacked(f"RabbitMQ nacked {nacked} publish(es); publish them again")
+        if returned:
+            code, text = returned[0]
+            raise PublishNacked(f"RabbitMQ returned {len(returned)} unroutable "
+                                f"publish(es): {code} {text}")

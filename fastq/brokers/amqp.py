@@ -1,0 +1,695 @@
+"""The RabbitMQ broker (``amqp://``, ``amqps://``, ``pyamqp://``), on rabbitmq-c or py-amqp.
+
+Topology is Celery's, so Celery clients and workers share queues with fastq: queue
+``Q`` (durable, no arguments unless ``queue_max_priority``), a direct durable exchange
+``Q`` bound to it with routing key ``Q``, and messages published to the default
+exchange ``""`` with routing key ``Q``. Dead letters go to a durable queue
+``Q.dead``.
+
+Two connections per broker: the *consumer* connection (one channel in confirm mode)
+receives, settles and republishes deliveries, so a republish and the ack of the
+original travel on the same channel; the *producer* connection publishes and does
+the administrative work (declares, purges, passive declares, dead-letter peeks), whose
+channel errors (404, 406) must not cancel the consumers.
+
+Redeliveries are counted in the ``x-fastq-redeliveries`` header, because RabbitMQ's
+classic queues only say *whether* a message was redelivered: a requeue republishes a
+copy with the count raised and acks the original, and a delivery that comes back with
+``redelivered=True`` (its holder died) is counted the same way before it is handed out.
+Quorum queues' own ``x-delivery-count`` is used when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..exceptions import (
+    AMQPError,
+    BrokerConnectionLost,
+    BrokerError,
+    ConfigurationError,
+    ImproperlyInstalled,
+)
+from ._amqp_decisions import AckTracker, Backoff, plan_prefetch
+from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
+
+logger = logging.getLogger(__name__)
+
+#: Header holding how many times a message was delivered before (0 when absent).
+REDELIVERIES_HEADER = "x-fastq-redeliveries"
+#: Headers added to dead-lettered copies.
+DEAD_REASON_HEADER = "x-fastq-dead-reason"
+DEAD_AT_HEADER = "x-fastq-dead-at"
+SOURCE_QUEUE_HEADER = "x-fastq-source-queue"
+#: Suffix of the queue holding a queue's dead letters.
+DEAD_SUFFIX = ".dead"
+#: Quorum queues count deliveries themselves in this header.
+QUORUM_COUNT_HEADER = "x-delivery-count"
+
+#: Delivery.tag = channel generation << GEN_SHIFT | AMQP delivery tag, so a tag from a
+#: channel that has since been replaced is recognised and never acked on the new one.
+GEN_SHIFT = 48
+TAG_MASK = (1 << GEN_SHIFT) - 1
+
+#: Seconds to wait for publisher confirms of one batch.
+DEFAULT_CONFIRM_TIMEOUT = 30.0
+#: Seconds to wait for the TCP connect and AMQP handshake.
+DEFAULT_CONNECT_TIMEOUT = 4.0
+#: Most dead letters read (and requeued) by one ``dead_letters()`` peek.
+DEAD_LETTER_PEEK_MAX = 10_000
+#: How many released messages are remembered so their return is not counted.
+RELEASED_MEMORY = 100_000
+
+_OPTIONS = ("connect_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
+            "lease_seconds", "queue_max_priority", "frame_max", "driver")
+_DRIVERS = {"rabbitmq-c": "rabbitmq-c", "c": "rabbitmq-c", "py-amqp": "py-amqp", "py": "py-amqp"}
+
+
+def load_driver(scheme: str = "amqp", prefer: str | None = None) -> tuple[type, str]:
+    """The driver class and its name: rabbitmq-c when built and allowed, else py-amqp.
+
+    ``pyamqp://`` and ``FASTQ_NO_SPEEDUPS=1`` force py-amqp; ``prefer`` ("rabbitmq-c" or
+    "py-amqp") asks for one explicitly (an error when rabbitmq-c is asked for and
+    missing). ``FASTQ_REQUIRE_SPEEDUPS=1`` makes a missing rabbitmq-c binding an error.
+    """
+    want = _DRIVERS.get(prefer or "", None)
+    if prefer and want is None:
+        raise ConfigurationError(f"unknown AMQP driver {prefer!r} (known: rabbitmq-c, py-amqp)")
+    if want is None:
+        forced_py = scheme == "pyamqp" or os.environ.get("FASTQ_NO_SPEEDUPS") == "1"
+        want = "py-amqp" if forced_py else "rabbitmq-c?"
+    if want.startswith("rabbitmq-c"):
+        try:
+            from .._speedups._amqp import Connection as CConnection
+
+            return CConnection, "rabbitmq-c"
+        except ImportError as exc:
+            if want == "rabbitmq-c" or os.environ.get("FASTQ_REQUIRE_SPEEDUPS") == "1":
+                raise ImproperlyInstalled(
+                    f"the rabbitmq-c AMQP driver (fastq._speedups._amqp) is not built: {exc}; "
+                    f"install librabbitmq-dev and reinstall fastq, or use pyamqp://"
+                ) from exc
+    try:
+        from ._amqp_py import Connection as PyConnection
+    except ImportError as exc:
+        raise ImproperlyInstalled(
+            f"amqp:// needs py-amqp ({exc}); install it with: pip install 'fastq[amqp]'",
+            name="amqp") from exc
+    return PyConnection, "py-amqp"
+
+
+def parse_url(url: str) -> tuple[dict, dict]:
+    """Connection parameters and query-string options from an AMQP URL.
+
+    ``amqp://user:pass@host:port/vhost``: user and password default to guest, host to
+    localhost, port to 5672 (5671 for ``amqps://``, which turns TLS on); the vhost is
+    URL-decoded and an empty path means ``/`` (so ``amqp://host//`` is ``/`` too).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    tls = scheme == "amqps"
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    params = {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (5671 if tls else 5672),
+        "vhost": unquote(path) or "/",
+        "user": unquote(parts.username) if parts.username else "guest",
+        "password": unquote(parts.password) if parts.password is not None else "guest",
+    }
+    if tls:
+        params["ssl"] = True
+    return params, dict(parse_qsl(parts.query))
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class AMQPBroker(Broker):
+    """RabbitMQ through the rabbitmq-c binding, or py-amqp (``driver_name`` says which).
+
+    Options (broker_transport_options or URL query): ``connect_timeout`` (seconds, for
+    the TCP connect and handshake), ``heartbeat`` (seconds, 0 = off),
+    ``confirm_publish`` (wait for publisher confirms per batch; default True),
+    ``confirm_timeout`` (seconds), ``queue_max_priority`` (``x-max-priority`` for the
+    queues this broker creates: the ``priority`` capability needs it, and Celery peers
+    must set the same ``task_queue_max_priority``), ``driver`` ("rabbitmq-c" or
+    "py-amqp"), ``lease_seconds`` (ignored: RabbitMQ returns the messages of a dead
+    connection itself).
+
+    There is no ``delay`` capability: a message with an ETA is delivered at once and the
+    consumer ``defer()``s it, which republishes it to the tail of its queue. That is a
+    simple, bounded-memory stand-in for a delay queue and acceptable for now, but a far
+    ETA circulates until due; delay queues (TTL + dead-letter exchange) should replace it.
+    """
+
+    capabilities = frozenset({"priority", "dead_letter", "ack_multiple"})
+
+    #: The driver ``amqp://`` selects in this process (an instance may differ).
+    driver_name = "py-amqp"
+
+    def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
+                 **options: Any) -> None:
+        params, query = parse_url(url)
+        merged = {**query, **options}
+        unknown = set(merged) - set(_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) for the AMQP broker: {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(_OPTIONS)})")
+        super().__init__(url, max_redeliveries=max_redeliveries, **options)
+        scheme = url.split("://", 1)[0].lower()
+        self._driver_cls, self.driver_name = load_driver(scheme, merged.get("driver"))
+        self.connect_timeout = float(merged.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        self.heartbeat = int(float(merged.get("heartbeat", 0)))
+        self.confirm_publish = _as_bool(merged.get("confirm_publish", True))
+        self.confirm_timeout = float(merged.get("confirm_timeout", DEFAULT_CONFIRM_TIMEOUT))
+        priority = merged.get("queue_max_priority")
+        self.queue_max_priority = int(priority) if priority not in (None, "", 0, "0") else None
+        self._params = {**params, "heartbeat": self.heartbeat,
+                        "connect_timeout": self.connect_timeout}
+        if "frame_max" in merged:
+            self._params["frame_max"] = int(merged["frame_max"])
+        self.state = "disconnected"
+        self._pid = os.getpid()
+        self._producer: Any = None
+        self._producer_confirming = False
+        self._producer_lock = threading.RLock()
+        self._consumer: Any = None
+        self._gen = 0
+        self._acks = AckTracker()
+        #: AMQP tag -> (queue, properties, headers, body, redeliveries) of held deliveries
+        self._held: dict[int, tuple[str, dict, dict, bytes, int]] = {}
+        self._consumers: dict[str, str] = {}
+        self._queue_of_tag: dict[str, str] = {}
+        self._qos = 0
+        #: highest delivery tag seen on the channel, and its value when the consumers
+        #: last (re)started: deliveries above it count against their prefetch
+        self._last_tag = 0
+        self._subscribed_after = 0
+        self._backoff = Backoff(0.1, 2.0)
+        self._declared: set[str] = set()
+        self._dead_declared: set[str] = set()
+        self._released: OrderedDict[tuple, None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        p = self._params
+        return (f"<AMQPBroker {p['user']}@{p['host']}:{p['port']}{p['vhost']} "
+                f"driver={self.driver_name} state={self.state}>")
+
+    @property
+    def declared_queues(self) -> set[str]:
+        """Queues this broker declared (and the dead-letter queues it used)."""
+        return self._declared | self._dead_declared
+
+    # -- connections -------------------------------------------------------------------
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            # After fork the parent's sockets are shared with us: closing them politely
+            # would close the parent's connections, so just let go of them.
+            self._pid = os.getpid()
+            self._producer = self._consumer = None
+            self._producer_confirming = False
+            self._forget_channel()
+            self.state = "disconnected"
+            self._producer_lock = threading.RLock()
+
+    def _new_connection(self) -> Any:
+        conn = self._driver_cls(**self._params)
+        try:
+            conn.connect()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _producer_conn(self) -> Any:
+        """The producer connection, opened (and put in confirm mode) when needed."""
+        self._check_pid()
+        conn = self._producer
+        if conn is None or not conn.is_open:
+            if conn is not None:
+                conn.close()
+            self._producer = None
+            conn = self._new_connection()
+            self._producer = conn
+            self._producer_confirming = False
+        if self.confirm_publish and not self._producer_confirming:
+            conn.confirm_select()
+            self._producer_confirming = True
+        return conn
+
+    def _on_producer_error(self, exc: BrokerError) -> None:
+        if isinstance(exc, AMQPError):
+            # the driver reopens the channel, without confirm mode
+            self._producer_confirming = False
+        else:
+            self._drop_producer()
+
+    def _drop_producer(self) -> None:
+        conn, self._producer = self._producer, None
+        self._producer_confirming = False
+        if conn is not None:
+            conn.close()
+
+    def connect(self) -> None:
+        with self._producer_lock:
+            self._producer_conn()
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return
+        self._close_consumer()
+        with self._producer_lock:
+            self._drop_producer()
+        self.state = "disconnected"
+
+    def _forget_channel(self) -> None:
+        """Everything tied to the consumer channel, which has gone."""
+        self._acks.forget()
+        self._held.clear()
+        self._consumers.clear()
+        self._queue_of_tag.clear()
+        self._qos = 0
+        self._last_tag = self._subscribed_after = 0
+
+    def _close_consumer(self) -> None:
+        conn, self._consumer = self._consumer, None
+        if conn is not None:
+            conn.close()
+        self._forget_channel()
+
+    def _open_consumer(self) -> bool:
+        """One connect attempt for the consumer connection; False (with backoff) on failure."""
+        self.state = "connecting" if self.state == "disconnected" else "reconnecting"
+        try:
+            conn = self._new_connection()
+            try:
+                conn.confirm_select()
+            except BrokerError:
+                conn.close()
+                raise
+        except BrokerError as exc:
+            delay = self._backoff.failed(time.monotonic())
+            self.state = "reconnecting"
+            logger.warning("cannot connect to RabbitMQ at %s:%s (%s); retrying in %.1fs",
+                           self._params["host"], self._params["port"], exc, delay)
+            return False
+        if self._gen:
+            logger.info("reconnected to RabbitMQ at %s:%s; consuming again",
+                        self._params["host"], self._params["port"])
+        self._consumer = conn
+        self._gen += 1
+        self._forget_channel()
+        self._backoff.succeeded()
+        self.state = "consuming"
+        return True
+
+    def _lost(self, exc: BaseException) -> None:
+        """The consumer connection failed: drop it and what it held, reconnect later."""
+        held = len(self._acks)
+        logger.warning("lost the consumer connection to RabbitMQ (%s); reconnecting. "
+                       "%d unacked delivery(ies) will be redelivered by RabbitMQ", exc, held)
+        self._close_consumer()
+        self.state = "reconnecting"
+        self._backoff.failed(time.monotonic())
+
+    # -- topology ----------------------------------------------------------------------
+    def declare(self, queue: str, **arguments: Any) -> None:
+        """Declare ``queue`` as Celery does: direct exchange ``queue`` bound with key ``queue``.
+
+        A queue that already exists with other arguments (Celery's
+        ``task_queue_max_priority``, a quorum queue) is used as it is.
+        """
+        with self._producer_lock:
+            conn = self._producer_conn()
+            args = dict(arguments)
+            if self.queue_max_priority and "x-max-priority" not in args:
+                args["x-max-priority"] = self.queue_max_priority
+            try:
+                conn.declare_queue(queue, durable=True, auto_delete=False, arguments=args or None)
+                conn.declare_exchange(queue, "direct", durable=True, auto_delete=False)
+                conn.bind_queue(queue, queue, queue)
+            except AMQPError as exc:
+                self._on_producer_error(exc)
+                if exc.reply_code != 406:
+                    raise
+                # 406 PRECONDITION_FAILED: declared differently by someone else; make
+                # sure it exists and use it as it is rather than fail
+                logger.info("queue or exchange %r exists with other arguments (%s); using it "
+                            "as declared", queue, exc.reply_text)
+                conn = self._producer_conn()
+                try:
+                    conn.declare_queue(queue, passive=True)
+                except AMQPError as again:
+                    self._on_producer_error(again)
+                    raise
+            except BrokerConnectionLost as exc:
+                self._on_producer_error(exc)
+                raise
+            self._declared.add(queue)
+
+    def _declare_dead(self, queue: str) -> str:
+        dead = queue + DEAD_SUFFIX
+        if dead not in self._dead_declared:
+            with self._producer_lock:
+                conn = self._producer_conn()
+                try:
+                    conn.declare_queue(dead, durable=True, auto_delete=False)
+                except BrokerError as exc:
+                    self._on_producer_error(exc)
+                    raise
+            self._dead_declared.add(dead)
+        return dead
+
+    # -- producing ---------------------------------------------------------------------
+    def publish_many(self, messages: Sequence[Any]) -> None:
+        if not messages:
+            return
+        for message in messages:
+            if message.queue not in self._declared and message.exchange in ("", message.queue):
+                self.declare(message.queue)
+        with self._producer_lock:
+            try:
+                conn = self._producer_conn()
+                for m in messages:
+                    exchange = m.exchange or ""
+                    routing_key = m.routing_key if m.routing_key is not None else m.queue
+                    conn.publish(exchange, routing_key, m.body, m.properties, m.headers)
+                if self.confirm_publish:
+                    conn.wait_for_confirms(self.confirm_timeout)
+            except BrokerError as exc:
+                self._on_producer_error(exc)
+                raise
+
+    # -- consuming ---------------------------------------------------------------------
+    def _subscribe(self, queues: Sequence[str]) -> None:
+        conn = self._consumer
+        wanted = dict.fromkeys(queues)
+        for queue in list(self._consumers):
+            if queue not in wanted:
+                tag = self._consumers.pop(queue)
+                conn.cancel(tag)
+        for queue in wanted:
+            if queue not in self._consumers:
+                if queue not in self._declared:
+                    self.declare(queue)
+                tag = conn.consume(queue)
+                self._consumers[queue] = tag
+                self._queue_of_tag[tag] = queue
+
+    def _resubscribe(self, prefetch: int) -> None:
+        """Restart the consumers with a new prefetch (qos applies to new consumers only).
+
+        Deliveries still held from the old consumers stay valid on the channel.
+        """
+        conn = self._consumer
+        for queue in list(self._consumers):
+            conn.cancel(self._consumers.pop(queue))
+        # a consumer started without a prefetch would be sent the whole queue
+        conn.qos(prefetch)
+        self._qos = prefetch
+        self._subscribed_after = self._last_tag
+
+    def _wait_for_reconnect(self, timeout: float) -> bool:
+        """Try to (re)connect within ``timeout``, honouring the backoff; True when connected."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            now = time.monotonic()
+            if self._backoff.due(now) and self._open_consumer():
+                return True
+            wake = min(deadline, self._backoff.next_attempt)
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            time.sleep(max(0.0, wake - now))
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        if not queues:
+            raise ConfigurationError("fetch needs at least one queue")
+        self._check_pid()
+        if self._consumer is None and not self._wait_for_reconnect(timeout):
+            return []
+        try:
+            window = plan_prefetch(self._acks.count_above(self._subscribed_after), limit,
+                                   self._qos)
+            if window is not None:
+                self._resubscribe(window)
+            self._subscribe(queues)
+            deadline = time.monotonic() + timeout
+            while True:
+                raw = self._consumer.drain(limit, timeout)
+                deliveries = self._accept(raw, queues) if raw else []
+                timeout = deadline - time.monotonic()
+                # all of them were counted and republished: their copies are on the way
+                if deliveries or not raw or timeout <= 0:
+                    return deliveries
+        except BrokerError as exc:
+            # channel errors end the consumers too: start over on a fresh connection
+            self._lost(exc)
+            return []
+
+    def _accept(self, raw: list[tuple], queues: Sequence[str]) -> list[Delivery]:
+        """Deliveries from driver tuples; returned (redelivered) ones are counted first."""
+        base = self._gen << GEN_SHIFT
+        held = self._held
+        self._acks.delivered(item[0] for item in raw)
+        self._last_tag = max(self._last_tag, raw[-1][0])
+        deliveries: list[Delivery] = []
+        recount: list[tuple[int, tuple]] = []
+        strays: list[int] = []
+        for tag, redelivered, _exchange, routing_key, consumer_tag, props, headers, body in raw:
+            queue = self._queue_of_tag.get(consumer_tag, routing_key)
+            count = headers.pop(REDELIVERIES_HEADER, 0)
+            count = count if type(count) is int else _to_int(count)
+            quorum = headers.get(QUORUM_COUNT_HEADER)
+            if quorum is not None:
+                count = max(count, _to_int(quorum))
+            elif redelivered:
+                key = _fingerprint(queue, headers, count)
+                if key in self._released:
+                    del self._released[key]  # released by us: not a failed delivery
+                else:
+                    recount.append((tag, (queue, props, headers, body, count + 1)))
+                    continue
+            if queue not in queues:
+                # from a consumer cancelled since (fetch asked for other queues)
+                held[tag] = (queue, props, headers, body, count)
+                strays.append(tag)
+                continue
+            held[tag] = (queue, props, headers, body, count)
+            deliveries.append(Delivery(base | tag, headers, props, body, queue, count))
+        if recount:
+            self._requeue_counted(recount)
+        if strays:
+            self.release_many(base | tag for tag in strays)
+        return deliveries
+
+    def _requeue_counted(self, items: list[tuple[int, tuple]]) -> None:
+        """Republish copies carrying their new redelivery count, then ack the originals."""
+        conn = self._consumer
+        for _tag, (queue, props, headers, body, count) in items:
+            conn.publish("", queue, body, props, {**headers, REDELIVERIES_HEADER: count})
+        conn.wait_for_confirms(self.confirm_timeout)
+        self._send_acks([tag for tag, _ in items])
+
+    def _send_acks(self, tags: list[int]) -> None:
+        upto, singles = self._acks.settle(tags)
+        conn = self._consumer
+        if upto is not None:
+            conn.ack(upto, True)
+        for tag in singles:
+            conn.ack(tag, False)
+
+    def _current(self, tags: Iterable[Any]) -> list[int]:
+        """The AMQP tags among ``tags`` that belong to the live channel."""
+        gen = self._gen
+        if self._consumer is None:
+            return []
+        return [tag & TAG_MASK for tag in tags if tag >> GEN_SHIFT == gen]
+
+    def ack_many(self, tags: Iterable[Any]) -> None:
+        current = self._current(tags)
+        if not current:
+            return
+        for tag in current:
+            self._held.pop(tag, None)
+        try:
+            self._send_acks(current)
+        except BrokerError as exc:
+            self._lost(exc)  # they will be redelivered: at least once, never lost
+
+    def release_many(self, tags: Iterable[Any]) -> None:
+        current = self._current(tags)
+        if not current:
+            return
+        for tag in current:
+            entry = self._held.pop(tag, None)
+            if entry is not None:
+                queue, _props, headers, _body, count = entry
+                self._remember_released(_fingerprint(queue, headers, count))
+        upto, singles = self._acks.settle(current)
+        try:
+            if upto is not None:
+                self._consumer.nack(upto, True, True)
+            for tag in singles:
+                self._consumer.nack(tag, False, True)
+        except BrokerError as exc:
+            self._lost(exc)
+
+    def _remember_released(self, key: tuple) -> None:
+        released = self._released
+        released[key] = None
+        while len(released) > RELEASED_MEMORY:
+            released.popitem(last=False)
+
+    def _take(self, tag: Any) -> tuple[int, tuple] | None:
+        current = self._current((tag,))
+        if not current or current[0] not in self._acks:
+            return None
+        entry = self._held.pop(current[0], None)
+        return None if entry is None else (current[0], entry)
+
+    def _republish_and_ack(self, tag: int, queue: str, props: dict, headers: dict,
+                           body: bytes) -> None:
+        try:
+            self._consumer.publish("", queue, body, props, headers)
+            self._consumer.wait_for_confirms(self.confirm_timeout)
+            self._send_acks([tag])
+        except BrokerError as exc:
+            self._lost(exc)
+
+    def reject(self, tag: Any, requeue: bool) -> None:
+        if not requeue:
+            self.dead_letter(tag, "rejected")
+            return
+        taken = self._take(tag)
+        if taken is None:
+            return
+        amqp_tag, (queue, props, headers, body, count) = taken
+        self._republish_and_ack(amqp_tag, queue, props,
+                                {**headers, REDELIVERIES_HEADER: count + 1}, body)
+
+    def defer(self, delivery: Delivery, not_before: float) -> None:
+        """Republish ``delivery`` to the tail of its queue and ack it (see the class doc).
+
+        Not counted as a redelivery. The consumer defers it again while it is early.
+        """
+        taken = self._take(delivery.tag)
+        if taken is None:
+            return
+        amqp_tag, (queue, props, headers, body, count) = taken
+        self._republish_and_ack(amqp_tag, queue, props,
+                                {**headers, REDELIVERIES_HEADER: count}, body)
+
+    def dead_letter(self, tag: Any, reason: str) -> None:
+        taken = self._take(tag)
+        if taken is None:
+            logger.warning("cannot dead-letter %r: its channel is gone; RabbitMQ will "
+                           "redeliver it", tag)
+            return
+        amqp_tag, (queue, props, headers, body, count) = taken
+        try:
+            dead = self._declare_dead(queue)
+        except BrokerError as exc:
+            self._lost(exc)
+            return
+        # no per-message TTL on a dead letter: it stays until someone looks at it
+        props = {k: v for k, v in props.items() if k != "expiration"}
+        self._republish_and_ack(amqp_tag, dead, props, {
+            **headers, REDELIVERIES_HEADER: count, DEAD_REASON_HEADER: reason,
+            DEAD_AT_HEADER: time.time(), SOURCE_QUEUE_HEADER: queue}, body)
+
+    # -- administration ----------------------------------------------------------------
+    def _admin(self, fn: Any, *args: Any, missing: Any = None) -> Any:
+        """Run ``fn(conn, *args)`` on the producer connection; ``missing`` on a 404."""
+        with self._producer_lock:
+            conn = self._producer_conn()
+            try:
+                return fn(conn, *args)
+            except AMQPError as exc:
+                self._on_producer_error(exc)
+                if exc.reply_code == 404:
+                    return missing
+                raise
+            except BrokerError as exc:
+                self._on_producer_error(exc)
+                raise
+
+    def purge(self, queue: str) -> int:
+        return self._admin(lambda conn: conn.purge_queue(queue), missing=0)
+
+    def queue_sizes(self) -> dict[str, int]:
+        sizes = {}
+        for queue in sorted(self._declared):
+            found = self._admin(lambda conn, q: conn.declare_queue(q, passive=True), queue)
+            if found is not None:
+                sizes[queue] = found[1]
+        return sizes
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[dict]:
+        """Peek at dead letters (newest first) without removing them.
+
+        Reads the dead-letter queue(s) with basic.get and requeues what it read, so the
+        letters stay in their order; with ``queue=None``, those of the queues this
+        broker declared.
+        """
+        sources = [queue] if queue is not None else sorted(self._declared)
+        letters: list[tuple[float, int, dict]] = []
+        for source in sources:
+            # a queue holds its letters oldest first: the position breaks time ties
+            found = self._admin(self._peek, source + DEAD_SUFFIX, missing=[])
+            letters.extend((letter["dead_lettered_at"], index, letter)
+                           for index, letter in enumerate(found))
+        letters.sort(key=lambda entry: entry[:2], reverse=True)
+        return [letter for _at, _index, letter in letters[:limit]]
+
+    def _peek(self, conn: Any, dead: str) -> list[dict]:
+        letters = []
+        last = None
+        try:
+            while len(letters) < DEAD_LETTER_PEEK_MAX:
+                item = conn.get(dead)
+                if item is None:
+                    break
+                last = item[0]
+                headers = dict(item[6])
+                letters.append({
+                    "queue": headers.pop(SOURCE_QUEUE_HEADER, dead[:-len(DEAD_SUFFIX)]),
+                    "reason": headers.pop(DEAD_REASON_HEADER, ""),
+                    "deliveries": _to_int(headers.pop(REDELIVERIES_HEADER, 0)) + 1,
+                    "dead_lettered_at": float(headers.pop(DEAD_AT_HEADER, 0.0) or 0.0),
+                    "headers": headers, "properties": item[5], "body": item[7]})
+        finally:
+            if last is not None:
+                conn.nack(last, True, True)  # back where they were, in order
+        return letters
+
+
+def _to_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _fingerprint(queue: str, headers: dict, count: int) -> tuple:
+    return (queue, headers.get("id"), count, headers.get("retries"))
+
+
+try:
+    AMQPBroker.driver_name = load_driver("amqp")[1]
+except ImproperlyInstalled as _exc:
+    if os.environ.get("FASTQ_REQUIRE_SPEEDUPS") != "1":
+        raise
+    # rabbitmq-c is required and missing: creating a broker reports it
+    AMQPBroker.driver_name = "rabbitmq-c"

@@ -1,0 +1,596 @@
+"""Both AMQP drivers (rabbitmq-c [c], py-amqp [py]) against a real RabbitMQ on loopback.
+
+The same tests run on both; the cross-driver tests check that what one writes the other
+reads identically, and that both put the same content-header bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked
+
+pytestmark = pytest.mark.integration
+
+HOST, PORT = "127.0.0.1", 5672
+DRIVERS = {"c": "fastq._speedups._amqp", "py": "fastq.brokers._amqp_py"}
+
+
+def _rabbitmq_up() -> bool:
+    try:
+        with socket.create_connection((HOST, PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+if not _rabbitmq_up():
+    raise RuntimeError(f"RabbitMQ is not listening on {HOST}:{PORT}; start it with "
+                       f"`bash ci/services.sh`")
+
+
+def _driver_class(impl: str):
+    try:
+        return importlib.import_module(DRIVERS[impl]).Connection
+    except ImportError:
+        if impl == "c" and os.environ.get("FASTQ_NO_SPEEDUPS") == "1":
+            pytest.skip("FASTQ_NO_SPEEDUPS=1: the rabbitmq-c driver is not built")
+        raise
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def impl(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def connect(impl):
+    """A factory of connected drivers of this test's kind; all are closed afterwards."""
+    opened = []
+
+    def make(kind: str | None = None, **kwargs):
+        conn = _driver_class(kind or impl)(HOST, PORT, **kwargs)
+        conn.connect()
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def conn(connect):
+    return connect()
+
+
+@pytest.fixture
+def queues():
+    """Unique queue names, deleted after the test (through a fresh py-amqp connection)."""
+    names: list[str] = []
+
+    def make(prefix: str = "fastq-test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex}"
+        names.append(name)
+        return name
+
+    yield make
+    cleaner = _driver_class("py")(HOST, PORT)
+    try:
+        cleaner.connect()
+        for name in names:
+            with contextlib.suppress(AMQPError):
+                cleaner.delete_queue(name)
+    finally:
+        cleaner.close()
+
+
+def _declare(conn, name: str, **kwargs) -> str:
+    conn.declare_queue(name, durable=False, **kwargs)
+    return name
+
+
+def _drain_n(conn, n: int, timeout: float = 5.0) -> list[tuple]:
+    got: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(conn.drain(n - len(got), 0.5))
+    assert len(got) == n, got
+    return got
+
+
+def _ready_count(connect, queue: str) -> int:
+    """Ready messages, seen from a fresh connection (after the test's own closed)."""
+    other = connect()
+    return other.declare_queue(queue, durable=False, passive=True)[1]
+
+
+# values that must come back unchanged, header by header
+HEADERS = {
+    "str": "héllo ✓",
+    "empty": "",
+    "true": True,
+    "false": False,
+    "zero": 0,
+    "int32_max": 2**31 - 1,
+    "int32_min": -(2**31),
+    "just_above_int32": 2**31,
+    "just_below_int32": -(2**31) - 1,
+    "int64_max": 2**63 - 1,
+    "int64_min": -(2**63),
+    "negative": -42,
+    "float": 3.25,
+    "none": None,
+    "bytes_utf8": b"plain",
+    "bytes_binary": b"\xff\x00\xfe",
+    "when": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc),
+    "nested": {"list": [1, "two", None, 2**40, [True, {"deep": -1.5}]], "empty": {}},
+    "tuple": (1, 2),
+    "timelimit": [None, 10.5],
+}
+# what reading gives back: bytes that are UTF-8 become str, tuples lists
+EXPECTED_HEADERS = dict(HEADERS, bytes_utf8="plain", tuple=[1, 2])
+PROPERTIES = {
+    "content_type": "application/json",
+    "content_encoding": "utf-8",
+    "delivery_mode": 2,
+    "priority": 3,
+    "correlation_id": "c0ffee",
+    "reply_to": "reply.queue",
+    "expiration": "60000",
+    "message_id": "m-1",
+    "timestamp": 1700000000,
+    "type": "task",
+    "app_id": "fastq-tests",
+}
+
+
+# -- basics ------------------------------------------------------------------------------------
+def test_publish_consume_ack_roundtrip(conn, queues):
+    queue = _declare(conn, queues())
+    exchange = queues("fastq-test-x")
+    conn.declare_exchange(exchange, "direct", durable=False, auto_delete=True)
+    conn.bind_queue(queue, exchange, "rk")
+    conn.qos(10)
+    tag = conn.consume(queue, "fastq-test-consumer")
+    assert tag == "fastq-test-consumer"
+    conn.publish(exchange, "rk", b"payload", {"content_type": "application/x-test"}, None)
+    [delivery] = _drain_n(conn, 1)
+    delivery_tag, redelivered, ex, rk, consumer_tag, properties, headers, body = delivery
+    assert (redelivered, ex, rk, consumer_tag, body) == (False, exchange, "rk", tag, b"payload")
+    assert properties == {"content_type": "application/x-test"}
+    assert headers == {}
+    assert isinstance(delivery_tag, int) and delivery_tag >= 1
+    conn.ack(delivery_tag)
+    conn.cancel(tag)
+    assert conn.get(queue) is None
+
+
+def test_properties_and_nested_headers_roundtrip(conn, queues):
+    queue = _declare(conn, queues())
+    conn.publish("", queue, b"\x00body\xff", PROPERTIES, HEADERS)
+    conn.consume(queue)
+    [(tag, _, _, _, _, properties, headers, body)] = _drain_n(conn, 1)
+    assert properties == PROPERTIES
+    assert headers == EXPECTED_HEADERS
+    assert type(headers["true"]) is bool and type(headers["int64_max"]) is int
+    assert headers["when"].tzinfo is not None
+    assert body == b"\x00body\xff"
+    conn.ack(tag)
+
+
+def test_properties_absent_or_none_are_not_sent(conn, queues):
+    queue = _declare(conn, queues())
+    conn.publish("", queue, b"", {"content_type": None, "priority": 0}, {})
+    message = conn.get(queue, no_ack=True)
+    assert message is not None
+    assert message[5] == {"priority": 0}
+    assert message[6] == {}
+    assert message[7] == b""
+
+
+def test_header_values_amqp_cannot_carry(conn, queues):
+    queue = _declare(conn, queues())
+    with pytest.raises(ValueError, match="signed 64 bits"):
+        conn.publish("", queue, b"", {}, {"huge": 2**63})
+    with pytest.raises(TypeError, match="cannot put a set"):
+        conn.publish("", queue, b"", {}, {"outer": {"s": {1}}})
+    # the connection is still fine
+    conn.publish("", queue, b"after", {}, None)
+    assert conn.get(queue, no_ack=True)[7] == b"after"
+
+
+def test_ack_multiple(connect, queues):
+    conn = connect()
+    queue = _declare(conn, queues())
+    for i in range(5):
+        conn.publish("", queue, str(i).encode(), {}, None)
+    conn.consume(queue)
+    deliveries = _drain_n(conn, 5)
+    assert [d[7] for d in deliveries] == [b"0", b"1", b"2", b"3", b"4"]
+    conn.ack(deliveries[-1][0], multiple=True)
+    conn.close()  # anything left unacked would be requeued now
+    assert _ready_count(connect, queue) == 0
+
+
+def test_reject_requeue_sets_redelivered(conn, queues):
+    queue = _declare(conn, queues())
+    conn.publish("", queue, b"again", {}, None)
+    conn.consume(queue)
+    [first] = _drain_n(conn, 1)
+    assert first[1] is False
+    conn.reject(first[0], requeue=True)
+    [second] = _drain_n(conn, 1)
+    assert second[1] is True and second[7] == b"again"
+    conn.reject(second[0], requeue=False)
+    assert conn.drain(10, 0.2) == []
+
+
+def test_nack_multiple_requeue_and_drop(connect, queues):
+    conn = connect()
+    queue = _declare(conn, queues())
+    for i in range(3):
+        conn.publish("", queue, str(i).encode(), {}, None)
+    conn.consume(queue)
+    deliveries = _drain_n(conn, 3)
+    conn.nack(deliveries[-1][0], multiple=True, requeue=True)
+    again = _drain_n(conn, 3)
+    assert all(d[1] for d in again)
+    assert sorted(d[7] for d in again) == [b"0", b"1", b"2"]
+    conn.nack(max(d[0] for d in again), multiple=True, requeue=False)
+    conn.close()
+    assert _ready_count(connect, queue) == 0
+
+
+def test_basic_get(conn, queues):
+    queue = _declare(conn, queues())
+    assert conn.get(queue) is None
+    conn.publish("", queue, b"one", {"message_id": "x"}, {"k": 1})
+    message = conn.get(queue)
+    tag, redelivered, exchange, routing_key, consumer_tag, properties, headers, body = message
+    assert (redelivered, exchange, routing_key, consumer_tag) == (False, "", queue, "")
+    assert (properties, headers, body) == ({"message_id": "x"}, {"k": 1}, b"one")
+    conn.ack(tag)
+    assert conn.get(queue) is None
+
+
+def test_purge_returns_count(conn, queues):
+    queue = _declare(conn, queues())
+    conn.confirm_select()  # confirmed = enqueued, so the counts below are not racy
+    for _ in range(7):
+        conn.publish("", queue, b"x", {}, None)
+    conn.wait_for_confirms(5.0)
+    assert conn.declare_queue(queue, durable=False, passive=True)[1] == 7
+    assert conn.purge_queue(queue) == 7
+    assert conn.purge_queue(queue) == 0
+
+
+def test_drain_timeout_returns_empty_list_in_about_the_timeout(conn, queues):
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    start = time.monotonic()
+    assert conn.drain(100, 0.3) == []
+    elapsed = time.monotonic() - start
+    assert 0.25 <= elapsed < 1.0, elapsed
+    start = time.monotonic()
+    assert conn.drain(100, 0) == []
+    assert time.monotonic() - start < 0.2
+
+
+def test_drain_batches_what_has_arrived(conn, queues):
+    queue = _declare(conn, queues())
+    for i in range(50):
+        conn.publish("", queue, str(i).encode(), {}, None)
+    conn.qos(100)
+    conn.consume(queue)
+    first = conn.drain(10, 2.0)
+    assert 1 <= len(first) <= 10
+    rest = _drain_n(conn, 50 - len(first))
+    bodies = [d[7] for d in first + rest]
+    assert bodies == [str(i).encode() for i in range(50)]
+    conn.ack(rest[-1][0], multiple=True)
+
+
+# -- confirms ------------------------------------------------------------------------------------
+def test_publisher_confirms(conn, queues):
+    queue = _declare(conn, queues())
+    conn.wait_for_confirms(1.0)  # nothing outstanding: returns at once
+    conn.confirm_select()
+    for i in range(200):
+        conn.publish("", queue, str(i).encode(), {"delivery_mode": 2}, None)
+    conn.wait_for_confirms(5.0)
+    assert conn.declare_queue(queue, durable=False, passive=True)[1] == 200
+
+
+def test_unroutable_mandatory_publish_is_reported(conn, queues):
+    conn.confirm_select()
+    conn.publish("", queues("fastq-test-nowhere"), b"lost", {}, None, mandatory=True)
+    with pytest.raises(PublishNacked, match="312"):
+        conn.wait_for_confirms(5.0)
+    conn.wait_for_confirms(1.0)  # reported once
+
+
+def test_publish_to_missing_exchange_closes_channel_not_connection(conn, queues):
+    queue = _declare(conn, queues())
+    conn.confirm_select()
+    conn.publish(queues("fastq-test-no-such-exchange"), "rk", b"x", {}, None)
+    with pytest.raises(AMQPError) as info:
+        conn.wait_for_confirms(5.0)
+    assert info.value.reply_code == 404
+    assert conn.is_open
+    conn.publish("", queue, b"still here", {}, None)
+    assert conn.get(queue, no_ack=True)[7] == b"still here"
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_redeclare_with_other_arguments_raises_406_and_connection_stays_usable(conn, queues):
+    queue = _declare(conn, queues(), arguments={"x-max-priority": 5})
+    with pytest.raises(AMQPError) as info:
+        conn.declare_queue(queue, durable=False, arguments={"x-max-priority": 9})
+    assert info.value.reply_code == 406
+    assert "PRECONDITION_FAILED" in info.value.reply_text
+    assert info.value.scope == "channel"
+    assert conn.is_open
+    assert conn.declare_queue(queue, durable=False, arguments={"x-max-priority": 5})[0] == queue
+
+
+def test_passive_declare_of_missing_queue_raises_404(conn, queues):
+    with pytest.raises(AMQPError) as info:
+        conn.declare_queue(queues(), passive=True)
+    assert info.value.reply_code == 404
+    assert conn.declare_queue(queues(), durable=False)[1] == 0
+
+
+def test_connecting_to_a_closed_port_raises_connection_lost_quickly(impl):
+    conn = _driver_class(impl)("127.0.0.1", 1, connect_timeout=2.0)
+    start = time.monotonic()
+    with pytest.raises(BrokerConnectionLost):
+        conn.connect()
+    assert time.monotonic() - start < 1.5
+    assert not conn.is_open
+    conn.close()
+
+
+def test_wrong_password_is_refused(impl):
+    conn = _driver_class(impl)(HOST, PORT, password="not-the-password")
+    with pytest.raises((AMQPError, BrokerConnectionLost)):
+        conn.connect()
+    assert not conn.is_open
+    conn.close()
+
+
+def test_calls_after_close_raise_connection_lost(conn, queues):
+    assert conn.is_open
+    assert conn.fileno() >= 0
+    conn.close()
+    conn.close()  # idempotent
+    assert not conn.is_open
+    with pytest.raises(BrokerConnectionLost):
+        conn.drain(1, 0.1)
+    with pytest.raises(BrokerConnectionLost):
+        conn.publish("", queues(), b"x", {}, None)
+
+
+def test_connect_again_after_close(conn, queues):
+    conn.close()
+    conn.connect()
+    queue = _declare(conn, queues())
+    conn.publish("", queue, b"x", {}, None)
+    assert conn.get(queue, no_ack=True)[7] == b"x"
+
+
+# -- the two drivers agree -----------------------------------------------------------------------
+def test_both_drivers_write_messages_that_read_back_identically(impl, connect, queues):
+    """c and py publish the same message; this test's driver reads both back."""
+    queue_c, queue_py = queues("fastq-test-c"), queues("fastq-test-py")
+    writers = {"c": connect("c"), "py": connect("py")}
+    for kind, queue in (("c", queue_c), ("py", queue_py)):
+        _declare(writers[kind], queue)
+        writers[kind].confirm_select()
+        writers[kind].publish("", queue, b"same body", PROPERTIES, HEADERS)
+        writers[kind].wait_for_confirms(5.0)  # enqueued before the reader looks
+    reader = connect(impl)
+    got_c, got_py = reader.get(queue_c, no_ack=True), reader.get(queue_py, no_ack=True)
+    assert got_c is not None and got_py is not None
+    # everything but the delivery tag and the routing key (the queue name) must match,
+    # types included
+    same_c = got_c[1:3] + got_c[4:]
+    same_py = got_py[1:3] + got_py[4:]
+    assert same_c == same_py
+    assert repr(same_c) == repr(same_py)
+    assert got_c[5] == PROPERTIES and got_c[6] == EXPECTED_HEADERS
+
+
+class _RecordingProxy:
+    """A loopback TCP proxy to RabbitMQ that records what the client sends."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = bytearray()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection((HOST, PORT))
+        self._sockets += [client, upstream]
+        for src, dst, record in ((client, upstream, True), (upstream, client, False)):
+            thread = threading.Thread(target=self._pump, args=(src, dst, record), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if record:
+                    self.sent += data
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock in self._sockets:
+            sock.close()
+
+    def content_headers(self) -> list[bytes]:
+        """Payloads of the content-header frames (type 2) the client sent."""
+        data = bytes(self.sent[8:])  # after the "AMQP\0\0\x09\x01" protocol header
+        headers = []
+        offset = 0
+        while offset + 7 <= len(data):
+            frame_type, _channel, size = struct.unpack_from(">BHI", data, offset)
+            if frame_type == 2:
+                headers.append(data[offset + 7:offset + 7 + size])
+            offset += 7 + size + 1  # payload and the frame-end octet
+        return headers
+
+
+def test_both_drivers_put_identical_content_headers_on_the_wire(queues):
+    wire = {}
+    queue = queues()
+    for kind in ("c", "py"):
+        proxy = _RecordingProxy()
+        conn = _driver_class(kind)("127.0.0.1", proxy.port)
+        try:
+            conn.connect()
+            _declare(conn, queue)
+            conn.publish("", queue, b"same body", PROPERTIES, HEADERS)
+            conn.publish("", queue, b"", {"delivery_mode": 1}, None)
+        finally:
+            conn.close()
+            proxy.close()
+        wire[kind] = proxy.content_headers()
+    assert len(wire["c"]) == 2
+    assert wire["c"] == wire["py"]
+
+
+# -- asynchronous frames and resources -----------------------------------------------------------
+def test_channel_error_arriving_during_drain(conn, queues):
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    conn.ack(999_999)  # unknown delivery tag: RabbitMQ closes the channel, asynchronously
+    with pytest.raises(AMQPError) as info:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            conn.drain(10, 0.5)
+    assert info.value.reply_code == 406
+    assert conn.is_open
+    conn.publish("", queue, b"x", {}, None)
+    assert conn.get(queue, no_ack=True)[7] == b"x"
+
+
+def test_deliveries_arriving_while_waiting_for_confirms_are_kept(conn, queues):
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    conn.confirm_select()
+    for i in range(20):
+        conn.publish("", queue, str(i).encode(), {}, None)
+    conn.wait_for_confirms(5.0)
+    deliveries = _drain_n(conn, 20)
+    assert [d[7] for d in deliveries] == [str(i).encode() for i in range(20)]
+    conn.ack(deliveries[-1][0], multiple=True)
+
+
+def test_queue_deleted_under_a_consumer(connect, queues):
+    conn = connect()
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    connect().delete_queue(queue)
+    # basic.cancel from the server: both drivers report the connection lost, so that
+    # the broker's reconnect logic declares the queue and subscribes again
+    with pytest.raises(BrokerConnectionLost, match="cancel"):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            conn.drain(10, 0.5)
+    assert not conn.is_open
+    conn.connect()
+    assert conn.declare_queue(queue, durable=False)[0] == queue
+
+
+def test_large_body_spanning_frames(conn, queues):
+    queue = _declare(conn, queues())
+    body = os.urandom(1_000_003)
+    conn.publish("", queue, body, {}, {"n": 1})
+    message = conn.get(queue, no_ack=True)
+    assert message[7] == body
+
+
+def test_heartbeats_keep_an_idle_consumer_alive(connect, queues):
+    conn = connect(heartbeat=1)
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    # idle in drain for several heartbeat intervals; each side must hear from the other
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        assert conn.drain(10, 0.7) == []
+    conn.publish("", queue, b"alive", {}, None)
+    assert _drain_n(conn, 1)[0][7] == b"alive"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_c_dropped_connections_release_their_sockets():
+    """rabbitmq-c only: __dealloc__ destroys the connection. (A py-amqp connection that
+    is never closed leaves its socket to the garbage collector, with a ResourceWarning.)"""
+    cls = _driver_class("c")
+    before = _open_fds()
+    for _ in range(10):
+        conn = cls(HOST, PORT)
+        conn.connect()
+        del conn  # never closed: the driver must free it when collected
+    import gc
+
+    gc.collect()
+    assert _open_fds() <= before + 1
+
+
+def test_c_close_from_another_thread_wakes_a_blocked_drain(queues):
+    """rabbitmq-c only: py-amqp has no safe cross-thread close, by its own design."""
+    conn = _driver_class("c")(HOST, PORT)
+    conn.connect()
+    queue = _declare(conn, queues())
+    conn.consume(queue)
+    outcome: list[object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(conn.drain(10, 30.0))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)
+    with pytest.raises(RuntimeError, match="another thread"):
+        conn.publish("", queue, b"x", {}, None)
+    start = time.monotonic()
+    conn.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - start < 2
+    assert isinstance(outcome[0], BrokerConnectionLost), outcome
+    assert not conn.is_open
+    conn.close()
