@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+# A broken C build must fail here, not quietly fall back to the pure-Python twins.
+export FASTQ_REQUIRE_SPEEDUPS=1
+export CI=1
 
 # System packages, only when missing (nothing to install when they are there).
 need_apt=()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -9,7 +10,7 @@ import uuid
 import pytest
 
 from fastq import App
-from fastq.worker._consumer_py import Consumer
+from fastq.worker import _consumer_py
 from fastq.worker.executor import Executor
 from fastq.worker.pools.solo import SoloPool
 
@@ -21,11 +22,22 @@ def app():
     app.close()
 
 
-@pytest.fixture
-def run_worker(app):
+def _implementations():
+    impls = [pytest.param(_consumer_py.Consumer, id="py")]
+    if os.environ.get("FASTQ_NO_SPEEDUPS") != "1":
+        # CI builds the extension (FASTQ_REQUIRE_SPEEDUPS=1): a failed import fails here
+        from fastq._speedups._consumer import Consumer as CompiledConsumer
+
+        impls.append(pytest.param(CompiledConsumer, id="c"))
+    return impls
+
+
+@pytest.fixture(params=_implementations())
+def run_worker(app, request):
+    Consumer = request.param
     consumers = []
 
-    def start(prefetch: int = 4) -> Consumer:
+    def start(prefetch: int = 4):
         executor = Executor(app, "mem@test")
         consumer = Consumer(app, app.broker, executor, SoloPool(executor), ["celery"], prefetch,
                             ack_batch_size=64, ack_interval=0.01, hostname="mem@test")
