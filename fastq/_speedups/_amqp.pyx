@@ -19,8 +19,8 @@ the close itself.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
 
 from fastq._speedups.includes cimport rabbitmq as rmq
 
@@ -343,6 +343,43 @@ cdef object _decode_value(const rmq.amqp_field_value_t *v, int depth):
     return None  # rabbitmq-c refuses unknown kinds before we get here
 
 
+# Header names repeat in every message (Celery sends the same twenty), so decoded names
+# are kept in a small direct-mapped cache: a hit skips the UTF-8 decode, the allocation
+# and the string hashing that a fresh str would need as a dict key.
+cdef enum:
+    KEY_CACHE_SLOTS = 256
+    KEY_CACHE_MAX_LEN = 48
+
+cdef struct _KeySlot:
+    size_t length
+    char data[KEY_CACHE_MAX_LEN]
+
+cdef _KeySlot _key_slots[KEY_CACHE_SLOTS]
+cdef list _key_names = [None] * KEY_CACHE_SLOTS
+
+
+cdef object _key(rmq.amqp_bytes_t b):
+    """A table key as str, from the cache when this name was seen before."""
+    cdef size_t n = b.len
+    cdef const unsigned char *p = <const unsigned char *>b.bytes
+    cdef uint32_t h = 2166136261u
+    cdef size_t i
+    cdef unsigned int slot
+    if n == 0 or n > KEY_CACHE_MAX_LEN:
+        return _text_or_bytes(b)
+    for i in range(n):  # FNV-1a
+        h = (h ^ p[i]) * 16777619u
+    slot = h % KEY_CACHE_SLOTS
+    if _key_slots[slot].length == n and memcmp(_key_slots[slot].data, p, n) == 0:
+        return _key_names[slot]
+    name = _text_or_bytes(b)
+    if type(name) is str:
+        _key_slots[slot].length = n
+        memcpy(_key_slots[slot].data, p, n)
+        _key_names[slot] = name
+    return name
+
+
 cdef dict _decode_table(const rmq.amqp_table_t *t, int depth):
     cdef dict out = {}
     cdef int i
@@ -351,7 +388,7 @@ cdef dict _decode_table(const rmq.amqp_table_t *t, int depth):
         return out  # only a hostile peer nests this deep; cut rather than exhaust the C stack
     for i in range(t.num_entries):
         entry = &t.entries[i]
-        out[_text_or_bytes(entry.key)] = _decode_value(&entry.value, depth)
+        out[_key(entry.key)] = _decode_value(&entry.value, depth)
     return out
 
 

@@ -29,7 +29,7 @@ class Consumer(_consumer_py.Consumer):
     def run(self):
         cdef list batch, jobs, acks
         cdef dict counters = self.counters
-        cdef Py_ssize_t ack_batch_size = self.ack_batch_size
+        cdef Py_ssize_t ack_batch_size
         cdef double ack_interval = self.ack_interval
         cdef int prefetch = self.prefetch
         cdef object delivery, job
@@ -61,6 +61,7 @@ class Consumer(_consumer_py.Consumer):
                     settle(completions())
                 self._in_hand = []
                 acks = self._acks
+                ack_batch_size = self._ack_limit()
                 if acks and (len(acks) >= ack_batch_size
                              or _monotonic() - self._oldest_ack >= ack_interval):
                     self.flush()

@@ -407,6 +407,10 @@ class AMQPBroker(Broker):
                 self._consumers[queue] = tag
                 self._queue_of_tag[tag] = queue
 
+    @property
+    def ack_window(self) -> int | None:  # type: ignore[override]
+        return self._qos or None
+
     def _resubscribe(self, prefetch: int) -> None:
         """Restart the consumers with a new prefetch (qos applies to new consumers only).
 

@@ -99,6 +99,11 @@ class Broker(abc.ABC):
         their holder stops extending the lease.
         """
 
+    #: Most deliveries a consumer may hold unacked before the broker stops sending more
+    #: (AMQP's basic.qos), or None when the broker sets no such limit. The worker acks
+    #: before it reaches this, however large its ack batches are otherwise.
+    ack_window: int | None = None
+
     def consume(self, queues: Sequence[str], prefetch: int,
                 timeout: float = 1.0) -> Iterator[list[Delivery]]:
         """Batches of at most ``prefetch`` deliveries, forever; empty batches on idle."""

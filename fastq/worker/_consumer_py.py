@@ -94,13 +94,18 @@ class Consumer:
                     pool.submit(jobs, self.should_stop)
                     self._settle(pool.completions())
                 self._in_hand = []
-                if self._acks and (len(self._acks) >= self.ack_batch_size
+                if self._acks and (len(self._acks) >= self._ack_limit()
                                    or time.monotonic() - self._oldest_ack >= self.ack_interval):
                     self.flush()
         finally:
             self.state = "stopping"
             self._shutdown()
             self.state = "stopped"
+
+    def _ack_limit(self) -> int:
+        """Acks to gather before sending: the batch size, within the broker's window."""
+        window = self.broker.ack_window
+        return self.ack_batch_size if window is None else min(self.ack_batch_size, window)
 
     def _settle(self, completions: list) -> None:
         acks = self._acks
