@@ -264,8 +264,14 @@ def _time_limits(task: Task, request: Request, conf: Any) -> tuple[float | None,
     """(hard, soft) from the message's ``timelimit`` [hard, soft], else task, else app."""
     limits = request.headers.get("timelimit")
     hard = soft = None
-    if limits:
-        hard, soft = (list(limits) + [None, None])[:2]
+    if limits and type(limits) in (list, tuple):
+        hard = limits[0]
+        soft = limits[1] if len(limits) > 1 else None
+        # Other clients send strings or junk here now and then: ignore, as Celery does.
+        if type(hard) not in (int, float) or hard <= 0:
+            hard = None
+        if type(soft) not in (int, float) or soft <= 0:
+            soft = None
     if hard is None:
         hard = task.time_limit if task.time_limit is not None else conf.task_time_limit
     if soft is None:

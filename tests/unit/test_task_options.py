@@ -116,3 +116,22 @@ def test_load_app_errors_name_the_problem(tmp_path, monkeypatch):
     text = str(info.value)
     assert "broken_tasks.py" in text and "user bug here" in text
     assert "importlib" not in text and "fastq/cli.py" not in text
+
+
+def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored(app):
+    from fastq.task import Request
+    from fastq.worker.executor import _time_limits
+
+    @app.task(time_limit=60, soft_time_limit=50)
+    def limited():
+        return None
+
+    def limits(header):
+        request = Request({"id": "i", "task": limited.name, "timelimit": header}, [], {}, {})
+        return _time_limits(limited, request, app.conf)
+
+    assert limits([10, 5.5]) == (10, 5.5)
+    assert limits([None, 3]) == (60, 3)
+    assert limits(["10", "x"]) == (60, 50)
+    assert limits("garbage") == (60, 50)
+    assert limits([7]) == (7, 50)
