@@ -7,6 +7,8 @@ import time
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench")
+#: Where the latency benchmark keeps results; throughput runs ignore results.
+RESULTS_URL = os.environ.get("BENCH_RESULTS")
 
 
 def _stamp(path: str) -> None:
@@ -17,8 +19,8 @@ def _stamp(path: str) -> None:
 def _make_fastq():
     from fastq import App
 
-    app = App("bench", broker=BROKER_URL, task_default_queue=QUEUE, task_ignore_result=True,
-              task_acks_late=True)
+    app = App("bench", broker=BROKER_URL, backend=RESULTS_URL, task_default_queue=QUEUE,
+              task_ignore_result=RESULTS_URL is None, task_acks_late=True)
 
     @app.task(name="bench.noop")
     def noop(*args):
@@ -28,15 +30,20 @@ def _make_fastq():
     def stamp(path):
         _stamp(path)
 
+    @app.task(name="bench.echo")
+    def echo(value):
+        return value
+
     return app
 
 
 def _make_celery():
     from celery import Celery
 
-    app = Celery("bench", broker=BROKER_URL)
+    app = Celery("bench", broker=BROKER_URL, backend=RESULTS_URL)
     # Celery at its fastest: early acks, no results, big prefetch, nothing extra.
-    app.conf.update(task_default_queue=QUEUE, task_ignore_result=True, task_acks_late=False,
+    app.conf.update(task_default_queue=QUEUE, task_ignore_result=RESULTS_URL is None,
+                    task_acks_late=False,
                     worker_prefetch_multiplier=1000, task_serializer="json",
                     accept_content=["json"], broker_connection_retry_on_startup=True,
                     worker_hijack_root_logger=False)
@@ -48,6 +55,10 @@ def _make_celery():
     @app.task(name="bench.stamp")
     def stamp(path):
         _stamp(path)
+
+    @app.task(name="bench.echo")
+    def echo(value):
+        return value
 
     return app
 

@@ -1,0 +1,80 @@
+"""Round trip of one task at a time, ``delay(...).get()``: fastq vs Celery, in microseconds.
+
+    python -m bench.latency [-n 2000] [--only fastq,celery]
+
+Both run one solo worker on RabbitMQ with results in Redis (the fastest result path both
+have today: SETEX + PUBLISH, read by a subscribed waiter). Prints p50/p90/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/8")
+
+WORKERS = {
+    "fastq": [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P", "solo",
+              "--prefetch-multiplier", "1", "-l", "warning"],
+    "celery": [sys.executable, "-m", "celery", "-A", "bench.apps", "worker", "-P", "solo",
+               "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "warning"],
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
+    env = dict(os.environ, BENCH_FLAVOUR=flavour, BENCH_RESULTS=RESULT_URL,
+               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    os.environ.update(BENCH_FLAVOUR=flavour, BENCH_RESULTS=RESULT_URL)
+    sys.modules.pop("bench.apps", None)
+    from bench.apps import QUEUE, app
+
+    with tempfile.TemporaryDirectory(prefix="fastq-latency-") as tmp:
+        log = open(os.path.join(tmp, "log"), "wb")
+        proc = subprocess.Popen(WORKERS[flavour], env=env, cwd=tmp, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            noop = app.tasks["bench.echo"]
+            for _ in range(warmup):  # connections up, caches warm, worker ready
+                noop.delay(1).get(timeout=60)
+            samples = []
+            for i in range(count):
+                began = time.perf_counter()
+                noop.delay(i).get(timeout=10)
+                samples.append((time.perf_counter() - began) * 1e6)
+            return samples
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+            if flavour == "fastq":
+                app.close()
+            del QUEUE
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", "--tasks", type=int, default=2000)
+    parser.add_argument("--only", default="fastq,celery")
+    args = parser.parse_args(argv)
+    print(f"{'':8s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
+          f"round trips one at a time, RabbitMQ + Redis results)")
+    for flavour in args.only.split(","):
+        samples = measure(flavour, args.tasks)
+        print(f"{flavour:8s} {statistics.median(samples):8.0f} {percentile(samples, 0.9):8.0f} "
+              f"{percentile(samples, 0.99):8.0f} {max(samples):8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
