@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -15,12 +14,12 @@ import pytest
 
 from fastq import App
 from tests.integration.test_amqp_broker import URL, delete_queues
+from tests.interop.processes import ROOT, Proc
 
 pytest.importorskip("celery")
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -38,39 +37,6 @@ def env(tmp_path) -> dict:
                 FASTQ_TEST_RUN_LOG=str(tmp_path / "runs.log"),
                 CELERY_OUT_DIR=str(tmp_path),
                 PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-
-
-class Proc:
-    """A worker subprocess whose output goes to a file the test can read."""
-
-    def __init__(self, argv: list[str], env: dict, log_path: str) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log,
-                                         stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-
-    def wait_until(self, ready, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()}")
-            if ready():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"not done after {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def test_a_celery_task_runs_on_a_fastq_worker(tmp_path, env, queue) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ import pytest
 
 from fastq import App
 from tests.integration.redis_support import REDIS_URL, require_redis
+from tests.interop.processes import ROOT, Proc
 
 pytest.importorskip("celery")
 
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.integration
 #: Task ids sent per queue, so the test's result keys can be deleted afterwards.
 SENT: dict[str, list[str]] = {}
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -54,40 +52,6 @@ def env(tmp_path) -> dict:
     return dict(os.environ, FASTQ_BROKER_URL=REDIS_URL, FASTQ_RESULT_BACKEND=REDIS_URL,
                 FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
                 PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-
-
-class Proc:
-    """A worker subprocess whose output goes to a file the test can read."""
-
-    def __init__(self, argv: list[str], env: dict, log_path: str) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-
-    def wait_until(self, ready, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()}")
-            if ready():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
 
 
 @pytest.fixture
