@@ -63,17 +63,20 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
             del QUEUE
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Measure each flavour in turn; its round trips in microseconds, by flavour."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--tasks", type=int, default=2000)
     parser.add_argument("--only", default="fastq,celery")
     args = parser.parse_args(argv)
     print(f"{'':8s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
           f"round trips one at a time, RabbitMQ + Redis results)")
+    results: dict[str, list[float]] = {}
     for flavour in args.only.split(","):
-        samples = measure(flavour, args.tasks)
+        samples = results[flavour] = measure(flavour, args.tasks)
         print(f"{flavour:8s} {statistics.median(samples):8.0f} {percentile(samples, 0.9):8.0f} "
               f"{percentile(samples, 0.99):8.0f} {max(samples):8.0f}", flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The fastq command: worker, call, result, purge, status, demo."""
+"""The fastq command: worker, call, result, purge, status, demo, bench."""
 
 from __future__ import annotations
 
@@ -295,6 +295,114 @@ def demo(count, runs, results, broker, prefetch) -> None:
     from .demo import run_demo
 
     run_demo(count=count, runs=runs, results=results, broker=broker, prefetch=prefetch)
+
+
+#: The benchmark programs ``fastq bench`` runs, in this order, as modules of ``bench``.
+BENCHMARKS = ("throughput", "latency", "publish")
+#: Those whose ``main`` repeats its measurement ``--runs`` times (latency runs once).
+_TAKES_RUNS = ("throughput", "publish")
+
+
+def _parse_which(ctx, param, value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown benchmark(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(BENCHMARKS)}, comma-separated")
+    return list(dict.fromkeys(names))
+
+
+def _import_benchmark(name: str):
+    """``bench.<name>``, which lives in the source tree beside ``fastq/``, not in wheels."""
+    # the console script's sys.path starts at its own directory, not the caller's
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(f"bench.{name}")
+    except ImportError:
+        click.echo("fastq bench needs a source checkout: run it from the repository root",
+                   err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--which", default=",".join(BENCHMARKS), show_default=True,
+              callback=_parse_which, help="Comma-separated benchmarks to run.")
+@click.option("-n", "--tasks", "count", type=int, default=None,
+              help="Messages per run (default: each benchmark's own).")
+@click.option("--runs", type=int, default=None,
+              help="Runs of throughput and publish (latency measures once).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the figures into this image (needs matplotlib).")
+def bench(which, count, runs, plot_path) -> None:
+    """Run the repository's benchmarks against RabbitMQ (source checkout only)."""
+    if plot_path is not None:
+        # fail now rather than after minutes of benchmarking
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            click.echo("--plot needs matplotlib: pip install matplotlib", err=True)
+            sys.exit(2)
+    modules = {name: _import_benchmark(name) for name in which}
+    figures: dict[str, dict] = {}
+    for number, name in enumerate(which, 1):
+        argv = []
+        if count is not None:
+            argv += ["-n", str(count)]
+        if runs is not None and name in _TAKES_RUNS:
+            argv += ["--runs", str(runs)]
+        click.secho(f"\n[{number}/{len(which)}] {name} {' '.join(argv)}".rstrip(), bold=True)
+        began = time.monotonic()
+        # the programs set BENCH_* variables for their workers; keep them from leaking
+        # into the next program (latency's result backend would slow throughput down)
+        saved_env = dict(os.environ)
+        try:
+            figures[name] = modules[name].main(argv) or {}
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            sys.modules.pop("bench.apps", None)
+        click.echo(f"[{number}/{len(which)}] {name} done in {time.monotonic() - began:.1f}s")
+    if plot_path is not None:
+        _plot(figures, plot_path)
+        click.echo(f"figures drawn in {plot_path}")
+
+
+def _plot(figures: dict[str, dict], path: str) -> None:
+    """Bars (median, min-max whiskers) for the rates and a histogram of the round trips."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    import matplotlib.pyplot as plt
+
+    panels = [name for name in BENCHMARKS if figures.get(name)]
+    if not panels:
+        raise click.ClickException("no figures to plot")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 4 * len(panels)), squeeze=False)
+    for ax, name in zip((row[0] for row in axes), panels):
+        data = figures[name]
+        if name == "latency":
+            top = max(sorted(s)[int(0.99 * (len(s) - 1))] for s in data.values())
+            for flavour, samples in data.items():
+                ax.hist([min(s, top) for s in samples], bins=60, alpha=0.6, label=flavour)
+            ax.set(title="round trip, one task at a time (p99 and above in the last bin)",
+                   xlabel="µs", ylabel="tasks")
+            ax.legend()
+            continue
+        labels = list(data)
+        medians = [statistics.median(data[k]) for k in labels]
+        errors = [[m - min(data[k]) for k, m in zip(labels, medians)],
+                  [max(data[k]) - m for k, m in zip(labels, medians)]]
+        ax.bar(labels, medians, yerr=errors, capsize=4)
+        unit = "tasks/s" if name == "throughput" else "msgs/s"
+        ax.set(title=f"{name} (median, whiskers: min-max)", ylabel=unit)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
