@@ -120,7 +120,9 @@ class App:
                 raise ConfigurationError(
                     f"no result backend configured for broker {mask_url(self.broker_url)}; "
                     "set result_backend (e.g. 'sqlite:///.fastq/results.sqlite3')")
-            self._backend = create_backend(url, expires=self.conf.result_expires)
+            # rpc:// has no server of its own: it talks over the broker's connection
+            extra = {"broker_url": self.broker_url} if _is_rpc(url) else {}
+            self._backend = create_backend(url, expires=self.conf.result_expires, **extra)
         return self._backend
 
     def _after_fork(self) -> None:
@@ -189,20 +191,26 @@ class App:
         return self._origin
 
     def build_message(self, name: str, args: Iterable | None = None,
-                      kwargs: dict | None = None, *, _task: Task | None = None,
-                      task_id: str | None = None, countdown: float | None = None,
-                      eta: datetime | None = None, expires: float | datetime | None = None,
-                      queue: str | None = None, priority: int | None = None,
-                      headers: dict | None = None, ignore_result: bool | None = None,
-                      serializer: str | None = None, compression: str | None = None,
-                      time_limit: float | None = None, soft_time_limit: float | None = None,
-                      link: Any = None, link_error: Any = None, shadow: str | None = None,
-                      retries: int = 0, root_id: str | None = None,
-                      parent_id: str | None = None, chain: list | None = None,
-                      chord: Any = None, group_id: str | None = None,
-                      group_index: int | None = None, reply_to: str | None = None,
-                      **unknown: Any) -> protocol.Message:
+                      kwargs: dict | None = None, *, task_id: str | None = None,
+                      **options: Any) -> protocol.Message:
         """The message ``send_task`` would publish, without publishing it."""
+        return self.message_template(name, **options).build(
+            task_id or protocol.new_task_id(), tuple(args or ()), dict(kwargs or {}))
+
+    def message_template(self, name: str, *, _task: Task | None = None,
+                         countdown: float | None = None, eta: datetime | None = None,
+                         expires: float | datetime | None = None, queue: str | None = None,
+                         priority: int | None = None, headers: dict | None = None,
+                         ignore_result: bool | None = None, serializer: str | None = None,
+                         compression: str | None = None, time_limit: float | None = None,
+                         soft_time_limit: float | None = None, link: Any = None,
+                         link_error: Any = None, shadow: str | None = None, retries: int = 0,
+                         root_id: str | None = None, parent_id: str | None = None,
+                         chain: list | None = None, chord: Any = None,
+                         group_id: str | None = None, group_index: int | None = None,
+                         reply_to: str | None = None,
+                         **unknown: Any) -> protocol.TaskMessageTemplate:
+        """Task and app defaults merged with ``options``: the shared part of messages."""
         if unknown:
             raise TypeError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))}")
         task = _task if _task is not None else self.tasks.get(name)
@@ -219,10 +227,12 @@ class App:
                 ignore_result = task.ignore_result
         if countdown is not None and eta is None:
             eta = countdown_to_eta(countdown)
-        return protocol.build_task_message(
-            name, task_id or protocol.new_task_id(), tuple(args or ()), dict(kwargs or {}),
-            queue=queue or self.route(name),
-            eta=eta, expires=expires,
+        if reply_to is None and _is_rpc(conf.result_backend):
+            # only rpc:// replies go to the caller, so only then is there a queue to name
+            # (Celery sets reply_to always, which makes rpc workers publish in vain)
+            reply_to = self.backend.reply_queue  # type: ignore[attr-defined]
+        return protocol.TaskMessageTemplate(
+            name, queue=queue or self.route(name), eta=eta, expires=expires,
             priority=conf.task_default_priority if priority is None else priority,
             retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
             root_id=root_id, parent_id=parent_id, group_id=group_id, group_index=group_index,
@@ -256,8 +266,14 @@ class App:
         """Publish many ``(name, args, kwargs)`` calls as one batch; options apply to all."""
         if "task_id" in options:
             raise TypeError("send_many gives every task its own id; task_id is not allowed")
-        messages = [self.build_message(name, args, kwargs, **options)
-                    for name, args, kwargs in calls]
+        templates: dict[str, protocol.TaskMessageTemplate] = {}
+        new_id = protocol.new_task_id
+        messages = []
+        for name, args, kwargs in calls:
+            template = templates.get(name)
+            if template is None:
+                template = templates[name] = self.message_template(name, **options)
+            messages.append(template.build(new_id(), tuple(args or ()), dict(kwargs or {})))
         self.publish_many(messages)
         return [AsyncResult(m.headers["id"], app=self) for m in messages]
 
@@ -356,6 +372,11 @@ def shared_task(*args: Any, **options: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not options:
         return register(args[0])
     return register
+
+
+def _is_rpc(url: str | None) -> bool:
+    """Whether ``url`` names the rpc:// result backend (a string test: creates nothing)."""
+    return bool(url) and url.split("://", 1)[0].lower() == "rpc"  # type: ignore[union-attr]
 
 
 class SharedTask:

@@ -118,89 +118,111 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."
 
 
-def build_task_message(
-    name: str, task_id: str, args: tuple | list, kwargs: dict, *,
-    queue: str = "celery", exchange: str = "", routing_key: str | None = None,
-    eta: datetime | None = None, countdown: float | None = None,
-    expires: float | datetime | str | None = None, priority: int | None = None,
-    retries: int = 0, time_limit: float | None = None, soft_time_limit: float | None = None,
-    root_id: str | None = None, parent_id: str | None = None, group_id: str | None = None,
-    group_index: int | None = None, shadow: str | None = None,
-    ignore_result: bool | None = False, headers: dict | None = None,
-    reply_to: str | None = None, origin: str | None = None,
-    callbacks: list | None = None, errbacks: list | None = None, chain: list | None = None,
-    chord: dict | None = None, serializer: str = "json", compression: str | None = None,
-    now: float | None = None,
-) -> Message:
-    """A Celery protocol v2 task message with every header Celery 5.7 sends (§1.3)."""
-    if not isinstance(kwargs, dict):
-        raise TypeError(f"kwargs of {name} must be a mapping, not {type(kwargs).__name__}")
-    wall = time.time() if now is None else now
-    if countdown is not None and eta is None:
-        eta = datetime.fromtimestamp(wall + countdown, timezone.utc)
-    not_before = 0.0
-    eta_text = None
-    if eta is not None:
-        eta_dt = parse_datetime(eta) if isinstance(eta, str) else eta
-        eta_text = eta if isinstance(eta, str) else eta_dt.isoformat()
-        not_before = parse_datetime(eta_dt).timestamp()
-    expires_text = None
-    expiration = None
-    if expires is not None:
-        if isinstance(expires, (int, float)):
-            expires_at = wall + float(expires)
-            expires_text = format_datetime(datetime.fromtimestamp(expires_at, timezone.utc))
+class TaskMessageTemplate:
+    """What a batch of calls to one task shares, worked out once; ``build`` adds the rest.
+
+    ``send_many`` of 1,000 calls builds one template and 1,000 messages from it: the
+    options, times and the constant headers are not redone per message.
+    """
+
+    __slots__ = ("headers", "properties", "embed", "queue", "exchange", "routing_key",
+                 "not_before", "serializer", "compression", "root_id")
+
+    def __init__(
+        self, name: str, *, queue: str = "celery", exchange: str = "",
+        routing_key: str | None = None, eta: datetime | str | None = None,
+        countdown: float | None = None, expires: float | datetime | str | None = None,
+        priority: int | None = None, retries: int = 0, time_limit: float | None = None,
+        soft_time_limit: float | None = None, root_id: str | None = None,
+        parent_id: str | None = None, group_id: str | None = None,
+        group_index: int | None = None, shadow: str | None = None,
+        ignore_result: bool | None = False, headers: dict | None = None,
+        reply_to: str | None = None, origin: str | None = None,
+        callbacks: list | None = None, errbacks: list | None = None,
+        chain: list | None = None, chord: dict | None = None, serializer: str = "json",
+        compression: str | None = None, now: float | None = None,
+    ) -> None:
+        wall = time.time() if now is None else now
+        if countdown is not None and eta is None:
+            eta = datetime.fromtimestamp(wall + countdown, timezone.utc)
+        self.not_before = 0.0
+        eta_text = None
+        if eta is not None:
+            eta_dt = parse_datetime(eta)
+            eta_text = eta if isinstance(eta, str) else eta.isoformat()
+            self.not_before = eta_dt.timestamp()
+        expires_text = expiration = None
+        if expires is not None:
+            if isinstance(expires, (int, float)):
+                expires_at = wall + float(expires)
+                expires_text = format_datetime(datetime.fromtimestamp(expires_at, timezone.utc))
+            else:
+                expires_text = expires if isinstance(expires, str) else expires.isoformat()
+                expires_at = parse_datetime(expires).timestamp()
+            expiration = str(max(0, int((expires_at - wall) * 1000)))
+        self.root_id = root_id
+        self.headers = {
+            "lang": "py", "task": name, "id": None, "shadow": shadow, "eta": eta_text,
+            "expires": expires_text, "group": group_id, "group_index": group_index,
+            "retries": retries, "timelimit": [time_limit, soft_time_limit],
+            "root_id": root_id, "parent_id": parent_id, "argsrepr": None, "kwargsrepr": None,
+            "origin": origin, "ignore_result": ignore_result, "replaced_task_nesting": 0,
+            "stamped_headers": None, "stamps": {},
+        }
+        if headers:
+            for key, value in headers.items():
+                self.headers.setdefault(key, value)
+        self.embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain,
+                      "chord": chord}
+        self.serializer = serializer
+        self.compression = serialization.compression_type(compression) if compression else None
+        if serializer == "json":
+            content_type, content_encoding = "application/json", "utf-8"
         else:
-            expires_dt = parse_datetime(expires)
-            expires_text = expires if isinstance(expires, str) else expires.isoformat()
-            expires_at = expires_dt.timestamp()
-        expiration = str(max(0, int((expires_at - wall) * 1000)))
-    message_headers = {
-        "lang": "py",
-        "task": name,
-        "id": task_id,
-        "shadow": shadow,
-        "eta": eta_text,
-        "expires": expires_text,
-        "group": group_id,
-        "group_index": group_index,
-        "retries": retries,
-        "timelimit": [time_limit, soft_time_limit],
-        "root_id": root_id or task_id,
-        "parent_id": parent_id,
-        "argsrepr": _short_repr(tuple(args) if isinstance(args, list) else args),
-        "kwargsrepr": _short_repr(kwargs),
-        "origin": origin,
-        "ignore_result": ignore_result,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
-    if headers:
-        for key, value in headers.items():
-            message_headers.setdefault(key, value)
-    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
-    if serializer == "json":
-        content_type, content_encoding = "application/json", "utf-8"
-        body = serialization.json_dumps([args if isinstance(args, list) else list(args),
-                                         kwargs, embed])
-    else:
-        content_type, content_encoding, body = serialization.dumps(
-            [list(args), kwargs, embed], serializer)
-    if compression:
-        message_headers["compression"], body = serialization.compress(body, compression)
-    properties = {
-        "content_type": content_type,
-        "content_encoding": content_encoding,
-        "correlation_id": task_id,
-        "reply_to": reply_to,
-        "delivery_mode": 2,
-        "priority": priority or 0,
-    }
-    if expiration is not None:
-        properties["expiration"] = expiration
-    return Message(message_headers, properties, body, queue=queue, exchange=exchange,
-                   routing_key=routing_key, not_before=not_before)
+            codec = serialization.codec(serializer)
+            content_type, content_encoding = codec.content_type, codec.content_encoding
+        self.properties = {
+            "content_type": content_type, "content_encoding": content_encoding,
+            "correlation_id": None, "reply_to": reply_to, "delivery_mode": 2,
+            "priority": priority or 0,
+        }
+        if expiration is not None:
+            self.properties["expiration"] = expiration
+        self.queue, self.exchange, self.routing_key = queue, exchange, routing_key
+
+    def build(self, task_id: str, args: tuple | list, kwargs: dict) -> Message:
+        """The message for one call."""
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs of {self.headers['task']} must be a mapping, not "
+                            f"{type(kwargs).__name__}")
+        headers = self.headers.copy()
+        headers["id"] = task_id
+        if self.root_id is None:
+            headers["root_id"] = task_id
+        headers["argsrepr"] = _short_repr(tuple(args) if type(args) is not tuple else args)
+        headers["kwargsrepr"] = _short_repr(kwargs)
+        headers["timelimit"] = list(headers["timelimit"])
+        headers["stamps"] = {}
+        properties = self.properties.copy()
+        properties["correlation_id"] = task_id
+        if self.serializer == "json":
+            # orjson writes tuples as arrays: no list copy needed
+            body = serialization.json_dumps((args, kwargs, self.embed))
+        else:
+            body = serialization.dumps([list(args), kwargs, self.embed], self.serializer)[2]
+        if self.compression:
+            headers["compression"], body = serialization.compress(body, self.compression)
+        return Message(headers, properties, body, queue=self.queue, exchange=self.exchange,
+                       routing_key=self.routing_key, not_before=self.not_before)
+
+
+def build_task_message(name: str, task_id: str, args: tuple | list, kwargs: dict,
+                       **options: Any) -> Message:
+    """A Celery protocol v2 task message with every header Celery 5.7 sends (§1.3).
+
+    Options are ``TaskMessageTemplate``'s.
+    """
+    return TaskMessageTemplate(name, **options).build(task_id, args, kwargs)
 
 
 # -- parsing ------------------------------------------------------------------------
