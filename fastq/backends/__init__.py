@@ -11,6 +11,7 @@ BACKEND_SCHEMES: dict[str, str] = {
     "sqlite": "fastq.backends.sqlite:SQLiteBackend",
     "redis": "fastq.backends.redis:RedisBackend",
     "rediss": "fastq.backends.redis:RedisBackend",
+    "rpc": "fastq.backends.rpc:RPCBackend",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.

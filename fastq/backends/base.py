@@ -202,7 +202,9 @@ def exception_from_dict(data: Any) -> BaseException:
     message = data.get("exc_message", [])
     cls: Any = None
     mapped = _CELERY_NAME_MAP.get((module_name, exc_type))
-    if mapped is not None and module_name not in sys.modules:
+    if mapped is not None:
+        # fastq's own class even when celery is imported too: code catching
+        # fastq.exceptions.TaskRevokedError must see the same class whoever stored it
         cls = getattr(fastq_exceptions, mapped)
     else:
         module = builtins if module_name == "builtins" else sys.modules.get(module_name)

@@ -191,7 +191,8 @@ class Consumer:
         task = self.app.tasks.get(request.name)
         if task is None:
             message = unknown_task_message(request.name, self.app.tasks)
-            self.executor.store_now(request.id, FAILURE, not_registered_dict(request.name))
+            self.executor.store_now(request.id, FAILURE, not_registered_dict(request.name),
+                                    request=request)
             self._dead_letter(delivery, f"unknown-task: {message}")
             return None
         if headers.get("expires") is not None or headers.get("eta") is not None:
@@ -216,7 +217,8 @@ class Consumer:
         if expires is not None and protocol.parse_datetime(expires) < now:
             logger.info("Task %s[%s] expired at %s: revoked, not run",
                         request.name, request.id, expires)
-            self.executor.store_now(request.id, REVOKED, revoked_error_dict("expired"))
+            self.executor.store_now(request.id, REVOKED, revoked_error_dict("expired"),
+                                    request=request)
             self._ack_now(delivery)
             return False
         eta = request.headers.get("eta")

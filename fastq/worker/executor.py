@@ -69,6 +69,9 @@ class Executor:
         self.conf = app.conf
         self.pending_results: list[tuple] = []
         self._backend = None
+        #: whether the backend sends results to the request's reply_to (rpc://); None
+        #: until the backend is first needed, so it is not created for nothing
+        self._wants_reply: bool | None = None
         self._use_alarm = threading.current_thread() is threading.main_thread()
 
     @property
@@ -92,11 +95,22 @@ class Executor:
                                  len(records))
 
     def _extended(self, request: Request | None) -> dict | None:
-        if request is None or not self.conf.result_extended:
+        if request is None:
             return None
-        return {"name": request.name, "args": request.args, "kwargs": request.kwargs,
-                "worker": self.hostname, "retries": request.retries,
-                "queue": request.delivery.queue if request.delivery else None}
+        wants_reply = self._wants_reply
+        if wants_reply is None:
+            wants_reply = self._wants_reply = "reply_to" in self.backend.capabilities
+        extra = None
+        if self.conf.result_extended:
+            extra = {"name": request.name, "args": request.args, "kwargs": request.kwargs,
+                     "worker": self.hostname, "retries": request.retries,
+                     "queue": request.delivery.queue if request.delivery else None}
+        if wants_reply:
+            # a backend that replies to the caller (rpc://) pops these before encoding
+            extra = extra or {}
+            extra["_reply_to"] = request.reply_to
+            extra["_correlation_id"] = request.correlation_id
+        return extra
 
     # -- running ---------------------------------------------------------------------
     def run(self, task: Task, request: Request) -> tuple[str, Any]:

@@ -30,3 +30,16 @@ def echo(self, *args, **kwargs):
     _record(self, *args)
     return {"args": list(args), "kwargs": kwargs, "retries": self.request.retries,
             "eta": self.request.eta if hasattr(self.request, "eta") else None}
+
+
+@app.task(name="t.fail", bind=True)
+def fail(self, message, code):
+    _record(self, message, code)
+    raise KeyError(message, code)
+
+
+@app.task(name="t.sleep_echo", bind=True)
+def sleep_echo(self, seconds, value):
+    _record(self, seconds, value)
+    time.sleep(seconds)
+    return value

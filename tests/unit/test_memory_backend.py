@@ -38,3 +38,17 @@ class TestMemoryBackend(BackendContract):
         finally:
             timer.join()
         assert time.monotonic() - started < 4
+
+
+def test_celery_exceptions_map_to_fastq_classes_even_with_celery_imported():
+    import celery.exceptions  # noqa: F401 - the point is that it is loaded
+
+    from fastq.backends.base import exception_from_dict
+    from fastq.exceptions import TaskNotRegistered, TaskRevokedError
+
+    revoked = exception_from_dict({"exc_type": "TaskRevokedError", "exc_message": ["expired"],
+                                   "exc_module": "celery.exceptions"})
+    unknown = exception_from_dict({"exc_type": "NotRegistered", "exc_message": ["t.x"],
+                                   "exc_module": "celery.exceptions"})
+    assert type(revoked) is TaskRevokedError and revoked.args == ("expired",)
+    assert type(unknown) is TaskNotRegistered

@@ -1,0 +1,258 @@
+"""Results sent back over AMQP to the caller's reply queue (Celery's ``rpc://``, §3.6).
+
+Nothing is stored on a server. The client (the process calling ``delay()``) declares
+one reply queue per backend instance (so per process: a fork gets a new one) and puts
+its name in every task message's ``reply_to``; the worker publishes each state of the
+task to the default exchange with that routing key and ``correlation_id`` = task id.
+The client caches every reply it receives by correlation id, so results for other
+tasks wait for their own ``get``. Results expire with the reply queue (``x-expires``),
+or with the client's connection, since the queue is exclusive.
+
+The connection is the app's broker URL (``amqp://``, ``amqps://`` or ``pyamqp://``),
+through the rabbitmq-c driver when built (unless ``FASTQ_NO_SPEEDUPS=1``) else py-amqp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from .. import serialization
+from .._registry import mask_url
+from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, load_driver, parse_url
+from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
+from ..result import READY_STATES
+from .base import Backend, decode_meta, pending_meta
+
+logger = logging.getLogger(__name__)
+
+#: Keys of a record's ``extra`` dict that carry the request's reply address; popped
+#: before the meta document is encoded.
+REPLY_TO_KEY = "_reply_to"
+CORRELATION_ID_KEY = "_correlation_id"
+
+#: How many replies are kept for later ``get``s; the oldest are dropped beyond it, so a
+#: client that never reads its results does not grow without bound.
+MAX_CACHED = 10_000
+
+#: Longest single wait on the socket while holding the lock, in seconds, so other
+#: threads of the process get their turn (and see replies cached for them) quickly.
+DRAIN_SLICE = 0.25
+
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+T = TypeVar("T")
+
+
+class RPCBackend(Backend):
+    """``rpc://``: replies over the broker's AMQP connection (options: ``broker_url``,
+    required, the app passes its own; ``connect_timeout``; ``driver``)."""
+
+    capabilities = frozenset({"reply_to"})
+
+    def __init__(self, url: str, *, broker_url: str | None = None, **options: Any) -> None:
+        connect_timeout = float(options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        driver = options.pop("driver", None)
+        super().__init__(url, **options)
+        scheme = (broker_url or "").split("://", 1)[0].lower()
+        if scheme not in _AMQP_SCHEMES:
+            raise ConfigurationError(
+                "the rpc:// result backend needs an AMQP broker (amqp://, amqps://, "
+                f"pyamqp://), not {mask_url(broker_url) if broker_url else 'none'}")
+        assert broker_url is not None
+        self.broker_url = broker_url
+        params, _query = parse_url(broker_url)
+        self._params = {**params, "connect_timeout": connect_timeout}
+        self._driver_cls, self.driver_name = load_driver(scheme, driver)
+        # one connection per process, used by one thread at a time
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._conn: Any = None
+        self._queue: str | None = None
+        self._consuming = False
+        self._cache: OrderedDict[str, dict] = OrderedDict()
+
+    # -- the connection --------------------------------------------------------------
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            # the parent's socket is shared with us: a polite close would end the
+            # parent's connection, so let go of it, and of the parent's reply queue
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self._conn = None
+            self._queue = None
+            self._consuming = False
+            self._cache = OrderedDict()
+
+    def _connection(self) -> Any:
+        """The open connection; with a reply queue in use, it is (re)declared and consumed."""
+        self._check_pid()
+        if self._conn is None or not self._conn.is_open:
+            self._drop()
+            conn = self._driver_cls(**self._params)
+            try:
+                conn.connect()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        if self._queue is not None and not self._consuming:
+            self._declare_and_consume(self._conn, self._queue)
+        return self._conn
+
+    def _declare_and_consume(self, conn: Any, queue: str) -> None:
+        arguments = {"x-expires": int(self.expires * 1000)} if self.expires else {}
+        # exclusive + auto-delete: nobody else reads it, and it goes with this client
+        conn.declare_queue(queue, durable=False, exclusive=True, auto_delete=True,
+                           arguments=arguments)
+        conn.consume(queue, no_ack=True)
+        self._consuming = True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._consuming = False
+        if conn is not None:
+            conn.close()
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` under the lock, retrying once on a fresh connection."""
+        with self._lock:
+            try:
+                return fn(self._connection())
+            except BrokerError as exc:
+                logger.debug("rpc backend: %s failed (%s); reconnecting", what, exc)
+                self._drop()
+            try:
+                return fn(self._connection())
+            except BrokerError as exc:
+                self._drop()
+                raise ConnectionError(f"result backend rpc:// on {mask_url(self.broker_url)} "
+                                      f"failed during {what}: {exc}") from exc
+
+    def close(self) -> None:
+        self._check_pid()
+        with self._lock:
+            self._drop()
+            self._queue = None
+
+    # -- client side -----------------------------------------------------------------
+    @property
+    def reply_queue(self) -> str:
+        """This client's reply queue, declared (and consumed) on first use."""
+        self._check_pid()
+        with self._lock:
+            if self._queue is None:
+                # a fresh uuid per backend instance, and so per process (the App and
+                # _check_pid replace it after fork); threads share it under the lock
+                self._queue = str(uuid.uuid4())
+            self._call("declare the reply queue", lambda conn: None)
+            return self._queue
+
+    def _drain(self, timeout: float) -> None:
+        """Move the replies that arrive within ``timeout`` s into the cache."""
+        if self._queue is None:
+            return  # nothing was sent from here, so nothing can come back
+
+        def drain(conn: Any) -> list:
+            return conn.drain(1000, timeout)
+
+        # the cache is updated under the lock too: another thread may be draining
+        with self._lock:
+            for delivery in self._call("receive replies", drain):
+                self._remember(delivery[5], delivery[7])
+
+    def _remember(self, properties: dict, body: bytes) -> None:
+        """Cache one reply under its correlation id (the latest state wins)."""
+        try:
+            meta = decode_meta(body)
+        except DecodeError as exc:
+            logger.warning("rpc backend: dropped an undecodable reply: %s", exc)
+            return
+        # very old senders carry the id only in the body
+        task_id = properties.get("correlation_id") or meta.get("task_id")
+        if not isinstance(task_id, str):
+            return
+        current = self._cache.get(task_id)
+        if current is not None and current["status"] in READY_STATES \
+                and meta["status"] not in READY_STATES:
+            return  # a late non-final state never hides the outcome
+        self._cache[task_id] = meta
+        self._cache.move_to_end(task_id)
+        while len(self._cache) > MAX_CACHED:
+            self._cache.popitem(last=False)
+
+    def get(self, task_id: str) -> dict:
+        self._check_pid()
+        self._drain(0.0)
+        meta = self._cache.get(task_id)
+        return dict(meta) if meta is not None else pending_meta(task_id)
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float | None = None) -> dict:
+        """Consume the reply queue until ``task_id`` is ready; other replies are cached.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+        """
+        self._check_pid()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = self._cache.get(task_id)
+            if meta is not None and meta["status"] in READY_STATES:
+                return dict(meta)
+            left = DRAIN_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                status = meta["status"] if meta is not None else "PENDING"
+                raise ResultTimeout(f"task {task_id} is still {status} after {timeout}s")
+            if self._queue is None:
+                # never published from here: no reply can come, just honour the timeout
+                time.sleep(min(left, DRAIN_SLICE))
+                continue
+            self._drain(min(left, DRAIN_SLICE))
+
+    def forget(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
+
+    # -- worker side -----------------------------------------------------------------
+    def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
+        """Publish each record to its request's ``reply_to`` queue (no reply_to: dropped)."""
+        messages = []
+        for task_id, state, result, traceback, extra in records:
+            extra = dict(extra) if extra else {}
+            reply_to = extra.pop(REPLY_TO_KEY, None)
+            correlation_id = extra.pop(CORRELATION_ID_KEY, None) or task_id
+            if not reply_to:
+                logger.debug("rpc backend: %s of task %s not sent: its message has no "
+                             "reply_to", state, task_id)
+                continue
+            body = self.encode_meta(task_id, state, result, traceback, extra or None)
+            messages.append((reply_to, correlation_id, body))
+        if not messages:
+            return
+
+        def publish(conn: Any) -> None:
+            for reply_to, correlation_id, body in messages:
+                # §3.6.2; a vanished reply queue makes this silently unroutable
+                conn.publish("", reply_to, body, {
+                    "content_type": "application/json",
+                    "content_encoding": "utf-8", "delivery_mode": 1, "priority": 0,
+                    "correlation_id": correlation_id}, {})
+
+        self._call("publish results", publish)
+
+    # -- primitives: there is no store to read from or write to ----------------------
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        return {t: serialization.json_dumps(self._cache[t]) for t in task_ids if t in self._cache}
+
+    def _set_many(self, items: Sequence[tuple[str, str, bytes]], expires_at: float | None) -> None:
+        # reached only without a reply address (store_many is overridden): nowhere to send
+        logger.debug("rpc backend: %d result(s) without reply_to not sent", len(items))
+
+    def _delete(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
