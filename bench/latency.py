@@ -2,8 +2,9 @@
 
     python -m bench.latency [-n 2000] [--only fastq,celery]
 
-Both run one solo worker on RabbitMQ with results in Redis (the fastest result path both
-have today: SETEX + PUBLISH, read by a subscribed waiter). Prints p50/p90/p99/max.
+Both run one solo worker on RabbitMQ with results in Redis (SETEX + PUBLISH, read by a
+subscribed waiter) or, with BENCH_RESULT_URL=rpc://, sent back over AMQP to the caller's
+reply queue. Prints p50/p90/p99/max.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--only", default="fastq,celery")
     args = parser.parse_args(argv)
     print(f"{'':8s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
-          f"round trips one at a time, RabbitMQ + Redis results)")
+          f"round trips one at a time, RabbitMQ, results via {RESULT_URL})")
     results: dict[str, list[float]] = {}
     for flavour in args.only.split(","):
         samples = results[flavour] = measure(flavour, args.tasks)
