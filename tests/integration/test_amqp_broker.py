@@ -30,7 +30,9 @@ HOST, PORT = "127.0.0.1", 5672
 URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-HAVE_C = importlib.util.find_spec("fastq._speedups._amqp") is not None
+# FASTQ_NO_SPEEDUPS=1 forces the pure-Python twin everywhere, tests included
+HAVE_C = (os.environ.get("FASTQ_NO_SPEEDUPS") != "1"
+          and importlib.util.find_spec("fastq._speedups._amqp") is not None)
 DRIVERS = ["py"] + (["c"] if HAVE_C else [])
 
 #: Queue names BrokerContract uses, cleared before each contract test in case an
