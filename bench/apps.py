@@ -16,11 +16,8 @@ def _stamp(path: str) -> None:
         fh.write(repr(time.time()))
 
 
-def _make_fastq():
-    from fastq import App
-
-    app = App("bench", broker=BROKER_URL, backend=RESULTS_URL, task_default_queue=QUEUE,
-              task_ignore_result=RESULTS_URL is None, task_acks_late=True)
+def _register(app):
+    """The same three tasks on either kind of app (both take ``@app.task(name=...)``)."""
 
     @app.task(name="bench.noop")
     def noop(*args):
@@ -35,6 +32,15 @@ def _make_fastq():
         return value
 
     return app
+
+
+def _make_fastq():
+    from fastq import App
+
+    app = App("bench", broker=BROKER_URL, backend=RESULTS_URL, task_default_queue=QUEUE,
+              task_ignore_result=RESULTS_URL is None, task_acks_late=True)
+
+    return _register(app)
 
 
 def _make_celery():
@@ -48,19 +54,7 @@ def _make_celery():
                     accept_content=["json"], broker_connection_retry_on_startup=True,
                     worker_hijack_root_logger=False)
 
-    @app.task(name="bench.noop")
-    def noop(*args):
-        return None
-
-    @app.task(name="bench.stamp")
-    def stamp(path):
-        _stamp(path)
-
-    @app.task(name="bench.echo")
-    def echo(value):
-        return value
-
-    return app
+    return _register(app)
 
 
 if os.environ.get("BENCH_FLAVOUR") == "celery":

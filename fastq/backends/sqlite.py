@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..brokers import sqlite_path
+from ..brokers.sqlite import open_database
 from .base import Backend
 
 _T = TypeVar("_T")
@@ -101,16 +102,8 @@ class SQLiteBackend(Backend):
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        # check_same_thread=False only so close() may close a finished thread's connection;
-        # in use, a connection never leaves its thread
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = open_database(self.path, BUSY_TIMEOUT_MS / 1000)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
         except BaseException:

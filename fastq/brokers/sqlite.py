@@ -71,21 +71,36 @@ CREATE TABLE IF NOT EXISTS fastq_dead_letters (
 PROMOTE_INTERVAL = 0.05
 
 
-def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
-    """A WAL-mode connection in autocommit mode, creating the file and its directory."""
+def open_database(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """A WAL-mode connection in autocommit mode, creating the file and its directory.
+
+    Shared by the SQLite broker and result backend, which use the same file by default.
+    ``timeout`` is SQLite's wait for a lock. Raises ``sqlite3.Error``.
+    """
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
+    # check_same_thread=False only so close() may close another thread's connection;
+    # in use, a connection never leaves its thread
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                           check_same_thread=False)
     try:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                               check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode is durable across process crashes (only an OS crash or power
         # loss can drop the last commits), which is what a kill -9 test needs.
         conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """``open_database`` with its errors as BrokerError."""
+    try:
+        return open_database(path, timeout)
     except sqlite3.Error as exc:
         raise BrokerError(f"cannot open SQLite database {path!r}: {exc}") from exc
-    return conn
 
 
 class SQLiteBroker(Broker):
