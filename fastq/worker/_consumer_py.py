@@ -68,6 +68,8 @@ class Consumer:
         #: handing-off pools: deliveries submitted and not yet settled, by tag
         self._in_flight: dict[Any, Delivery] = {}
         self._cold = False
+        #: called once the loop starts consuming (the worker writes its health file)
+        self.on_consuming: Any = None
 
     # -- control ---------------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
@@ -82,6 +84,8 @@ class Consumer:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
         self.state = "consuming"
+        if self.on_consuming is not None:
+            self.on_consuming()
         try:
             if self.pool.synchronous:
                 self._run_synchronous()

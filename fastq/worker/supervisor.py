@@ -143,6 +143,7 @@ class Worker:
         self.pool.start()
         logger.warning("%s", self.banner())
         self.write_health()
+        self.consumer.on_consuming = self.write_health
         health = threading.Thread(target=self._health_loop, name="fastq-health", daemon=True)
         health.start()
         code = 0

@@ -11,7 +11,8 @@ import pytest
 
 from fastq.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 
-pytestmark = pytest.mark.integration
+# the hand-off loop and the pools are the same Python code with or without the speedups
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 POOLS = ["threads", "gevent", "eventlet", "asyncio"]
 
