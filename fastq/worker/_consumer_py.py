@@ -194,7 +194,9 @@ class Consumer:
         """Store pending results, then ack the tasks they belong to."""
         self.executor.flush_results()
         if self._acks:
-            acks, self._acks = self._acks, []
+            # emptied in place: a _settle in progress keeps appending to this same list
+            acks = self._acks[:]
+            self._acks.clear()
             self.broker.ack_many(acks)
             self.counters["acked"] += len(acks)
 
