@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the brokers the integration tests talk to (RabbitMQ, Redis) when installed but down.
+# Starts the servers the integration tests talk to (RabbitMQ, Redis, PostgreSQL) when installed but down.
 set -uo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -22,5 +22,16 @@ fi
 if ! port_open 5672 && command -v rabbitmq-server >/dev/null 2>&1; then
     rabbitmq-server -detached >/dev/null 2>&1 || true
     wait_port 5672 RabbitMQ
+fi
+# PostgreSQL (django-db:// tests): Debian's first cluster, trusting loopback as the tests expect
+if ! port_open 5432 && command -v pg_lsclusters >/dev/null 2>&1; then
+    read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header | head -n 1) || true
+    if [ -n "${pg_version:-}" ]; then
+        hba="/etc/postgresql/$pg_version/$pg_cluster/pg_hba.conf"
+        grep -q '^host all all 127.0.0.1/32 trust' "$hba" \
+            || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        pg_ctlcluster "$pg_version" "$pg_cluster" start
+        wait_port 5432 PostgreSQL
+    fi
 fi
 exit 0

@@ -12,10 +12,11 @@ BACKEND_SCHEMES: dict[str, str] = {
     "redis": "fastq.backends.redis:RedisBackend",
     "rediss": "fastq.backends.redis:RedisBackend",
     "rpc": "fastq.backends.rpc:RPCBackend",
+    "django-db": "fastq.contrib.django.backend:DjangoBackend",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
-SCHEME_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis"}
+SCHEME_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "django-db": "django"}
 
 
 def backend_class(url: str) -> type[Backend]:
