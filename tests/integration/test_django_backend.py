@@ -21,7 +21,8 @@ from fastq.exceptions import ConfigurationError
 from fastq.testing.contracts import BackendContract
 from tests.integration.conftest import ROOT, WorkerProcess
 
-pytestmark = pytest.mark.integration
+# a result store: no code with a compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 django = pytest.importorskip("django")
 
