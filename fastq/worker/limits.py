@@ -174,34 +174,30 @@ class GreenLimiter:
 
 
 async def await_limited(coroutine: Coroutine, hard: float | None, soft: float | None) -> Any:
-    """Await ``coroutine`` with limits as cancellation: the task sees
-    ``asyncio.CancelledError`` (it may clean up); if that ends it, the outcome is
-    SoftTimeLimitExceeded at the soft limit and TimeLimitExceeded at the hard one."""
+    """Await ``coroutine`` with limits. At the soft limit the task is cancelled: it sees
+    ``asyncio.CancelledError`` and may clean up; if that ends it, the outcome is
+    SoftTimeLimitExceeded. At the hard limit we stop waiting (TimeLimitExceeded), even
+    for a coroutine that swallows its cancellation."""
     soft, hard = _plan(hard, soft)
     if not soft and not hard:
         return await coroutine
     loop = asyncio.get_running_loop()
     child = asyncio.ensure_future(coroutine)
-    fired: list[str] = []
-
-    def expire(kind: str) -> None:
-        if not child.done():
-            fired.append(kind)
-            child.cancel(f"{kind} time limit")
-
-    timers = [loop.call_later(limit, expire, kind)
-              for limit, kind in ((soft, "soft"), (hard, "hard")) if limit]
+    soft_timer = loop.call_later(soft, child.cancel, "soft time limit") if soft else None
     try:
-        return await child
-    except asyncio.CancelledError:
-        if fired and child.cancelled():
-            if fired[-1] == "hard":
-                raise HardTimeLimit() from None
-            raise _soft_error(soft) from None
+        done, _pending = await asyncio.wait({child}, timeout=hard)
+    except asyncio.CancelledError:  # the worker is stopping: take the task down with us
+        child.cancel()
         raise
     finally:
-        for timer in timers:
-            timer.cancel()
+        if soft_timer is not None:
+            soft_timer.cancel()
+    if not done:
+        child.cancel()
+        raise HardTimeLimit()
+    if child.cancelled():
+        raise _soft_error(soft) from None
+    return child.result()
 
 
 _loops = threading.local()

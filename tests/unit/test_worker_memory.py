@@ -12,7 +12,9 @@ import pytest
 from fastq import App
 from fastq.worker import _consumer_py
 from fastq.worker.executor import Executor
+from fastq.worker.pools.asyncio import AsyncioPool
 from fastq.worker.pools.solo import SoloPool
+from fastq.worker.pools.threads import ThreadPool
 
 
 @pytest.fixture
@@ -32,25 +34,37 @@ def _implementations():
     return impls
 
 
+#: in-process pools that need no monkey-patching (gevent/eventlet: tests/integration)
+POOLS = {"solo": SoloPool, "threads": ThreadPool, "asyncio": AsyncioPool}
+
+
+@pytest.fixture(params=sorted(POOLS))
+def pool_name(request) -> str:
+    return request.param
+
+
 @pytest.fixture(params=_implementations())
-def run_worker(app, request):
+def run_worker(app, request, pool_name):
     Consumer = request.param
     consumers = []
 
     def start(prefetch: int = 4):
         executor = Executor(app, "mem@test")
-        consumer = Consumer(app, app.broker, executor, SoloPool(executor), ["celery"], prefetch,
+        pool = POOLS[pool_name](executor, 1 if pool_name == "solo" else 3)
+        pool.start()
+        consumer = Consumer(app, app.broker, executor, pool, ["celery"], prefetch,
                             ack_batch_size=64, ack_interval=0.01, hostname="mem@test")
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
-        consumers.append((consumer, thread))
+        consumers.append((consumer, thread, pool))
         return consumer
 
     yield start
-    for consumer, thread in consumers:
+    for consumer, thread, pool in consumers:
         consumer.stop()
         thread.join(10)
         assert not thread.is_alive()
+        pool.stop()
         c = consumer.counters
         # nothing received is unaccounted for
         assert c["received"] == (c["acked"] + c["dead_lettered"] + c["released"]

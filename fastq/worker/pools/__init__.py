@@ -12,8 +12,8 @@ from .base import Pool
 POOLS: dict[str, str] = {
     "solo": "fastq.worker.pools.solo:SoloPool",
     "threads": "fastq.worker.pools.threads:ThreadPool",
-    "gevent": "fastq.worker.pools.green:GeventPool",
-    "eventlet": "fastq.worker.pools.green:EventletPool",
+    "gevent": "fastq.worker.pools.gevent:GeventPool",
+    "eventlet": "fastq.worker.pools.eventlet:EventletPool",
     "asyncio": "fastq.worker.pools.asyncio:AsyncioPool",
 }
 
@@ -22,10 +22,15 @@ PLANNED_POOLS = frozenset({"prefork"})
 
 
 def pool_class(name: str) -> type[Pool]:
-    """The Pool class called ``name``, or one given as a dotted ``module:Class`` path."""
+    """The Pool class called ``name``: a built-in, one a package registers under the
+    ``fastq.pools`` entry point group, or a dotted ``module:Class`` path."""
     target = POOLS.get(name)
     if target is None and ":" in name:
         target = name
+    if target is None:
+        plugin = _entry_point(name)
+        if plugin is not None:
+            return plugin.load()
     if target is None:
         if name in PLANNED_POOLS:
             raise ConfigurationError(
@@ -35,3 +40,11 @@ def pool_class(name: str) -> type[Pool]:
         raise ConfigurationError(f"unknown pool {name!r}{hint}; available: {', '.join(POOLS)}")
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def _entry_point(name: str):
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="fastq.pools", name=name):
+        return entry
+    return None

@@ -1,4 +1,4 @@
-"""The gevent and eventlet pools: thousands of tasks at once on greenlets, for I/O waits."""
+"""What the gevent and eventlet pools share: greenlets per job, hub-friendly fetch, a watchdog."""
 
 from __future__ import annotations
 
@@ -125,81 +125,3 @@ class GreenPool(HandOffPool):
 
     def _real_sleep(self, seconds: float) -> None:
         raise NotImplementedError
-
-
-class GeventPool(GreenPool):
-    library = "gevent"
-
-    def _limiter(self) -> GreenLimiter:
-        import gevent
-
-        return GreenLimiter(gevent.Timeout, starts_itself=False)
-
-    def _spawn(self, fn):
-        import gevent
-
-        return gevent.spawn(fn)
-
-    def _sleep(self, seconds: float) -> None:
-        import gevent
-
-        gevent.sleep(seconds)
-
-    def _real_thread(self, target) -> None:
-        from gevent import monkey
-
-        thread_module = monkey.get_original("_thread", "start_new_thread")
-        thread_module(target, ())
-
-    def _real_sleep(self, seconds: float) -> None:
-        from gevent import monkey
-
-        monkey.get_original("time", "sleep")(seconds)
-
-    def _wait_readable(self, fd: int, timeout: float) -> None:
-        from gevent.socket import wait_read
-
-        try:
-            wait_read(fd, timeout=timeout)
-        except OSError:  # gevent's timeout error (socket.timeout) and a closed socket
-            pass
-
-
-class EventletPool(GreenPool):
-    library = "eventlet"
-
-    def _limiter(self) -> GreenLimiter:
-        import eventlet
-
-        return GreenLimiter(eventlet.Timeout, starts_itself=True)
-
-    def _spawn(self, fn):
-        import eventlet
-
-        return eventlet.spawn(fn)
-
-    def _sleep(self, seconds: float) -> None:
-        import eventlet
-
-        eventlet.sleep(seconds)
-
-    def _real_thread(self, target) -> None:
-        from eventlet import patcher
-
-        patcher.original("_thread").start_new_thread(target, ())
-
-    def _real_sleep(self, seconds: float) -> None:
-        from eventlet import patcher
-
-        patcher.original("time").sleep(seconds)
-
-    def _wait_readable(self, fd: int, timeout: float) -> None:
-        from eventlet.hubs import trampoline
-        from eventlet.timeout import Timeout
-
-        try:
-            trampoline(fd, read=True, timeout=timeout, timeout_exc=Timeout)
-        except (Timeout, OSError):
-            pass
-
-
