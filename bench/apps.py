@@ -31,6 +31,12 @@ def _register(app):
     def echo(value):
         return value
 
+    @app.task(name="bench.io")
+    def io(seconds, stamp=None):
+        time.sleep(seconds)  # patched under gevent: an I/O wait that yields
+        if stamp:
+            _stamp(stamp)
+
     return app
 
 
@@ -39,6 +45,14 @@ def _make_fastq():
 
     app = App("bench", broker=BROKER_URL, backend=RESULTS_URL, task_default_queue=QUEUE,
               task_ignore_result=RESULTS_URL is None, task_acks_late=True)
+
+    @app.task(name="bench.aio")
+    async def aio(seconds, stamp=None):
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        if stamp:
+            _stamp(stamp)
 
     return _register(app)
 

@@ -37,8 +37,13 @@ CONTENDERS = {
 }
 
 
-def publish(count: int, start_path: str, end_path: str) -> float:
-    """Fill the bench queue: a start stamp, ``count`` no-ops, an end stamp; publish rate."""
+def publish(count: int, start_path: str, end_path: str, task: str = "bench.noop",
+            args: tuple = ()) -> float:
+    """Fill the bench queue: a start stamp, ``count`` tasks, an end stamp; publish rate.
+
+    A task other than the no-op is its own end stamp: the last one gets the end path as
+    an extra argument and stamps when it finishes, so concurrent pools are timed to the
+    end of the work, not to when the last message was taken."""
     os.environ.setdefault("BENCH_FLAVOUR", "fastq")
     from bench.apps import QUEUE, app
 
@@ -46,19 +51,26 @@ def publish(count: int, start_path: str, end_path: str) -> float:
     began = time.perf_counter()
     app.send_many([("bench.stamp", (start_path,), None)], queue=QUEUE)
     chunk = 5000
-    for first in range(0, count, chunk):
-        n = min(chunk, count - first)
-        app.send_many([("bench.noop", (), None)] * n, queue=QUEUE)
-    app.send_many([("bench.stamp", (end_path,), None)], queue=QUEUE)
+    own_end = task != "bench.noop"
+    plain = count - 1 if own_end else count
+    for first in range(0, plain, chunk):
+        n = min(chunk, plain - first)
+        app.send_many([(task, args, None)] * n, queue=QUEUE)
+    if own_end:
+        app.send_many([(task, (*args, end_path), None)], queue=QUEUE)
+    else:
+        app.send_many([("bench.stamp", (end_path,), None)], queue=QUEUE)
     return count / (time.perf_counter() - began)
 
 
-def run_one(name: str, count: int, timeout: float) -> float:
-    env_extra, command = CONTENDERS[name]
+def run_one(name: str, count: int, timeout: float, contenders: dict | None = None,
+            task: str = "bench.noop", args: tuple = ()) -> float:
+    env_extra, command = (contenders or CONTENDERS)[name]
     with tempfile.TemporaryDirectory(prefix="fastq-bench-") as tmp:
         start_path, end_path = os.path.join(tmp, "start"), os.path.join(tmp, "end")
-        publish(count, start_path, end_path)
-        env = dict(os.environ, **env_extra, BENCH_COUNT=str(count + 2),
+        publish(count, start_path, end_path, task, args)
+        env = dict(os.environ, **env_extra,
+                   BENCH_COUNT=str(count + (2 if task == "bench.noop" else 1)),
                    BENCH_START=start_path, BENCH_END=end_path,
                    PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
         if name == "fastq-py":

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from fastq import App
-
 from tests.integration.test_amqp_broker import ROOT, delete_queues, driver_url, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
