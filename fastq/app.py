@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import socket
 import threading
@@ -23,7 +24,7 @@ from .exceptions import (
     PublishTimeout,
     TaskNotRegistered,
 )
-from .result import AsyncResult
+from .result import AsyncResult, GroupResult
 from .task import Request, Task, countdown_to_eta
 
 _current_app: App | None = None
@@ -337,6 +338,13 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         """A result handle for ``task_id``."""
         return AsyncResult(task_id, app=self)
+
+    @functools.cached_property
+    def GroupResult(self) -> type[GroupResult]:  # noqa: N802 - Celery's name
+        """GroupResult bound to this App: ``app.GroupResult(id, results)``,
+        ``app.GroupResult.restore(id)``."""
+        return type("GroupResult", (GroupResult,), {"default_app": self,
+                                                    "__module__": GroupResult.__module__})
 
     def __repr__(self) -> str:
         return f"<fastq.App {self.main or '__main__'} broker={mask_url(self.broker_url)}>"

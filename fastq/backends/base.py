@@ -171,12 +171,14 @@ class Backend(abc.ABC):
         It expires like a result. Raises NotImplementedError for stores without the
         ``groups`` capability.
         """
+        self._require_groups()
         document = serialization.json_dumps({"result": result_tuple})
         expires_at = None if not self.expires else time.time() + self.expires
         self._set_group(group_id, document, expires_at)
 
     def restore_group(self, group_id: str) -> Any:
         """The ``as_tuple()`` form saved for ``group_id``, or None when unknown or expired."""
+        self._require_groups()
         raw = self._get_group(group_id)
         if raw is None:
             return None
@@ -192,7 +194,12 @@ class Backend(abc.ABC):
 
     def forget_group(self, group_id: str) -> None:
         """Delete the saved group ``group_id`` (its members' results stay)."""
+        self._require_groups()
         self._delete_group(group_id)
+
+    def _require_groups(self) -> None:
+        if "groups" not in self.capabilities:
+            raise NotImplementedError(self._no_groups())
 
 
 def pending_meta(task_id: str) -> dict:
