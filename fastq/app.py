@@ -123,6 +123,9 @@ class App:
                     "set result_backend (e.g. 'sqlite:///.fastq/results.sqlite3')")
             # rpc:// has no server of its own: it talks over the broker's connection
             extra = {"broker_url": self.broker_url} if _is_rpc(url) else {}
+            extra.update(self.conf.result_backend_transport_options)
+            if self.conf.database_table_names and url.lower().startswith("db+"):
+                extra.setdefault("table_names", self.conf.database_table_names)
             self._backend = create_backend(url, expires=self.conf.result_expires, **extra)
         return self._backend
 

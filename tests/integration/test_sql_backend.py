@@ -186,3 +186,20 @@ class TestMariaDB(OneTransactionTests, SQLBackendTests):
 ])
 def test_sqlalchemy_url_names_the_installed_driver(url, expected) -> None:
     assert sqlalchemy_url(url) == expected
+
+
+def test_app_hands_its_settings_to_the_backend(tmp_path) -> None:
+    from fastq import App
+
+    app = App("sqlcfg", broker=f"memory://{uuid.uuid4()}",
+              result_backend=f"db+sqlite:///{tmp_path}/r.db",
+              database_table_names={"task": "my_tasks", "group": "my_groups"},
+              result_backend_transport_options={"engine_options": {"echo": False}},
+              result_expires=120)
+    try:
+        backend = app.backend
+        assert isinstance(backend, SQLBackend)
+        assert (backend.task_table_name, backend.group_table_name) == ("my_tasks", "my_groups")
+        assert backend.expires == 120
+    finally:
+        app.close()
