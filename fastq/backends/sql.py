@@ -32,7 +32,10 @@ has passed is invisible to reads and is deleted by ``cleanup()`` and, at most on
 minute per instance, by a write. A batch of results is one transaction; a stored
 SUCCESS is kept against later writes (an upsert whose update is conditional on the
 stored status). ``wait()`` polls with the base class's doubling backoff (0.5 ms up to
-100 ms).
+100 ms), one primary-key read per poll. PostgreSQL's LISTEN/NOTIFY is not used: every
+notifying commit takes a cluster-wide lock (serializing the stores of concurrent
+workers), and a listening session that stops reading holds back the notification queue
+for everyone until NOTIFY itself fails.
 """
 
 from __future__ import annotations
