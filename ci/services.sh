@@ -30,11 +30,16 @@ if ! port_open 11211 && command -v memcached >/dev/null 2>&1; then
     wait_port 11211 memcached
 fi
 
-if ! port_open 5432 && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-    for version in /etc/postgresql/*; do
-        pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
-    done
-    wait_port 5432 PostgreSQL
+# PostgreSQL (django-db:// tests): Debian's first cluster, trusting loopback as the tests expect
+if ! port_open 5432 && command -v pg_lsclusters >/dev/null 2>&1; then
+    read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header | head -n 1) || true
+    if [ -n "${pg_version:-}" ]; then
+        hba="/etc/postgresql/$pg_version/$pg_cluster/pg_hba.conf"
+        grep -q '^host all all 127.0.0.1/32 trust' "$hba" \
+            || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        pg_ctlcluster "$pg_version" "$pg_cluster" start
+        wait_port 5432 PostgreSQL
+    fi
 fi
 
 if ! port_open 3306 && [ -x /usr/sbin/mariadbd ]; then

@@ -75,10 +75,18 @@ class App:
 
     # -- configuration ---------------------------------------------------------------
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
-        """Load settings from a module, class, mapping, or dotted path; env still wins."""
+        """Load settings from a module, class, mapping, or dotted path; env still wins.
+
+        From Django's settings (``"django.conf:settings"``), the ``tasks`` module of every
+        installed Django app is imported too, once Django is set up.
+        """
         self.conf.from_object(obj, namespace=namespace)
         self.conf.apply_env()
         self._reset_connections()
+        from .contrib.django.discovery import discover_when_ready, is_django_settings
+
+        if is_django_settings(obj):
+            discover_when_ready(self)
 
     def _reset_connections(self) -> None:
         for resource in (self._broker, self._backend):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m fastq.cli: patch for a green pool before other imports
+    from fastq._green import patch_for_command_line
+
+    patch_for_command_line()
+
 import importlib
 import os
 import sys

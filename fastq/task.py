@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -174,16 +174,20 @@ class Task:
             setattr(self, key, value)
         self.autoretry_for = tuple(self.autoretry_for)
         self.dont_autoretry_for = tuple(self.dont_autoretry_for)
-        self._local = threading.local()
+        # a context variable, not a thread-local: each thread, greenlet and asyncio task
+        # running this task sees its own request
+        self._request_var: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+            f"fastq.request:{self.name}", default=None)
 
     # -- the request stack -----------------------------------------------------------
     @property
     def request(self) -> Request | _DirectCall:
-        return getattr(self._local, "request", None) or _DIRECT_CALL
+        return self._request_var.get() or _DIRECT_CALL
 
     def push_request(self, request: Request | None) -> Request | None:
-        previous = getattr(self._local, "request", None)
-        self._local.request = request
+        var = self._request_var
+        previous = var.get()
+        var.set(request)
         return previous
 
     # -- calling ---------------------------------------------------------------------

@@ -1,8 +1,8 @@
 # cython: language_level=3
 """The consumer loop compiled with Cython; its pure-Python twin is fastq/worker/_consumer_py.py.
 
-The class extends the twin and replaces only the per-batch loop and the settling of
-completions, with C-typed locals and no attribute lookups per delivery; every decision
+The class extends the twin and replaces only the per-batch loop of synchronous pools
+(solo: the hot path) and the settling of completions, with C-typed locals and no attribute lookups per delivery; every decision
 about a single delivery (``_prepare``: redelivery limit, decoding, unknown tasks,
 expiry, ETA, rate limits) is the twin's own, so both implementations agree by
 construction and the shared tests run against both.
@@ -26,7 +26,7 @@ cdef object _DEAD_LETTER = DEAD_LETTER
 class Consumer(_consumer_py.Consumer):
     """``fastq.worker._consumer_py.Consumer`` with its hot loop compiled."""
 
-    def run(self):
+    def _run_synchronous(self):
         cdef list batch, jobs, acks
         cdef dict counters = self.counters
         cdef Py_ssize_t ack_batch_size
@@ -40,35 +40,29 @@ class Consumer(_consumer_py.Consumer):
         completions = pool.completions
         should_stop = self.should_stop
         settle = self._settle
-        self.state = "consuming"
-        try:
-            while not self._stop:
-                pending = self._acks or executor.pending_results
-                batch = fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
-                if not batch:
-                    if pending:
-                        self.flush()
-                    continue
-                counters["received"] += len(batch)
-                self._in_hand = batch
-                jobs = []
-                for delivery in batch:
-                    job = prepare(delivery)
-                    if job is not None:
-                        jobs.append(job)
-                if jobs:
-                    submit(jobs, should_stop)
-                    settle(completions())
-                self._in_hand = []
-                acks = self._acks
-                ack_batch_size = self._ack_limit()
-                if acks and (len(acks) >= ack_batch_size
-                             or _monotonic() - self._oldest_ack >= ack_interval):
+        while not self._stop:
+            pending = self._acks or executor.pending_results
+            batch = fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
+            if not batch:
+                if pending:
                     self.flush()
-        finally:
-            self.state = "stopping"
-            self._shutdown()
-            self.state = "stopped"
+                continue
+            counters["received"] += len(batch)
+            self._in_hand = batch
+            jobs = []
+            for delivery in batch:
+                job = prepare(delivery)
+                if job is not None:
+                    jobs.append(job)
+            if jobs:
+                submit(jobs, should_stop)
+                settle(completions())
+            self._in_hand = []
+            acks = self._acks
+            ack_batch_size = self._ack_limit()
+            if acks and (len(acks) >= ack_batch_size
+                         or _monotonic() - self._oldest_ack >= ack_interval):
+                self.flush()
 
     def _settle(self, completions):
         cdef list acks = self._acks

@@ -18,6 +18,7 @@ BACKEND_SCHEMES: dict[str, str] = {
     "db+mysql": "fastq.backends.sql:SQLBackend",
     "db+mysql+pymysql": "fastq.backends.sql:SQLBackend",
     "cache+memcached": "fastq.backends.memcached:MemcachedBackend",
+    "django-db": "fastq.contrib.django.backend:DjangoBackend",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
@@ -26,6 +27,7 @@ SCHEME_EXTRAS: dict[str, str] = {
     "db+sqlite": "sql", "db+postgresql": "sql", "db+postgresql+psycopg": "sql",
     "db+mysql": "sql", "db+mysql+pymysql": "sql",
     "cache+memcached": "memcached",
+    "django-db": "django",
 }
 
 

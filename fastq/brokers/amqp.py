@@ -437,6 +437,14 @@ class AMQPBroker(Broker):
                 return False
             time.sleep(max(0.0, wake - now))
 
+    def blocking_fd(self) -> int | None:
+        if self.driver_name != "rabbitmq-c" or self._consumer is None:
+            return None  # py-amqp's socket is patched; a reconnect waits in time.sleep
+        try:
+            return self._consumer.fileno()
+        except BrokerError:
+            return None
+
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if not queues:
             raise ConfigurationError("fetch needs at least one queue")

@@ -104,6 +104,12 @@ class Broker(abc.ABC):
     #: before it reaches this, however large its ack batches are otherwise.
     ack_window: int | None = None
 
+    def blocking_fd(self) -> int | None:
+        """The socket a green pool should wait on before a non-blocking ``fetch``, when
+        this broker's own waiting happens in C where monkey-patching cannot reach; None
+        when ``fetch`` already yields to a patched hub."""
+        return None
+
     def consume(self, queues: Sequence[str], prefetch: int,
                 timeout: float = 1.0) -> Iterator[list[Delivery]]:
         """Batches of at most ``prefetch`` deliveries, forever; empty batches on idle."""

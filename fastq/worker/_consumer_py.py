@@ -30,6 +30,10 @@ ETA_SLACK = 0.002
 #: Longest blocking wait on an idle broker, so stop requests are seen promptly.
 IDLE_FETCH_TIMEOUT = 0.5
 
+#: Longest wait on the broker while tasks run elsewhere: their completions (results,
+#: acks) wait at most this long to be sent.
+BUSY_FETCH_TIMEOUT = 0.005
+
 
 class Consumer:
     """Pulls deliveries from ``queues`` and runs them on ``pool`` until stopped.
@@ -61,46 +65,103 @@ class Consumer:
         self._oldest_ack = 0.0
         self._buckets: dict[str, TokenBucket | None] = {}
         self._in_hand: list[Delivery] = []
+        #: handing-off pools: deliveries submitted and not yet settled, by tag
+        self._in_flight: dict[Any, Delivery] = {}
+        self._cold = False
+        #: called once the loop starts consuming (the worker writes its health file)
+        self.on_consuming: Any = None
 
     # -- control ---------------------------------------------------------------------
-    def stop(self) -> None:
-        """Warm stop: finish the running task, release the rest, flush, return."""
+    def stop(self, cold: bool = False) -> None:
+        """Stop consuming. Warm: running tasks finish, prefetched messages go back
+        unprocessed. Cold: running tasks are not waited for; they are requeued."""
         self._stop = True
+        self._cold = self._cold or cold
 
     def should_stop(self) -> bool:
         return self._stop
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
-        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
-        prepare = self._prepare
         self.state = "consuming"
+        if self.on_consuming is not None:
+            self.on_consuming()
         try:
-            while not self._stop:
-                pending = self._acks or self.executor.pending_results
-                batch = broker.fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
-                if not batch:
-                    if pending:
-                        self.flush()
-                    continue
-                self.counters["received"] += len(batch)
-                self._in_hand = batch
-                jobs = []
-                for delivery in batch:
-                    job = prepare(delivery)
-                    if job is not None:
-                        jobs.append(job)
-                if jobs:
-                    pool.submit(jobs, self.should_stop)
-                    self._settle(pool.completions())
-                self._in_hand = []
-                if self._acks and (len(self._acks) >= self._ack_limit()
-                                   or time.monotonic() - self._oldest_ack >= self.ack_interval):
-                    self.flush()
+            if self.pool.synchronous:
+                self._run_synchronous()
+            else:
+                self._run_handing_off()
         finally:
             self.state = "stopping"
             self._shutdown()
             self.state = "stopped"
+
+    def _run_synchronous(self) -> None:
+        """The loop for a pool that runs jobs inside ``submit`` (solo)."""
+        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
+        prepare = self._prepare
+        while not self._stop:
+            pending = self._acks or self.executor.pending_results
+            batch = broker.fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
+            if not batch:
+                if pending:
+                    self.flush()
+                continue
+            self.counters["received"] += len(batch)
+            self._in_hand = batch
+            jobs = []
+            for delivery in batch:
+                job = prepare(delivery)
+                if job is not None:
+                    jobs.append(job)
+            if jobs:
+                pool.submit(jobs, self.should_stop)
+                self._settle(pool.completions())
+            self._in_hand = []
+            if self._acks and (len(self._acks) >= self._ack_limit()
+                               or time.monotonic() - self._oldest_ack >= self.ack_interval):
+                self.flush()
+
+    def _run_handing_off(self) -> None:
+        """The loop for pools that run jobs elsewhere (threads, greenlets, an event loop):
+        keep up to ``prefetch`` messages in hand, settle completions as they come."""
+        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
+        prepare, executor, in_flight = self._prepare, self.executor, self._in_flight
+        while not self._stop:
+            done = pool.completions()
+            if done:
+                for request, _action, _argument in done:
+                    in_flight.pop(request.delivery.tag, None)
+                self._settle(done)
+            room = prefetch - len(in_flight)
+            if room > 0:
+                if done or self._acks or executor.pending_results:
+                    timeout = 0.0
+                elif in_flight:
+                    timeout = BUSY_FETCH_TIMEOUT  # completions are not seen while we wait
+                else:
+                    timeout = IDLE_FETCH_TIMEOUT
+                batch = pool.fetch(broker, queues, room, timeout)
+                if batch:
+                    self.counters["received"] += len(batch)
+                    jobs = []
+                    for delivery in batch:
+                        job = prepare(delivery)
+                        if job is not None:
+                            jobs.append(job)
+                            # counted against prefetch either way; an early-acked one has
+                            # nothing left to give back at shutdown
+                            in_flight[delivery.tag] = (
+                                None if type(job[1]) is _EarlyAcked else delivery)
+                    if jobs:
+                        pool.submit(jobs, self.should_stop)
+                elif self._acks or executor.pending_results:
+                    self.flush()  # the broker has nothing more: send what is done
+            else:
+                pool.wait(self.ack_interval if self._acks else IDLE_FETCH_TIMEOUT)
+            if self._acks and (len(self._acks) >= self._ack_limit()
+                               or time.monotonic() - self._oldest_ack >= self.ack_interval):
+                self.flush()
 
     def _ack_limit(self) -> int:
         """Acks to gather before sending: the batch size, within the broker's window."""
@@ -133,25 +194,34 @@ class Consumer:
         """Store pending results, then ack the tasks they belong to."""
         self.executor.flush_results()
         if self._acks:
-            acks, self._acks = self._acks, []
+            # emptied in place: a _settle in progress keeps appending to this same list
+            acks = self._acks[:]
+            self._acks.clear()
             self.broker.ack_many(acks)
             self.counters["acked"] += len(acks)
 
     def _shutdown(self) -> None:
-        """Leave nothing behind: flush what finished, give back what never started."""
-        running = getattr(self.pool, "running", None)
-        completions = self.pool.completions()
-        unsettled = []
+        """Leave nothing behind: flush what finished, give back what never started, and
+        requeue what a cold shutdown interrupted."""
+        pool = self.pool
+        if not pool.synchronous:
+            try:
+                pool.close(cold=self._cold)  # warm: waits for the running tasks
+            except Exception:
+                logger.exception("the pool did not close cleanly")
+        running = {id(request.delivery) for request in pool.running_requests()}
+        completions = pool.completions()
         try:
             self._settle(completions)
             self.flush()
         except Exception:
             logger.exception("could not ack finished tasks on shutdown; they will be redelivered")
         finished = {id(r.delivery) for r, _a, _b in completions}
-        for delivery in self._in_hand:
+        unsettled = []
+        for delivery in [*self._in_hand, *filter(None, self._in_flight.values())]:
             if id(delivery) in finished:
                 continue
-            if running is not None and running.delivery is delivery:
+            if id(delivery) in running:
                 # interrupted mid-task (cold shutdown): it runs again, counted as a delivery
                 try:
                     self.broker.reject(delivery.tag, requeue=True)
@@ -161,6 +231,7 @@ class Consumer:
                 continue
             unsettled.append(delivery.tag)
         self._in_hand = []
+        self._in_flight.clear()
         if unsettled:
             try:
                 self.broker.release_many(unsettled)

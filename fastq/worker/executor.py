@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import inspect
 import logging
 import os
-import signal
 import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -17,11 +21,11 @@ from ..exceptions import (
     Ignore,
     Reject,
     Retry,
-    SoftTimeLimitExceeded,
     TimeLimitExceeded,
 )
 from ..result import FAILURE, RETRY, REVOKED, STARTED, SUCCESS, EagerResult
 from ..task import Request, Task
+from .limits import AlarmLimiter, HardTimeLimit, await_limited, thread_event_loop
 
 if TYPE_CHECKING:
     from ..app import App
@@ -37,11 +41,6 @@ _SIGNATURE_OPTIONS = frozenset({
     "ignore_result", "serializer", "compression", "time_limit", "soft_time_limit",
     "link", "link_error", "shadow", "group_id", "group_index", "reply_to",
 })
-
-
-class _HardTimeLimit(BaseException):
-    """Raised at a hard limit; a BaseException so that ``except Exception`` in a task
-    cannot swallow it."""
 
 
 def revoked_error_dict(reason: str) -> dict:
@@ -67,12 +66,18 @@ class Executor:
         self.app = app
         self.hostname = hostname
         self.conf = app.conf
-        self.pending_results: list[tuple] = []
+        #: outcomes waiting to be stored in one batch; a deque because pool threads append
+        #: while the consumer drains it
+        self.pending_results: deque[tuple] = deque()
+        self._flush_lock = threading.Lock()
         self._backend = None
         #: whether the backend sends results to the request's reply_to (rpc://); None
         #: until the backend is first needed, so it is not created for nothing
         self._wants_reply: bool | None = None
-        self._use_alarm = threading.current_thread() is threading.main_thread()
+        #: how time limits reach a running task; each pool sets its own
+        self.limiter: Any = AlarmLimiter()
+        #: log "received" per task (at -l info); off by default, it costs per task
+        self.log_received = logger.isEnabledFor(logging.INFO)
 
     @property
     def backend(self):
@@ -86,8 +91,16 @@ class Executor:
         self.flush_results()
 
     def flush_results(self) -> None:
-        if self.pending_results:
-            records, self.pending_results = self.pending_results, []
+        pending = self.pending_results
+        if not pending:
+            return
+        with self._flush_lock:
+            records = []
+            take = pending.popleft
+            while pending:
+                records.append(take())
+            if not records:
+                return
             try:
                 self.backend.store_many(records)
             except Exception:
@@ -115,6 +128,46 @@ class Executor:
     # -- running ---------------------------------------------------------------------
     def run(self, task: Task, request: Request) -> tuple[str, Any]:
         """Run ``task`` for ``request``; store its outcome; return how to ack."""
+        ignore_result, hard, soft = self._begin(task, request)
+        started = time.perf_counter()
+        previous = task.push_request(request)
+        try:
+            if hard or soft:
+                value = self.limiter.call(self._invoke, task, request, hard, soft)
+            else:
+                value = self._invoke(task, request)
+        except BaseException as exc:
+            return self._failed(task, request, exc, ignore_result, hard, started)
+        finally:
+            task.push_request(previous)
+        return self._succeeded(task, request, value, ignore_result, started)
+
+    async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
+        """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
+        with its time limits as cancellation; a plain function runs in the loop's default
+        thread executor, so it cannot stall the other coroutines."""
+        ignore_result, hard, soft = self._begin(task, request)
+        started = time.perf_counter()
+        previous = task.push_request(request)
+        try:
+            if inspect.iscoroutinefunction(task.run):
+                value = await await_limited(self._coroutine(task, request), hard, soft)
+            else:
+                loop = asyncio.get_running_loop()
+                context = contextvars.copy_context()
+                if hard or soft:
+                    call = functools.partial(context.run, self.limiter.call, self._invoke,
+                                             task, request, hard, soft)
+                else:
+                    call = functools.partial(context.run, self._invoke, task, request)
+                value = await loop.run_in_executor(None, call)
+        except BaseException as exc:
+            return self._failed(task, request, exc, ignore_result, hard, started)
+        finally:
+            task.push_request(previous)
+        return self._succeeded(task, request, value, ignore_result, started)
+
+    def _begin(self, task: Task, request: Request) -> tuple[bool, float | None, float | None]:
         ignore_result = request.headers.get("ignore_result")
         if ignore_result is None:
             ignore_result = task.ignore_result
@@ -126,37 +179,54 @@ class Executor:
         if track_started:
             self.store_now(request.id, STARTED, {"pid": os.getpid(), "hostname": self.hostname},
                            request=request)
+        if self.log_received:
+            logger.info("Task %s[%s] received", request.name, request.id)
         hard, soft = _time_limits(task, request, self.conf)
-        started = time.perf_counter()
-        previous = task.push_request(request)
-        try:
-            if hard or soft:
-                value = self._run_limited(task, request, hard, soft)
-            elif task.bind:
-                value = task.run(task, *request.args, **request.kwargs)
-            else:
-                value = task.run(*request.args, **request.kwargs)
-        except Retry as exc:
+        return ignore_result, hard, soft
+
+    @staticmethod
+    def _invoke(task: Task, request: Request) -> Any:
+        if task.bind:
+            value = task.run(task, *request.args, **request.kwargs)
+        else:
+            value = task.run(*request.args, **request.kwargs)
+        if inspect.iscoroutine(value):
+            # an ``async def`` task outside the asyncio pool: run it to the end here
+            value = thread_event_loop().run_until_complete(value)
+        return value
+
+    @staticmethod
+    def _coroutine(task: Task, request: Request) -> Any:
+        if task.bind:
+            return task.run(task, *request.args, **request.kwargs)
+        return task.run(*request.args, **request.kwargs)
+
+    def _failed(self, task: Task, request: Request, exc: BaseException, ignore_result: bool,
+                hard: float | None, started: float) -> tuple[str, Any]:
+        """How to ack a task that raised ``exc``; called while ``exc`` is being handled."""
+        if isinstance(exc, Retry):
             self._store_failure(request, RETRY, exc.exc or exc, task, ignore_result=False)
             logger.info("Task %s[%s] retry: %s", request.name, request.id, exc)
             return ACK, None
-        except Ignore:
+        if isinstance(exc, Ignore):
             return ACK, None
-        except Reject as exc:
+        if isinstance(exc, Reject):
             logger.info("Task %s[%s] rejected (requeue=%s): %s", request.name, request.id,
                         exc.requeue, exc.reason)
             return (REQUEUE, None) if exc.requeue else (DEAD_LETTER, f"rejected: {exc.reason}")
-        except _HardTimeLimit:
-            exc = TimeLimitExceeded(hard)
+        if isinstance(exc, HardTimeLimit):
+            limit_exc = TimeLimitExceeded(hard)
             logger.error("Task %s[%s] killed: hard time limit (%ss) exceeded",
                          request.name, request.id, hard)
-            self._store_failure(request, FAILURE, exc, task, ignore_result, tb=None)
+            self._store_failure(request, FAILURE, limit_exc, task, ignore_result, tb=None)
             self._errbacks(request)
             return ACK, None
-        except Exception as exc:
-            return self._on_exception(task, request, exc, ignore_result, started)
-        finally:
-            task.push_request(previous)
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit, a cold shutdown: not the task's outcome
+        return self._on_exception(task, request, exc, ignore_result, started)
+
+    def _succeeded(self, task: Task, request: Request, value: Any, ignore_result: bool,
+                   started: float) -> tuple[str, Any]:
         if not ignore_result:
             self.pending_results.append((request.id, SUCCESS, value, None,
                                          self._extended(request)))
@@ -206,37 +276,6 @@ class Executor:
         if tb == "":
             tb = traceback.format_exc()
         self.pending_results.append((request.id, state, exc, tb, self._extended(request)))
-
-    def _run_limited(self, task: Task, request: Request, hard: float | None,
-                     soft: float | None) -> Any:
-        """Run with SIGALRM limits: soft raises SoftTimeLimitExceeded, hard ends the task.
-
-        Only possible on the main thread; elsewhere the limits are logged and skipped.
-        """
-        if not self._use_alarm:
-            return task(*request.args, **request.kwargs)
-        limits = {"hard_at": None}
-
-        def on_alarm(signum: int, frame: Any) -> None:
-            if limits["hard_at"] is not None and time.monotonic() >= limits["hard_at"] - 1e-3:
-                raise _HardTimeLimit()
-            if hard:
-                remaining = hard - (soft or 0)
-                limits["hard_at"] = time.monotonic() + remaining
-                signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3))
-            raise SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        if soft and (not hard or soft < hard):
-            signal.setitimer(signal.ITIMER_REAL, soft)
-        else:
-            limits["hard_at"] = time.monotonic() + hard
-            signal.setitimer(signal.ITIMER_REAL, hard)
-        try:
-            return task(*request.args, **request.kwargs)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
 
     # -- workflows -------------------------------------------------------------------
     def _callbacks(self, request: Request, value: Any) -> None:

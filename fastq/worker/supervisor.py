@@ -50,7 +50,13 @@ class Worker:
         self.concurrency = concurrency or conf.worker_concurrency or 1
         multiplier = conf.worker_prefetch_multiplier if prefetch_multiplier is None \
             else prefetch_multiplier
-        self.prefetch = max(1, multiplier * self.concurrency)
+        if multiplier < 0:
+            from ..exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                f"worker_prefetch_multiplier must be 0 or more, not {multiplier}")
+        # 0 disables prefetch: a message is taken only when a slot is free to run it
+        self.prefetch = max(1, multiplier) * self.concurrency
         self.hostname = hostname or f"fastq@{socket.gethostname()}"
         self.health_file = health_file or os.path.join(
             conf.worker_state_dir, f"{self.hostname.replace('/', '_')}.{os.getpid()}.json")
@@ -101,7 +107,7 @@ class Worker:
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning("%s: cold shutdown (%s): the running task is interrupted and requeued",
                        self.hostname, signal.Signals(signum).name)
-        self.consumer.stop()
+        self.consumer.stop(cold=True)
         raise WorkerShutdown(signum)
 
     # -- health ----------------------------------------------------------------------
@@ -137,6 +143,7 @@ class Worker:
         self.pool.start()
         logger.warning("%s", self.banner())
         self.write_health()
+        self.consumer.on_consuming = self.write_health
         health = threading.Thread(target=self._health_loop, name="fastq-health", daemon=True)
         health.start()
         code = 0

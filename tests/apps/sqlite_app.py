@@ -78,3 +78,53 @@ def hard(self):
             time.sleep(5)
         except Exception:  # a task that ignores soft signals still ends at the hard limit
             pass
+
+
+@app.task(name="t.soft_steps", bind=True, soft_time_limit=0.3)
+def soft_steps(self):
+    """Sleeps in short steps, so a limit can reach it on every pool (threads included)."""
+    _record(self)
+    try:
+        for _ in range(500):
+            time.sleep(0.01)
+    except Exception as exc:
+        return type(exc).__name__
+    return "not interrupted"
+
+
+@app.task(name="t.hard_steps", bind=True, time_limit=0.3)
+def hard_steps(self):
+    _record(self)
+    for _ in range(500):
+        try:
+            time.sleep(0.01)
+        except Exception:  # ignores soft limits; still ends at the hard one
+            pass
+
+
+@app.task(name="t.async_sleep", bind=True)
+async def async_sleep(self, seconds):
+    import asyncio
+
+    _record(self)
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="t.async_soft", bind=True, soft_time_limit=0.3)
+async def async_soft(self):
+    import asyncio
+
+    _record(self)
+    await asyncio.sleep(5)
+    return "not interrupted"
+
+
+@app.task(name="t.spin", bind=True)
+def spin(self, seconds):
+    """Holds the CPU without yielding: blocks a gevent/eventlet hub."""
+    _record(self)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds

@@ -17,6 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class WorkerProcess:
     """A ``fastq worker`` subprocess and the files it shares with the test."""
 
+    #: The ``-A`` module the worker runs.
+    app_module = "tests.apps.sqlite_app"
+
     def __init__(self, workdir, url: str, run_log: str, env: dict) -> None:
         self.workdir = workdir
         self.url = url
@@ -34,7 +37,7 @@ class WorkerProcess:
             self._log.close()
         self._log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.sqlite_app",
+            [sys.executable, "-m", "fastq.cli", "worker", "-A", self.app_module,
              "-l", "info", "--health-file", self.health_file, *extra],
             env=self.env, cwd=str(self.workdir), stdout=self._log, stderr=subprocess.STDOUT)
         if wait:

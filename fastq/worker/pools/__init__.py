@@ -11,10 +11,14 @@ from .base import Pool
 #: Pool name -> "module:Class".
 POOLS: dict[str, str] = {
     "solo": "fastq.worker.pools.solo:SoloPool",
+    "threads": "fastq.worker.pools.threads:ThreadPool",
+    "gevent": "fastq.worker.pools.green:GeventPool",
+    "eventlet": "fastq.worker.pools.green:EventletPool",
+    "asyncio": "fastq.worker.pools.asyncio:AsyncioPool",
 }
 
 #: Pools the design names that this version does not ship yet.
-PLANNED_POOLS = frozenset({"prefork", "threads", "gevent", "eventlet", "asyncio"})
+PLANNED_POOLS = frozenset({"prefork"})
 
 
 def pool_class(name: str) -> type[Pool]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import abc
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ...brokers.base import Broker, Delivery
     from ...task import Request, Task
     from ..executor import Executor
 
@@ -20,9 +23,13 @@ RELEASE = "release"
 class Pool(abc.ABC):
     """Runs ``(task, request)`` jobs with ``executor`` and reports what to ack.
 
-    ``submit`` may run jobs before it returns (solo) or hand them to workers; either way
-    ``completions`` returns the jobs finished since the last call, in any order.
+    ``submit`` may run jobs before it returns (``synchronous`` pools: solo) or hand them
+    to workers; either way ``completions`` returns the jobs finished since the last call,
+    in any order, and the consumer acks from them.
     """
+
+    #: submit runs the jobs before returning; the consumer then needs no waiting
+    synchronous = False
 
     def __init__(self, executor: Executor, concurrency: int = 1) -> None:
         self.executor = executor
@@ -35,15 +42,81 @@ class Pool(abc.ABC):
     def submit(self, jobs: Sequence[tuple[Task, Request]],
                should_stop: Callable[[], bool]) -> None:
         """Run or schedule ``jobs``; jobs not started once ``should_stop()`` turns true
-        complete with the RELEASE action."""
+        (or the pool is closing) complete with the RELEASE action."""
 
     @abc.abstractmethod
     def completions(self) -> list[Completion]:
         """The jobs that finished since the last call."""
 
-    def free_slots(self) -> int:
-        """How many more jobs could start now."""
-        return self.concurrency
+    def wait(self, timeout: float) -> None:  # noqa: B027 - synchronous pools never wait
+        """Block until a job may have finished, or ``timeout`` seconds."""
+
+    def fetch(self, broker: Broker, queues: list[str], limit: int,
+              timeout: float) -> list[Delivery]:
+        """Take deliveries from ``broker``; green pools wait through their hub instead."""
+        return broker.fetch(queues, limit, timeout)
+
+    def running_requests(self) -> list[Request]:
+        """The requests executing right now (a cold shutdown requeues them)."""
+        return []
+
+    def grow(self, n: int = 1) -> None:
+        """Run ``n`` more jobs at once."""
+        self.concurrency += n
+
+    def shrink(self, n: int = 1) -> None:
+        """Run ``n`` fewer jobs at once (never fewer than one)."""
+        self.concurrency = max(1, self.concurrency - n)
+
+    def close(self, cold: bool = False) -> None:  # noqa: B027 - optional
+        """Start no more jobs (queued ones complete with RELEASE); warm waits for the
+        running ones to finish, cold returns at once."""
 
     def stop(self, cold: bool = False) -> None:  # noqa: B027 - optional
-        """Stop workers: warm waits for running jobs, cold ends them."""
+        """Release the pool's resources (threads, event loops) once the consumer is done."""
+
+
+class HandOffPool(Pool):
+    """Base of the pools whose jobs run elsewhere (threads, greenlets, an event loop):
+    finished jobs are queued for the consumer, which is woken through ``_wakeup``."""
+
+    def __init__(self, executor: Executor, concurrency: int = 1) -> None:
+        super().__init__(executor, concurrency)
+        self._done: deque[Completion] = deque()
+        self._running: dict[int, Request] = {}
+        self._accepting = True
+        self._wakeup = self._make_event()
+
+    def _make_event(self) -> Any:
+        return threading.Event()
+
+    def _execute(self, key: int, task: Task, request: Request) -> None:
+        """Run one job in the calling worker and queue its completion."""
+        if not self._accepting:
+            self._finish((request, RELEASE, None))
+            return
+        self._running[key] = request
+        try:
+            action, argument = self.executor.run(task, request)
+        finally:
+            del self._running[key]
+        self._finish((request, action, argument))
+
+    def _finish(self, completion: Completion) -> None:
+        self._done.append(completion)
+        self._wakeup.set()
+
+    def completions(self) -> list[Completion]:
+        done = self._done
+        out = []
+        while done:  # popleft is atomic: workers may append meanwhile
+            out.append(done.popleft())
+        return out
+
+    def wait(self, timeout: float) -> None:
+        if not self._done:
+            self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def running_requests(self) -> list[Request]:
+        return list(self._running.values())

@@ -10,6 +10,8 @@ from .base import RELEASE, Completion, Pool
 class SoloPool(Pool):
     """No concurrency and no hand-off: the lowest overhead per task."""
 
+    synchronous = True
+
     def __init__(self, executor, concurrency: int = 1) -> None:
         super().__init__(executor, 1)
         self._done: list[Completion] = []
@@ -31,3 +33,11 @@ class SoloPool(Pool):
     def completions(self) -> list[Completion]:
         done, self._done = self._done, []
         return done
+
+    def running_requests(self) -> list:
+        return [] if self.running is None else [self.running]
+
+    def grow(self, n: int = 1) -> None:
+        raise NotImplementedError("the solo pool runs one task at a time")
+
+    shrink = grow

@@ -1,0 +1,60 @@
+"""Monkey-patching for the gevent and eventlet pools, applied before anything else loads."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+GREEN_POOLS = ("gevent", "eventlet")
+
+#: the green library this process patched itself for, once it has
+patched: str | None = None
+
+
+def requested_green_pool(argv: Sequence[str]) -> str | None:
+    """The green pool a ``fastq worker`` command line asks for (-P/--pool), or None."""
+    args = list(argv[1:])
+    if "worker" not in args:
+        return None
+    pool = os.environ.get("FASTQ_WORKER_POOL")
+    for index, arg in enumerate(args):
+        if arg in ("-P", "--pool") and index + 1 < len(args):
+            pool = args[index + 1]
+        elif arg.startswith("--pool="):
+            pool = arg.split("=", 1)[1]
+        elif arg.startswith("-P") and len(arg) > 2:
+            pool = arg[2:]
+    return pool if pool in GREEN_POOLS else None
+
+
+def patch(library: str) -> None:
+    """Patch the standard library for ``library`` (gevent or eventlet), once."""
+    global patched
+    if patched == library:
+        return
+    if patched is not None:
+        raise RuntimeError(f"this process is already patched for {patched}")
+    if library == "gevent":
+        from gevent import monkey
+
+        monkey.patch_all()
+    elif library == "eventlet":
+        import warnings
+
+        with warnings.catch_warnings():
+            # the user chose eventlet; its deprecation notice is for new projects
+            warnings.simplefilter("ignore")
+            import eventlet
+
+            eventlet.monkey_patch()
+    else:
+        raise ValueError(f"not a green pool: {library!r}")
+    patched = library
+
+
+def patch_for_command_line(argv: Sequence[str] | None = None) -> None:
+    """Patch first thing when the command line runs a gevent or eventlet worker."""
+    library = requested_green_pool(sys.argv if argv is None else argv)
+    if library is not None:
+        patch(library)

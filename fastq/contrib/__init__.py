@@ -1,0 +1,1 @@
+"""Integrations with web frameworks; each submodule imports its framework only when used."""

@@ -1,0 +1,215 @@
+"""Time limits for each kind of pool: how a soft limit reaches a task and a hard one ends it."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import heapq
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..exceptions import SoftTimeLimitExceeded
+
+logger = logging.getLogger("fastq.worker")
+
+#: ``fn(task, request)``: the call a limiter guards
+Invoke = Callable[[Any, Any], Any]
+
+
+class HardTimeLimit(BaseException):
+    """Raised at a hard limit; a BaseException so that ``except Exception`` in a task
+    cannot swallow it."""
+
+
+def _soft_error(soft: float) -> SoftTimeLimitExceeded:
+    return SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
+
+
+def _plan(hard: float | None, soft: float | None) -> tuple[float | None, float | None]:
+    """(soft, hard) deadlines in seconds from the start; a soft limit at or past the hard
+    one is pointless and dropped. Both count from the start of the task, as in Celery."""
+    if soft and hard and soft >= hard:
+        soft = None
+    return soft or None, hard or None
+
+
+class AlarmLimiter:
+    """SIGALRM on the main thread (solo pool, prefork children): the handler raises in the
+    task's frame, even inside ``time.sleep``; code stuck in C sees it when it returns."""
+
+    def call(self, fn: Invoke, task: Any, request: Any, hard: float | None,
+             soft: float | None) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return _NO_LIMITS.call(fn, task, request, hard, soft)
+        soft, hard = _plan(hard, soft)
+        started = time.monotonic()
+        state = {"soft_done": soft is None}
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            if state["soft_done"]:
+                raise HardTimeLimit()
+            state["soft_done"] = True
+            if hard:
+                signal.setitimer(signal.ITIMER_REAL, max(started + hard - time.monotonic(), 1e-3))
+            raise _soft_error(soft)
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, soft or hard)
+        try:
+            return fn(task, request)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+class NoLimits:
+    """Where no limit can be enforced: the task runs unbounded, and the log says so once."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def call(self, fn: Invoke, task: Any, request: Any, hard: float | None,
+             soft: float | None) -> Any:
+        if not self._warned:
+            self._warned = True
+            logger.warning("time limits cannot be enforced here (task %s): it runs unbounded",
+                           getattr(task, "name", task))
+        return fn(task, request)
+
+
+_NO_LIMITS = NoLimits()
+
+
+class _Watch:
+    __slots__ = ("thread_id", "active")
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self.active = True
+
+
+class ThreadLimiter:
+    """Limits for tasks on worker threads, raised asynchronously by a watchdog thread.
+
+    Python cannot stop a thread from outside: the exception is delivered when the thread
+    next runs Python bytecode. A task looping in Python stops at once; one blocked in C
+    (``time.sleep``, a socket read) sees the exception only when that call returns.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch, str, float]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Invoke, task: Any, request: Any, hard: float | None,
+             soft: float | None) -> Any:
+        soft, hard = _plan(hard, soft)
+        watch = _Watch(threading.get_ident())
+        now = time.monotonic()
+        with self._cond:
+            for limit, kind in ((soft, "soft"), (hard, "hard")):
+                if limit:
+                    heapq.heappush(self._heap, (now + limit, next(self._order), watch, kind, limit))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="fastq-time-limits",
+                                                 daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            return fn(task, request)
+        finally:
+            with self._cond:
+                watch.active = False  # from here on the watchdog leaves this thread alone
+
+    def _watch(self) -> None:
+        cond, heap = self._cond, self._heap
+        with cond:
+            while True:
+                if not heap:
+                    cond.wait()
+                    continue
+                due, _order, watch, kind, limit = heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                heapq.heappop(heap)
+                if watch.active:
+                    error = HardTimeLimit if kind == "hard" else SoftTimeLimitExceeded
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(watch.thread_id), ctypes.py_object(error))
+
+
+class GreenLimiter:
+    """Limits for greenlets: the library's Timeout raises inside the task at its next
+    switch to the hub (gevent.Timeout, eventlet.Timeout); CPU-bound code without switches
+    cannot be interrupted, which the blocked-hub warning reports."""
+
+    def __init__(self, timeout_class: Any, starts_itself: bool) -> None:
+        self._timeout_class = timeout_class
+        self._starts_itself = starts_itself
+
+    def call(self, fn: Invoke, task: Any, request: Any, hard: float | None,
+             soft: float | None) -> Any:
+        soft, hard = _plan(hard, soft)
+        timers = []
+        if soft:
+            timers.append(self._timeout_class(soft, _soft_error(soft)))
+        if hard:
+            timers.append(self._timeout_class(hard, HardTimeLimit()))
+        if not self._starts_itself:
+            for timer in timers:
+                timer.start()
+        try:
+            return fn(task, request)
+        finally:
+            for timer in timers:
+                timer.cancel()
+
+
+async def await_limited(coroutine: Coroutine, hard: float | None, soft: float | None) -> Any:
+    """Await ``coroutine`` with limits as cancellation: the task sees
+    ``asyncio.CancelledError`` (it may clean up); if that ends it, the outcome is
+    SoftTimeLimitExceeded at the soft limit and TimeLimitExceeded at the hard one."""
+    soft, hard = _plan(hard, soft)
+    if not soft and not hard:
+        return await coroutine
+    loop = asyncio.get_running_loop()
+    child = asyncio.ensure_future(coroutine)
+    fired: list[str] = []
+
+    def expire(kind: str) -> None:
+        if not child.done():
+            fired.append(kind)
+            child.cancel(f"{kind} time limit")
+
+    timers = [loop.call_later(limit, expire, kind)
+              for limit, kind in ((soft, "soft"), (hard, "hard")) if limit]
+    try:
+        return await child
+    except asyncio.CancelledError:
+        if fired and child.cancelled():
+            if fired[-1] == "hard":
+                raise HardTimeLimit() from None
+            raise _soft_error(soft) from None
+        raise
+    finally:
+        for timer in timers:
+            timer.cancel()
+
+
+_loops = threading.local()
+
+
+def thread_event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's own event loop, for running an ``async def`` task outside asyncio."""
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop

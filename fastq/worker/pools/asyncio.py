@@ -1,0 +1,117 @@
+"""The asyncio pool: ``async def`` tasks as coroutines on one event loop per worker."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from ..limits import ThreadLimiter
+from .base import RELEASE, HandOffPool
+
+logger = logging.getLogger("fastq.worker")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class AsyncioPool(HandOffPool):
+    """Up to ``concurrency`` tasks at once on an event loop in its own thread.
+
+    ``async def`` tasks are awaited on the loop, their time limits delivered as
+    cancellation; plain functions run in the loop's thread executor (``concurrency``
+    threads), so a blocking call cannot stall the coroutines.
+    """
+
+    def __init__(self, executor, concurrency: int = 1) -> None:
+        super().__init__(executor, concurrency)
+        executor.limiter = ThreadLimiter()  # for the plain functions on executor threads
+        self.loop = new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._keys = itertools.count()
+        self._pending = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def run_loop() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="fastq-sync-task"))
+            self._slots = asyncio.Semaphore(self.concurrency)
+            ready.set()
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=run_loop, name="fastq-asyncio", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def submit(self, jobs: Sequence, should_stop: Callable[[], bool]) -> None:
+        self._pending += len(jobs)
+        self._idle.clear()
+        self.loop.call_soon_threadsafe(self._start_jobs, list(jobs))
+
+    def _start_jobs(self, jobs: list) -> None:
+        for task, request in jobs:
+            self.loop.create_task(self._job(task, request))
+
+    async def _job(self, task, request) -> None:
+        key = next(self._keys)
+        try:
+            async with self._slots:
+                if not self._accepting:
+                    self._finish((request, RELEASE, None))
+                    return
+                self._running[key] = request
+                try:
+                    action, argument = await self.executor.run_async(task, request)
+                finally:
+                    del self._running[key]
+                self._finish((request, action, argument))
+        except BaseException:
+            logger.exception("task %s[%s] failed outside its own code; it is requeued",
+                             request.name, request.id)
+            from ..executor import REQUEUE
+
+            self._finish((request, REQUEUE, None))
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
+
+    def grow(self, n: int = 1) -> None:
+        super().grow(n)
+        for _ in range(n):
+            self.loop.call_soon_threadsafe(self._slots.release)
+
+    def shrink(self, n: int = 1) -> None:
+        n = min(n, self.concurrency - 1)
+        super().shrink(n)
+
+        async def take() -> None:
+            for _ in range(n):
+                await self._slots.acquire()
+
+        asyncio.run_coroutine_threadsafe(take(), self.loop)
+
+    def close(self, cold: bool = False) -> None:
+        self._accepting = False
+        if not cold:
+            self._idle.wait()
+
+    def stop(self, cold: bool = False) -> None:
+        if self._thread is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)

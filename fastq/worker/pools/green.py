@@ -1,0 +1,205 @@
+"""The gevent and eventlet pools: thousands of tasks at once on greenlets, for I/O waits."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ... import _green
+from ..limits import GreenLimiter
+from .base import HandOffPool
+
+logger = logging.getLogger("fastq.worker")
+
+#: how often the hub proves it is alive, and how long it may go quiet before we say so
+HUB_TICK = 0.1
+BLOCKED_AFTER = 1.0
+
+
+class GreenPool(HandOffPool):
+    """Jobs run on greenlets, one spawned per job up to ``concurrency`` at once.
+
+    The process is monkey-patched first thing (``fastq worker -P gevent``), so the
+    brokers' sockets, sleeps and locks yield to the hub. A broker whose driver waits in C
+    (rabbitmq-c) is waited on through its socket's file descriptor instead. A task that
+    blocks the hub is reported by a watchdog on a real OS thread.
+    """
+
+    library = ""
+
+    def __init__(self, executor, concurrency: int = 1) -> None:
+        if _green.patched != self.library:
+            logger.warning("-P %s without monkey-patching at start (set in the config, not on "
+                           "the command line?): patching now", self.library)
+            _green.patch(self.library)
+        super().__init__(executor, concurrency)
+        executor.limiter = self._limiter()
+        self._jobs: deque = deque()
+        self._greenlets = 0
+        self._keys = itertools.count()
+        self._last_tick = time.monotonic()
+        self._watching = True
+
+    # the library-specific parts
+    def _limiter(self) -> GreenLimiter:
+        raise NotImplementedError
+
+    def _spawn(self, fn: Callable[[], Any]) -> Any:
+        raise NotImplementedError
+
+    def _sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _real_thread(self, target: Callable[[], None]) -> None:
+        """Start ``target`` on an OS thread the library has not turned into a greenlet."""
+        raise NotImplementedError
+
+    def _join_all(self) -> None:
+        while self._greenlets:
+            self._sleep(0.01)
+
+    def start(self) -> None:
+        self._spawn(self._tick)
+        self._real_thread(self._watch_hub)
+
+    def submit(self, jobs: Sequence, should_stop: Callable[[], bool]) -> None:
+        self._jobs.extend(jobs)
+        while self._greenlets < self.concurrency and self._jobs:
+            self._greenlets += 1
+            self._spawn(self._work)
+
+    def _work(self) -> None:
+        jobs, execute = self._jobs, self._execute
+        key = next(self._keys)
+        try:
+            while jobs:
+                task, request = jobs.popleft()
+                execute(key, task, request)
+        except BaseException:
+            logger.exception("a task greenlet failed outside any task")
+        finally:
+            self._greenlets -= 1
+
+    def fetch(self, broker, queues, limit, timeout):
+        fd = broker.blocking_fd()
+        if fd is None:  # the broker's own waits are patched: they yield to the hub
+            return broker.fetch(queues, limit, timeout)
+        batch = broker.fetch(queues, limit, 0.0)
+        if batch or timeout <= 0:
+            return batch
+        self._wait_readable(fd, timeout)  # the hub runs other greenlets meanwhile
+        return broker.fetch(queues, limit, 0.0)
+
+    def _wait_readable(self, fd: int, timeout: float) -> None:
+        raise NotImplementedError
+
+    def close(self, cold: bool = False) -> None:
+        self._accepting = False
+        if not cold:
+            self._join_all()
+
+    def stop(self, cold: bool = False) -> None:
+        self._watching = False
+
+    # -- the blocked-hub watchdog --------------------------------------------------------
+    def _tick(self) -> None:
+        while self._watching:
+            self._last_tick = time.monotonic()
+            self._sleep(HUB_TICK)
+
+    def _watch_hub(self) -> None:
+        reported = 0.0
+        while self._watching:
+            self._real_sleep(HUB_TICK)
+            quiet = time.monotonic() - self._last_tick
+            if quiet >= BLOCKED_AFTER and self._last_tick != reported:
+                reported = self._last_tick
+                names = ", ".join(f"{r.name}[{r.id}]" for r in self.running_requests()) or "none"
+                logger.error("the %s hub has been blocked for %.1fs: a task is blocking "
+                             "without yielding (running: %s); use cooperative libraries or "
+                             "another pool for CPU-bound work", self.library, quiet, names)
+
+    def _real_sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class GeventPool(GreenPool):
+    library = "gevent"
+
+    def _limiter(self) -> GreenLimiter:
+        import gevent
+
+        return GreenLimiter(gevent.Timeout, starts_itself=False)
+
+    def _spawn(self, fn):
+        import gevent
+
+        return gevent.spawn(fn)
+
+    def _sleep(self, seconds: float) -> None:
+        import gevent
+
+        gevent.sleep(seconds)
+
+    def _real_thread(self, target) -> None:
+        from gevent import monkey
+
+        thread_module = monkey.get_original("_thread", "start_new_thread")
+        thread_module(target, ())
+
+    def _real_sleep(self, seconds: float) -> None:
+        from gevent import monkey
+
+        monkey.get_original("time", "sleep")(seconds)
+
+    def _wait_readable(self, fd: int, timeout: float) -> None:
+        from gevent.socket import wait_read
+
+        try:
+            wait_read(fd, timeout=timeout)
+        except OSError:  # gevent's timeout error (socket.timeout) and a closed socket
+            pass
+
+
+class EventletPool(GreenPool):
+    library = "eventlet"
+
+    def _limiter(self) -> GreenLimiter:
+        import eventlet
+
+        return GreenLimiter(eventlet.Timeout, starts_itself=True)
+
+    def _spawn(self, fn):
+        import eventlet
+
+        return eventlet.spawn(fn)
+
+    def _sleep(self, seconds: float) -> None:
+        import eventlet
+
+        eventlet.sleep(seconds)
+
+    def _real_thread(self, target) -> None:
+        from eventlet import patcher
+
+        patcher.original("_thread").start_new_thread(target, ())
+
+    def _real_sleep(self, seconds: float) -> None:
+        from eventlet import patcher
+
+        patcher.original("time").sleep(seconds)
+
+    def _wait_readable(self, fd: int, timeout: float) -> None:
+        from eventlet.hubs import trampoline
+        from eventlet.timeout import Timeout
+
+        try:
+            trampoline(fd, read=True, timeout=timeout, timeout_exc=Timeout)
+        except (Timeout, OSError):
+            pass
+
+

@@ -1,0 +1,1 @@
+"""A minimal Django project for the django-db:// backend and task discovery tests."""
