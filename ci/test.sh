@@ -17,6 +17,7 @@ pkg-config --exists librabbitmq 2>/dev/null || need_apt+=(librabbitmq-dev)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v pg_lsclusters >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -13,23 +13,23 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _PUBLIC = {
     "App": "app", "current_app": "app", "shared_task": "app",
-    "Signature": "canvas", "chain": "canvas", "signature": "canvas",
+    "Signature": "canvas", "chain": "canvas", "signature": "canvas", "group": "canvas",
     "Ignore": "exceptions", "MaxRetriesExceededError": "exceptions", "Reject": "exceptions",
     "Retry": "exceptions", "SoftTimeLimitExceeded": "exceptions",
     "TaskRevokedError": "exceptions", "TimeLimitExceeded": "exceptions",
-    "AsyncResult": "result", "Request": "task", "Task": "task",
+    "AsyncResult": "result", "GroupResult": "result", "Request": "task", "Task": "task",
 }
 
 __all__ = [
-    "App", "Task", "Request", "AsyncResult", "shared_task", "current_app",
-    "Signature", "signature", "chain",
+    "App", "Task", "Request", "AsyncResult", "GroupResult", "shared_task", "current_app",
+    "Signature", "signature", "chain", "group",
     "Retry", "Reject", "Ignore", "MaxRetriesExceededError", "SoftTimeLimitExceeded",
     "TimeLimitExceeded", "TaskRevokedError",
 ]
 
 if TYPE_CHECKING:
     from .app import App, current_app, shared_task
-    from .canvas import Signature, chain, signature
+    from .canvas import Signature, chain, group, signature
     from .exceptions import (
         Ignore,
         MaxRetriesExceededError,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         TaskRevokedError,
         TimeLimitExceeded,
     )
-    from .result import AsyncResult
+    from .result import AsyncResult, GroupResult
     from .task import Request, Task
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import socket
 import threading
@@ -23,7 +24,7 @@ from .exceptions import (
     PublishTimeout,
     TaskNotRegistered,
 )
-from .result import AsyncResult
+from .result import AsyncResult, GroupResult
 from .task import Request, Task, countdown_to_eta
 
 _current_app: App | None = None
@@ -130,6 +131,9 @@ class App:
                     "set result_backend (e.g. 'sqlite:///.fastq/results.sqlite3')")
             # rpc:// has no server of its own: it talks over the broker's connection
             extra = {"broker_url": self.broker_url} if _is_rpc(url) else {}
+            extra.update(self.conf.result_backend_transport_options)
+            if self.conf.database_table_names and url.lower().startswith("db+"):
+                extra.setdefault("table_names", self.conf.database_table_names)
             self._backend = create_backend(url, expires=self.conf.result_expires, **extra)
         return self._backend
 
@@ -345,6 +349,13 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         """A result handle for ``task_id``."""
         return AsyncResult(task_id, app=self)
+
+    @functools.cached_property
+    def GroupResult(self) -> type[GroupResult]:  # noqa: N802 - Celery's name
+        """GroupResult bound to this App: ``app.GroupResult(id, results)``,
+        ``app.GroupResult.restore(id)``."""
+        return type("GroupResult", (GroupResult,), {"default_app": self,
+                                                    "__module__": GroupResult.__module__})
 
     def __repr__(self) -> str:
         return f"<fastq.App {self.main or '__main__'} broker={mask_url(self.broker_url)}>"

@@ -1,12 +1,13 @@
-"""Signatures (a task call to make later) and chains, in Celery's wire form."""
+"""Signatures (a task call to make later), chains and groups, in Celery's wire form."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import App
-    from .result import AsyncResult
+    from .result import AsyncResult, GroupResult
 
 
 class Signature:
@@ -99,6 +100,62 @@ class chain:  # noqa: N801 - Celery's name
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)
+
+
+class group:  # noqa: N801 - Celery's name
+    """Run signatures in parallel; their results come back together as a GroupResult.
+
+    ``group(sig1, sig2)`` or ``group(sigs)``. Each member's message carries the group's
+    id and its index in the ``group``/``group_index`` headers, as Celery's do.
+    """
+
+    def __init__(self, *tasks: Signature | Iterable[Signature]) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Signature):
+            tasks = tuple(tasks[0])
+        self.tasks: tuple[Signature, ...] = tasks  # type: ignore[assignment]
+
+    def apply_async(self, args: Any = (), kwargs: dict | None = None,
+                    **options: Any) -> GroupResult:
+        """Send every member in one broker batch; ``args`` are prepended to each
+        (unless immutable); ``options`` apply to all. ``task_id`` sets the group's id.
+
+        The group is not saved: call ``.save()`` on the result to ``restore`` it elsewhere.
+        """
+        from .protocol import new_task_id
+        from .result import GroupResult
+
+        if not self.tasks:
+            raise ValueError("an empty group has nothing to run")
+        group_id = options.pop("task_id", None) or options.pop("group_id", None) or new_task_id()
+        app = self.tasks[0]._app()
+        if app.conf.task_always_eager:
+            results = [sig.apply_async(args, kwargs, **{**options, "group_id": group_id,
+                                                        "group_index": index})
+                       for index, sig in enumerate(self.tasks)]
+            return GroupResult(group_id, results, app=app)
+        messages = []
+        for index, sig in enumerate(self.tasks):
+            merged = {**sig.options, **options, "group_id": group_id, "group_index": index}
+            task_id = merged.pop("task_id", None) or new_task_id()
+            full_args = sig.args if sig.immutable else (*args, *sig.args)
+            messages.append(app.build_message(sig.task, full_args,
+                                              {**sig.kwargs, **(kwargs or {})},
+                                              task_id=task_id, **merged))
+        app.publish_many(messages)
+        return GroupResult(group_id, [app.AsyncResult(m.headers["id"]) for m in messages],
+                           app=app)
+
+    def delay(self, *args: Any, **kwargs: Any) -> GroupResult:
+        return self.apply_async(args, kwargs)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __repr__(self) -> str:
+        return f"group({', '.join(map(repr, self.tasks))})"
 
 
 def signature(task: str | Signature, args: Any = (), kwargs: dict | None = None,

@@ -53,6 +53,11 @@ class Settings:
     result_expires: float | None = 86400.0
     #: Store name/args/kwargs/worker/queue with each result, like Celery's option.
     result_extended: bool = False
+    #: Extra options handed to the result backend class (e.g. ``global_keyprefix`` for
+    #: redis and memcached, ``table_prefix`` for db+ URLs).
+    result_backend_transport_options: dict = field(default_factory=dict)
+    #: Table names of the db+ result backend: {"task": ..., "group": ...}.
+    database_table_names: dict = field(default_factory=dict)
 
     #: Queue a task goes to when nothing else routes it.
     task_default_queue: str = "celery"

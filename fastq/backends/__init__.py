@@ -12,11 +12,23 @@ BACKEND_SCHEMES: dict[str, str] = {
     "redis": "fastq.backends.redis:RedisBackend",
     "rediss": "fastq.backends.redis:RedisBackend",
     "rpc": "fastq.backends.rpc:RPCBackend",
+    "db+sqlite": "fastq.backends.sql:SQLBackend",
+    "db+postgresql": "fastq.backends.sql:SQLBackend",
+    "db+postgresql+psycopg": "fastq.backends.sql:SQLBackend",
+    "db+mysql": "fastq.backends.sql:SQLBackend",
+    "db+mysql+pymysql": "fastq.backends.sql:SQLBackend",
+    "cache+memcached": "fastq.backends.memcached:MemcachedBackend",
     "django-db": "fastq.contrib.django.backend:DjangoBackend",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
-SCHEME_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "django-db": "django"}
+SCHEME_EXTRAS: dict[str, str] = {
+    "redis": "redis", "rediss": "redis",
+    "db+sqlite": "sql", "db+postgresql": "sql", "db+postgresql+psycopg": "sql",
+    "db+mysql": "sql", "db+mysql+pymysql": "sql",
+    "cache+memcached": "memcached",
+    "django-db": "django",
+}
 
 
 def backend_class(url: str) -> type[Backend]:

@@ -30,8 +30,10 @@ POLL_INTERVAL_MAX = 0.1
 class Backend(abc.ABC):
     """A result store.
 
-    Subclasses implement ``_get_many``, ``_set_many``, ``_delete`` and ``_cleanup``.
-    Every write carries an expiry; a stored SUCCESS is never overwritten.
+    Subclasses implement ``_get_many``, ``_set_many``, ``_delete`` and ``_cleanup``;
+    stores that can hold group results (capability ``groups``) also ``_get_group``,
+    ``_set_group`` and ``_delete_group``. Every write carries an expiry; a stored SUCCESS
+    is never overwritten.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
@@ -62,6 +64,22 @@ class Backend(abc.ABC):
     def _cleanup(self, now: float) -> int:
         """Delete expired documents; return how many. Stores with native TTLs do nothing."""
         return 0
+
+    def _get_group(self, group_id: str) -> bytes | None:
+        """The stored, unexpired group document of ``group_id``, if any."""
+        raise NotImplementedError(self._no_groups())
+
+    def _set_group(self, group_id: str, document: bytes, expires_at: float | None) -> None:
+        """Store (or replace) the group document of ``group_id``."""
+        raise NotImplementedError(self._no_groups())
+
+    def _delete_group(self, group_id: str) -> None:
+        """Remove a stored group document, if any."""
+        raise NotImplementedError(self._no_groups())
+
+    def _no_groups(self) -> str:
+        return (f"the {type(self).__name__} result backend cannot store group results; "
+                "use redis://, sqlite://, db+..., cache+memcached:// or memory://")
 
     def close(self) -> None:
         """Release connections; idempotent."""
@@ -109,6 +127,11 @@ class Backend(abc.ABC):
             return pending_meta(task_id)
         return decode_meta(raw)
 
+    def get_many(self, task_ids: Sequence[str]) -> list[dict]:
+        """The meta documents of ``task_ids`` in order, read in one go (PENDING when unknown)."""
+        found = self._get_many(task_ids)
+        return [decode_meta(found[t]) if t in found else pending_meta(t) for t in task_ids]
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
         """Block until ``task_id`` reaches a ready state and return its meta document.
@@ -140,6 +163,43 @@ class Backend(abc.ABC):
     def cleanup(self) -> int:
         """Delete expired results now; return how many (0 where the store expires keys)."""
         return self._cleanup(time.time())
+
+    # -- groups (GroupResult.save / restore) -----------------------------------------
+    def save_group(self, group_id: str, result_tuple: Any) -> None:
+        """Store a group's members as Celery does: ``{"result": <GroupResult.as_tuple()>}``.
+
+        It expires like a result. Raises NotImplementedError for stores without the
+        ``groups`` capability.
+        """
+        self._require_groups()
+        document = serialization.json_dumps({"result": result_tuple})
+        expires_at = None if not self.expires else time.time() + self.expires
+        self._set_group(group_id, document, expires_at)
+
+    def restore_group(self, group_id: str) -> Any:
+        """The ``as_tuple()`` form saved for ``group_id``, or None when unknown or expired."""
+        self._require_groups()
+        raw = self._get_group(group_id)
+        if raw is None:
+            return None
+        try:
+            meta = serialization.json_loads(raw)
+        except DecodeError:
+            raise
+        except ValueError as exc:
+            raise DecodeError(f"stored group {group_id} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict) or "result" not in meta:
+            raise DecodeError(f"stored group {group_id} is not a group document: {raw[:80]!r}")
+        return meta["result"]
+
+    def forget_group(self, group_id: str) -> None:
+        """Delete the saved group ``group_id`` (its members' results stay)."""
+        self._require_groups()
+        self._delete_group(group_id)
+
+    def _require_groups(self) -> None:
+        if "groups" not in self.capabilities:
+            raise NotImplementedError(self._no_groups())
 
 
 def pending_meta(task_id: str) -> dict:

@@ -19,6 +19,8 @@ class _Store:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.documents: dict[str, tuple[str, bytes, float | None]] = {}
+        #: group id -> (document, expires_at)
+        self.groups: dict[str, tuple[bytes, float | None]] = {}
 
     def lookup(self, task_id: str, now: float) -> tuple[str, bytes, float | None] | None:
         """The unexpired record of ``task_id``; lock held."""
@@ -46,6 +48,8 @@ class MemoryBackend(Backend):
 
     ``wait`` sleeps on a condition that each write notifies instead of polling.
     """
+
+    capabilities = frozenset({"groups"})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -80,12 +84,31 @@ class MemoryBackend(Backend):
 
     def _cleanup(self, now: float) -> int:
         with self._store.lock:
-            documents = self._store.documents
+            documents, groups = self._store.documents, self._store.groups
             expired = [task_id for task_id, (_s, _d, expires_at) in documents.items()
                        if expires_at is not None and expires_at < now]
             for task_id in expired:
                 del documents[task_id]
-            return len(expired)
+            expired_groups = [group_id for group_id, (_d, expires_at) in groups.items()
+                              if expires_at is not None and expires_at < now]
+            for group_id in expired_groups:
+                del groups[group_id]
+            return len(expired) + len(expired_groups)
+
+    def _get_group(self, group_id: str) -> bytes | None:
+        with self._store.lock:
+            record = self._store.groups.get(group_id)
+        if record is None or (record[1] is not None and record[1] < time.time()):
+            return None
+        return record[0]
+
+    def _set_group(self, group_id: str, document: bytes, expires_at: float | None) -> None:
+        with self._store.lock:
+            self._store.groups[group_id] = (document, expires_at)
+
+    def _delete_group(self, group_id: str) -> None:
+        with self._store.lock:
+            self._store.groups.pop(group_id, None)
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:

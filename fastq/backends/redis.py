@@ -6,6 +6,8 @@ Keys (``celery-protocol.md`` §3.5)::
                                                             expires after result_expires
     channel celery-task-meta-<task id>                      the same document, PUBLISHed
                                                             by every write
+    [global_keyprefix]celery-taskset-meta-<group id> STRING {"result": GroupResult tuple},
+                                                            by GroupResult.save(); expires
 
 A write is one Lua script per batch: for each task, skip it if a SUCCESS is stored,
 else ``SET ... PX`` and ``PUBLISH`` on the channel named like the key. A script runs
@@ -30,6 +32,9 @@ from .base import Backend, decode_meta
 
 #: Celery's key (and channel) name for a task's result, after the optional prefix.
 KEY_PREFIX = "celery-task-meta-"
+
+#: Celery's key name for a saved group, after the optional prefix.
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 #: How often ``wait`` re-reads the key while listening, in seconds, for writers that
 #: store without publishing (Celery's own ``interval`` fallback is 0.5 s too).
@@ -73,7 +78,7 @@ class RedisBackend(Backend):
     ``socket_connect_timeout``. Connection failures raise ``ConnectionError``.
     """
 
-    capabilities = frozenset({"notify"})
+    capabilities = frozenset({"notify", "groups"})
 
     def __init__(self, url: str, **options: Any) -> None:
         prefix = str(options.pop("global_keyprefix", "") or "")
@@ -83,6 +88,7 @@ class RedisBackend(Backend):
         if prefix and prefix[-1] not in ":_-.":
             prefix += "_"
         self.prefix = prefix + KEY_PREFIX
+        self.group_prefix = prefix + GROUP_KEY_PREFIX
         self._pool = redis.ConnectionPool.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
         self._client = redis.Redis(connection_pool=self._pool)
@@ -115,6 +121,20 @@ class RedisBackend(Backend):
 
     def _delete(self, task_id: str) -> None:
         self._call("forget", self._client.delete, self.key(task_id))
+
+    def _get_group(self, group_id: str) -> bytes | None:
+        value = self._call("restore group", self._client.get, self.group_prefix + group_id)
+        return None if value is None else _uncompress(value)
+
+    def _set_group(self, group_id: str, document: bytes, expires_at: float | None) -> None:
+        ttl_ms = None
+        if expires_at is not None:
+            ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+        self._call("save group", self._client.set, self.group_prefix + group_id, document,
+                   px=ttl_ms)
+
+    def _delete_group(self, group_id: str) -> None:
+        self._call("forget group", self._client.delete, self.group_prefix + group_id)
 
     def close(self) -> None:
         self._client.close()

@@ -193,6 +193,11 @@ class RPCBackend(Backend):
         meta = self._cache.get(task_id)
         return dict(meta) if meta is not None else pending_meta(task_id)
 
+    def get_many(self, task_ids: Sequence[str]) -> list[dict]:
+        self._check_pid()
+        self._drain(0.0)
+        return super().get_many(task_ids)
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
         """Consume the reply queue until ``task_id`` is ready; other replies are cached.

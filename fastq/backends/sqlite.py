@@ -9,6 +9,11 @@ Schema (the file may also hold the SQLite broker's tables)::
         expires_at REAL                -- unix time; NULL keeps it until forgotten
     )
     fastq_results_expires_at ON fastq_results(expires_at)   -- for cleanup
+    fastq_groups(
+        group_id   TEXT PRIMARY KEY,
+        document   BLOB NOT NULL,      -- {"result": GroupResult.as_tuple()}, JSON
+        expires_at REAL
+    )
 
 A row is expired when ``expires_at < now``; expired rows are invisible to reads and are
 deleted by ``cleanup()`` and, at most once a minute per instance, after a write.
@@ -50,6 +55,11 @@ _SCHEMA = (
         expires_at REAL
     )""",
     "CREATE INDEX IF NOT EXISTS fastq_results_expires_at ON fastq_results(expires_at)",
+    """CREATE TABLE IF NOT EXISTS fastq_groups (
+        group_id TEXT PRIMARY KEY,
+        document BLOB NOT NULL,
+        expires_at REAL
+    )""",
 )
 
 # An expired SUCCESS is treated as absent, as reads do, so a reused task id can be stored.
@@ -62,6 +72,7 @@ _UPSERT = """
 """
 
 _DELETE_EXPIRED = "DELETE FROM fastq_results WHERE expires_at IS NOT NULL AND expires_at < ?"
+_DELETE_EXPIRED_GROUPS = "DELETE FROM fastq_groups WHERE expires_at IS NOT NULL AND expires_at < ?"
 
 
 class SQLiteBackend(Backend):
@@ -70,6 +81,8 @@ class SQLiteBackend(Backend):
     Each thread of each process gets its own connection, opened on first use; a forked
     child never touches its parent's connections.
     """
+
+    capabilities = frozenset({"groups"})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -199,6 +212,7 @@ class SQLiteBackend(Backend):
             conn.executemany(_UPSERT, rows)
             if cleanup:  # in the same transaction: one lock, one fsync
                 conn.execute(_DELETE_EXPIRED, (now,))
+                conn.execute(_DELETE_EXPIRED_GROUPS, (now,))
 
         self._write(work)
 
@@ -207,4 +221,23 @@ class SQLiteBackend(Backend):
             "DELETE FROM fastq_results WHERE task_id = ?", (task_id,)))
 
     def _cleanup(self, now: float) -> int:
-        return self._write(lambda conn: conn.execute(_DELETE_EXPIRED, (now,)).rowcount)
+        return self._write(lambda conn: conn.execute(_DELETE_EXPIRED, (now,)).rowcount
+                           + conn.execute(_DELETE_EXPIRED_GROUPS, (now,)).rowcount)
+
+    def _get_group(self, group_id: str) -> bytes | None:
+        def read() -> bytes | None:
+            row = self._connection().execute(
+                "SELECT document FROM fastq_groups WHERE group_id = ?"
+                " AND (expires_at IS NULL OR expires_at >= ?)", (group_id, time.time())).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return self._retry(read)
+
+    def _set_group(self, group_id: str, document: bytes, expires_at: float | None) -> None:
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO fastq_groups (group_id, document, expires_at)"
+            " VALUES (?, ?, ?)", (group_id, document, expires_at)))
+
+    def _delete_group(self, group_id: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM fastq_groups WHERE group_id = ?", (group_id,)))

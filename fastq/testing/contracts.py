@@ -15,6 +15,7 @@ from ..backends.base import exception_from_dict
 from ..brokers import Broker, Delivery, create_broker
 from ..exceptions import ResultTimeout
 from ..protocol import Message
+from ..result import AsyncResult, GroupResult
 
 #: The body of every test message: Celery's ``[args, kwargs, embed]`` with nothing in it.
 BODY = b"[[],{},{}]"
@@ -352,10 +353,16 @@ class BackendContract:
     Backends are built with ``fastq.backends.create_backend(backend_url, **options)``;
     override ``make_backend`` to build them differently. Every backend made is closed
     after the test. Stores that expire keys natively (and so report 0 from
-    ``cleanup()``) set ``expires_natively = True``.
+    ``cleanup()``) set ``expires_natively = True``. Tests of saved groups skip unless the
+    backend lists the ``groups`` capability.
     """
 
     expires_natively = False
+    #: The expiry, in seconds, the expiry tests give results ...
+    short_expiry = 0.3
+    #: ... and how long past it a result may still be readable (memcached counts whole
+    #: seconds).
+    expiry_slack = 0.0
 
     @pytest.fixture(autouse=True)
     def _backend_contract_setup(self, backend_url: str) -> Iterator[None]:
@@ -374,6 +381,10 @@ class BackendContract:
     @pytest.fixture
     def backend(self) -> Backend:
         return self.make_backend()
+
+    def require(self, backend: Backend, capability: str) -> None:
+        if capability not in backend.capabilities:
+            pytest.skip(f"{type(backend).__name__} lacks the {capability!r} capability")
 
     def test_store_and_get_success(self, backend: Backend) -> None:
         task_id = str(uuid.uuid4())
@@ -493,11 +504,11 @@ class BackendContract:
         assert backend.get(task_id)["result"] == 2
 
     def test_results_expire(self) -> None:
-        backend = self.make_backend(expires=0.3)
+        backend = self.make_backend(expires=self.short_expiry)
         task_id = str(uuid.uuid4())
         backend.store(task_id, "SUCCESS", 1)
         assert backend.get(task_id)["status"] == "SUCCESS"
-        time.sleep(0.5)
+        time.sleep(self.short_expiry + self.expiry_slack + 0.2)
         assert backend.get(task_id)["status"] == "PENDING"
         assert backend._get_many([task_id]) == {}
         removed = backend.cleanup()
@@ -512,3 +523,131 @@ class BackendContract:
         backend.store(task_id, "SUCCESS", 1)
         assert backend.cleanup() == 0
         assert backend.get(task_id)["result"] == 1
+
+    def test_get_many_in_order(self, backend: Backend) -> None:
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        backend.store(ids[0], "SUCCESS", "a")
+        backend.store(ids[2], "STARTED")
+        metas = backend.get_many(ids)
+        assert [m["task_id"] for m in metas] == ids
+        assert [m["status"] for m in metas] == ["SUCCESS", "PENDING", "STARTED"]
+        assert backend.get_many([]) == []
+
+    # -- groups ----------------------------------------------------------------------
+    def make_group(self, backend: Backend, size: int) -> GroupResult:
+        return GroupResult(str(uuid.uuid4()),
+                           [AsyncResult(str(uuid.uuid4()), backend=backend) for _ in range(size)],
+                           backend=backend)
+
+    def test_group_save_and_restore_in_celerys_form(self, backend: Backend) -> None:
+        self.require(backend, "groups")
+        group = self.make_group(backend, 3)
+        assert group.save() is group
+        other = self.make_backend()
+        restored = GroupResult.restore(group.id, backend=other)
+        assert restored is not None and restored.id == group.id
+        assert [r.id for r in restored] == [r.id for r in group] and len(restored) == 3
+        assert restored == group
+        assert other.restore_group(group.id) == [
+            [group.id, None], [[[r.id, None], None] for r in group]]
+        # restored members read the store they were restored from
+        other.store(group[1].id, "SUCCESS", "one")
+        assert restored[1].get(timeout=5) == "one"
+
+    def test_nested_group_round_trip(self, backend: Backend) -> None:
+        self.require(backend, "groups")
+        inner = self.make_group(backend, 2)
+        outer = GroupResult(str(uuid.uuid4()), [AsyncResult(str(uuid.uuid4()), backend=backend),
+                                                inner], backend=backend).save()
+        restored = GroupResult.restore(outer.id, backend=backend)
+        assert isinstance(restored, GroupResult)
+        assert isinstance(restored[1], GroupResult) and restored[1] == inner
+        for n, result in enumerate([outer[0], *inner]):
+            backend.store(result.id, "SUCCESS", n)
+        assert restored.join(timeout=5) == [0, [1, 2]]
+        assert restored.ready() and restored.completed_count() == 2
+
+    def test_unknown_group_restores_as_none(self, backend: Backend) -> None:
+        self.require(backend, "groups")
+        assert GroupResult.restore(str(uuid.uuid4()), backend=backend) is None
+
+    def test_group_delete(self, backend: Backend) -> None:
+        self.require(backend, "groups")
+        group = self.make_group(backend, 2).save()
+        backend.store(group[0].id, "SUCCESS", 1)
+        group.delete()
+        assert GroupResult.restore(group.id, backend=backend) is None
+        assert backend.get(group[0].id)["result"] == 1  # members are not touched
+        group.delete()  # deleting nothing is fine
+        group.save()  # saved again after a delete
+        assert GroupResult.restore(group.id, backend=backend) == group
+
+    def test_saved_groups_expire(self) -> None:
+        backend = self.make_backend(expires=self.short_expiry)
+        self.require(backend, "groups")
+        group = self.make_group(backend, 1).save()
+        assert GroupResult.restore(group.id, backend=backend) == group
+        time.sleep(self.short_expiry + self.expiry_slack + 0.2)
+        assert GroupResult.restore(group.id, backend=backend) is None
+        removed = backend.cleanup()
+        if not self.expires_natively:
+            assert removed == 1
+
+    def test_group_states_and_join_in_order(self, backend: Backend) -> None:
+        group = self.make_group(backend, 3)
+        assert not group.ready() and group.completed_count() == 0
+        backend.store(group[2].id, "SUCCESS", "c")
+        backend.store(group[0].id, "STARTED")
+        assert group.completed_count() == 1
+        assert not group.ready() and group.waiting() and not group.failed()
+        backend.store(group[0].id, "SUCCESS", "a")
+        backend.store(group[1].id, "SUCCESS", "b")
+        assert group.ready() and group.successful() and group.completed_count() == 3
+        assert group.join(timeout=5) == ["a", "b", "c"]
+        assert list(group) == group.results and len(group) == 3
+
+    def test_group_join_raises_the_first_failure_in_order(self, backend: Backend) -> None:
+        group = self.make_group(backend, 4)
+        backend.store(group[3].id, "SUCCESS", 3)
+        backend.store(group[2].id, "FAILURE", ValueError("second"))
+        backend.store(group[1].id, "FAILURE", KeyError("first"))
+        backend.store(group[0].id, "SUCCESS", 0)
+        assert group.ready() and group.failed() and not group.successful()
+        assert group.completed_count() == 2
+        with pytest.raises(KeyError) as info:
+            group.join(timeout=5)
+        assert info.value.args == ("first",)
+        values = group.join(timeout=5, propagate=False)
+        assert values[0] == 0 and values[3] == 3
+        assert type(values[1]) is KeyError and type(values[2]) is ValueError
+
+    def test_group_join_waits_for_late_members(self, backend: Backend) -> None:
+        group = self.make_group(backend, 3)
+        errors: list[BaseException] = []
+
+        def finish_later() -> None:
+            writer = self.make_backend()
+            try:
+                for n, result in reversed(list(enumerate(group))):
+                    time.sleep(0.1)
+                    writer.store(result.id, "SUCCESS", n)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                writer.close()
+
+        thread = threading.Thread(target=finish_later)
+        thread.start()
+        try:
+            assert group.join(timeout=10) == [0, 1, 2]
+        finally:
+            thread.join(10)
+        assert not errors, errors
+
+    def test_group_join_timeout_bounds_the_whole_join(self, backend: Backend) -> None:
+        group = self.make_group(backend, 3)
+        backend.store(group[0].id, "SUCCESS", 0)
+        started = time.monotonic()
+        with pytest.raises(ResultTimeout, match=group.id):
+            group.join(timeout=0.3)
+        assert time.monotonic() - started < 1.5
