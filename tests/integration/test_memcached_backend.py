@@ -15,7 +15,8 @@ from fastq.backends import Backend, create_backend
 from fastq.backends.memcached import MemcachedBackend, parse_servers
 from fastq.testing.contracts import BackendContract
 
-pytestmark = pytest.mark.integration
+# a result store: no code with a compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 HOST, PORT = "127.0.0.1", 11211
 URL = f"cache+memcached://{HOST}:{PORT}/"

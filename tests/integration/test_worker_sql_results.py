@@ -15,7 +15,8 @@ from tests.integration.sql_support import (
     unique_table_prefix,
 )
 
-pytestmark = pytest.mark.integration
+# a result store: no code with a compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 @pytest.fixture
