@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import os
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from . import protocol
+from ._fork import getpid
 from .backends import create_backend
 from .backends.base import Backend
 from .brokers import DEFAULT_BROKER_URL, create_broker, mask_url
@@ -67,7 +67,7 @@ class App:
         self.tasks: dict[str, Task] = {}
         self._broker: Broker | None = None
         self._backend: Backend | None = None
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._origin: str | None = None
         for fun, options in list(_shared_tasks):
             self._register(fun, dict(options))
@@ -109,7 +109,7 @@ class App:
     @property
     def broker(self) -> Broker:
         """This process's broker connection (a new one after fork)."""
-        if self._broker is None or self._pid != os.getpid():
+        if self._broker is None or self._pid != getpid():
             self._after_fork()
             self._broker = create_broker(
                 self.broker_url,
@@ -122,7 +122,7 @@ class App:
     @property
     def backend(self) -> Backend:
         """This process's result backend."""
-        if self._backend is None or self._pid != os.getpid():
+        if self._backend is None or self._pid != getpid():
             self._after_fork()
             url = self.backend_url
             if url is None:
@@ -138,11 +138,11 @@ class App:
         return self._backend
 
     def _after_fork(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # the parent's connections belong to the parent; never close them from here
             self._broker = self._backend = None
             self._origin = None
-            self._pid = os.getpid()
+            self._pid = getpid()
 
     def close(self) -> None:
         """Close the broker and backend connections of this process."""
@@ -199,7 +199,7 @@ class App:
     @property
     def origin(self) -> str:
         if self._origin is None:
-            self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+            self._origin = f"gen{getpid()}@{socket.gethostname()}"
         return self._origin
 
     def build_message(self, name: str, args: Iterable | None = None,

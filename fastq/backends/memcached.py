@@ -19,7 +19,6 @@ Several servers (``host1:port;host2:port``) are spread over by key hash.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
 from .. import serialization
+from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import ConfigurationError
 from ..result import SUCCESS
@@ -76,7 +76,7 @@ class MemcachedBackend(Backend):
         self.group_prefix = prefix + GROUP_KEY_PREFIX
         self.servers = parse_servers(url)
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._client_instance: Any = None
 
     def key(self, task_id: str) -> str:
@@ -85,10 +85,10 @@ class MemcachedBackend(Backend):
     # -- the connection --------------------------------------------------------------
     @property
     def _client(self) -> Any:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # the parent's sockets are the parent's: start over without closing them
             self._client_instance = None
-            self._pid = os.getpid()
+            self._pid = getpid()
         client = self._client_instance
         if client is None:
             with self._lock:
@@ -113,7 +113,7 @@ class MemcachedBackend(Backend):
 
     def close(self) -> None:
         client, self._client_instance = self._client_instance, None
-        if client is not None and self._pid == os.getpid():
+        if client is not None and self._pid == getpid():
             client.close()
 
     # -- expiry ----------------------------------------------------------------------

@@ -15,7 +15,6 @@ through the rabbitmq-c driver when built (unless ``FASTQ_NO_SPEEDUPS=1``) else p
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .. import serialization
+from .._fork import getpid
 from .._registry import mask_url
 from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, load_driver, parse_url
 from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
@@ -72,7 +72,7 @@ class RPCBackend(Backend):
         self._driver_cls, self.driver_name = load_driver(scheme, driver)
         # one connection per process, used by one thread at a time
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._conn: Any = None
         self._queue: str | None = None
         self._consuming = False
@@ -80,10 +80,10 @@ class RPCBackend(Backend):
 
     # -- the connection --------------------------------------------------------------
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # the parent's socket is shared with us: a polite close would end the
             # parent's connection, so let go of it, and of the parent's reply queue
-            self._pid = os.getpid()
+            self._pid = getpid()
             self._lock = threading.RLock()
             self._conn = None
             self._queue = None

@@ -51,6 +51,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import ConfigurationError
 from ..result import SUCCESS
@@ -130,7 +131,7 @@ class SQLBackend(Backend):
         # reads need no transaction: autocommit saves the BEGIN and ROLLBACK round trips
         # (measured on PostgreSQL: 610 -> 450 us per read)
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._lock = threading.Lock()
         self._tables_ready = False
         self._last_cleanup = 0.0
@@ -200,10 +201,10 @@ class SQLBackend(Backend):
         Raises:
             ConnectionError: the database could not be reached.
         """
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # the parent's pooled sockets are the parent's: drop them without closing
             self.engine.dispose(close=False)
-            self._pid = os.getpid()
+            self._pid = getpid()
         attempt = 0
         while True:
             attempt += 1
@@ -311,7 +312,7 @@ class SQLBackend(Backend):
         self._tables_ready = False
 
     def close(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             self.engine.dispose(close=False)
             return
         self.engine.dispose()

@@ -21,13 +21,13 @@ deleted by ``cleanup()`` and, at most once a minute per instance, after a write.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .._fork import getpid
 from ..brokers import sqlite_path
 from ..brokers.sqlite import open_database
 from .base import Backend
@@ -88,7 +88,7 @@ class SQLiteBackend(Backend):
         super().__init__(url, **options)
         self.path = sqlite_path(url)
         self._local = threading.local()
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._lock = threading.Lock()
         # every connection this process opened, with its thread, so close() can also
         # close those of threads that have since ended
@@ -99,7 +99,7 @@ class SQLiteBackend(Backend):
 
     # -- connections -----------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             self._after_fork()
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -129,11 +129,11 @@ class SQLiteBackend(Backend):
             self._inherited.extend(conn for _thread, conn in self._opened)
             self._opened = []
         self._local = threading.local()
-        self._pid = os.getpid()
+        self._pid = getpid()
 
     def close(self) -> None:
         """Close this thread's connection and those of threads that have ended."""
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             self._after_fork()
             return
         current = threading.current_thread()

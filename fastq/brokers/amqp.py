@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .._fork import getpid
 from ..exceptions import (
     AMQPError,
     BrokerConnectionLost,
@@ -180,7 +181,7 @@ class AMQPBroker(Broker):
         if "frame_max" in merged:
             self._params["frame_max"] = int(merged["frame_max"])
         self.state = "disconnected"
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._producer: Any = None
         self._producer_confirming = False
         self._producer_lock = threading.RLock()
@@ -213,10 +214,10 @@ class AMQPBroker(Broker):
 
     # -- connections -------------------------------------------------------------------
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # After fork the parent's sockets are shared with us: closing them politely
             # would close the parent's connections, so just let go of them.
-            self._pid = os.getpid()
+            self._pid = getpid()
             self._producer = self._consumer = None
             self._producer_confirming = False
             self._forget_channel()
@@ -266,7 +267,7 @@ class AMQPBroker(Broker):
             self._producer_conn()
 
     def close(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             return
         self._close_consumer()
         with self._producer_lock:

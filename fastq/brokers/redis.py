@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import bisect
 import logging
-import os
 import socket
 import threading
 import time
@@ -30,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .. import serialization
+from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
 from . import _redis_lua
@@ -228,9 +228,9 @@ class RedisBroker(Broker):
     @property
     def client(self) -> redis.Redis:
         """This process's redis-py client (a new one, and a new owner token, after fork)."""
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             with self._lock:
-                if self._pid != os.getpid():
+                if self._pid != getpid():
                     # the parent's sockets and keeper are not ours; our claims must never
                     # pass as the parent's either, hence the fresh token
                     self._client = None
@@ -238,8 +238,8 @@ class RedisBroker(Broker):
                     self._stop = threading.Event()
                     self._held = set()
                     self._pending = []
-                    self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-                    self._pid = os.getpid()
+                    self._token = f"{socket.gethostname()}:{getpid()}:{uuid.uuid4().hex[:12]}"
+                    self._pid = getpid()
         client = self._client
         if client is None:
             with self._lock:
@@ -271,7 +271,7 @@ class RedisBroker(Broker):
         self._call("connect", self.client.ping)
 
     def close(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             return
         self._stop.set()
         keeper = self._keeper

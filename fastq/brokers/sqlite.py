@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import serialization
+from .._fork import getpid
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import sqlite_path
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
@@ -141,10 +142,10 @@ class SQLiteBroker(Broker):
 
     # -- connections -------------------------------------------------------------------
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             # After fork: the parent's connections and keeper thread are not ours. Start
             # afresh with a new owner token so our claims never pass as the parent's.
-            self._pid = os.getpid()
+            self._pid = getpid()
             self._local = threading.local()
             self._connections = []
             self._keeper = None
@@ -187,7 +188,7 @@ class SQLiteBroker(Broker):
         self._conn  # noqa: B018 - opening the connection is the point
 
     def close(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             return
         self._stop.set()
         keeper = self._keeper

@@ -16,7 +16,6 @@ whole and run again, so SUCCESS is never overwritten.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from django.db import (
 )
 
 from ... import serialization
+from ..._fork import getpid
 from ...backends.base import Backend
 from ...exceptions import ConfigurationError
 from ...result import SUCCESS
@@ -100,7 +100,7 @@ class DjangoBackend(Backend):
         #: the DATABASES alias the URL names; None lets the routers choose
         self.alias: str | None = alias or None
         self._use_tz = settings.USE_TZ
-        self._pid = os.getpid()
+        self._pid = getpid()
         self._last_cleanup = 0.0
         # connections inherited across fork, kept referenced: freeing one in the child can
         # end the parent's session (psycopg 3 guards against it, other drivers may not)
@@ -114,7 +114,7 @@ class DjangoBackend(Backend):
         return self.alias or router.db_for_write(self.model) or DEFAULT_DB_ALIAS
 
     def _check_fork(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == getpid():
             return
         # the child must open its own; closing the parent's would end the parent's session
         for alias in {self._db_for_read(), self._db_for_write()}:
@@ -122,7 +122,7 @@ class DjangoBackend(Backend):
             if wrapper.connection is not None:
                 self._inherited.append(wrapper.connection)
                 wrapper.connection = None
-        self._pid = os.getpid()
+        self._pid = getpid()
 
     def _datetime(self, unix: float) -> datetime:
         """A value for a DateTimeField: aware UTC with USE_TZ, else naive local time."""
@@ -268,7 +268,7 @@ class DjangoBackend(Backend):
     def close(self) -> None:
         """Close this thread's connections to the backend's databases, unless in a
         transaction (the project's code may be using them)."""
-        if self._pid != os.getpid():
+        if self._pid != getpid():
             self._check_fork()
             return
         for alias in {self._db_for_read(), self._db_for_write()}:
