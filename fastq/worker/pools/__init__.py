@@ -11,10 +11,11 @@ from .base import Pool
 #: Pool name -> "module:Class".
 POOLS: dict[str, str] = {
     "solo": "fastq.worker.pools.solo:SoloPool",
+    "prefork": "fastq.worker.pools.prefork:PreforkPool",
 }
 
 #: Pools the design names that this version does not ship yet.
-PLANNED_POOLS = frozenset({"prefork", "threads", "gevent", "eventlet", "asyncio"})
+PLANNED_POOLS = frozenset({"threads", "gevent", "eventlet", "asyncio"})
 
 
 def pool_class(name: str) -> type[Pool]:
