@@ -75,6 +75,7 @@ class TaskMeter:
         self.on_limit = on_limit
         self.observer = observer
         self.limit_reached: str | None = None
+        self._has_limits = self.max_tasks is not None or self.max_memory_kib is not None
         self._conf = executor.conf
         self._next_memory_check = 0.0
         self._run = executor.run
@@ -89,9 +90,13 @@ class TaskMeter:
         observer = self.observer
         hard = None
         if observer is not None:
-            hard = _time_limits(task, request, self._conf)[0]
-            if hard:
-                observer.task_started(request.id, request.name, hard)
+            limits = request.headers.get("timelimit")
+            # the full lookup only when some hard limit may apply: most tasks have none
+            if (limits and type(limits) in (list, tuple) and limits[0]) \
+                    or task.time_limit is not None or self._conf.task_time_limit is not None:
+                hard = _time_limits(task, request, self._conf)[0]
+                if hard:
+                    observer.task_started(request.id, request.name, hard)
         self.running_id = request.id
         started = self.running_since = time.monotonic()
         try:
@@ -104,7 +109,7 @@ class TaskMeter:
             self.done += 1
             if hard:
                 observer.task_ended(request.id)  # type: ignore[union-attr]
-            if self.limit_reached is None:
+            if self._has_limits and self.limit_reached is None:
                 self._check_limits(ended)
 
     def _check_limits(self, now: float) -> None:
