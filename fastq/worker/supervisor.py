@@ -39,7 +39,10 @@ class Worker:
 
     ``SIGTERM``/``SIGINT`` once = warm shutdown (the running task finishes, prefetched
     messages go back unprocessed); twice, or ``SIGQUIT`` = cold (the running task is
-    interrupted and requeued).
+    interrupted and requeued). ``SIGHUP`` = warm stop, then the same command line again
+    in this process (also at ``max_tasks_per_child``/``max_memory_per_child``);
+    ``SIGUSR1`` = log the stacks of all threads. A pool that supervises processes
+    (prefork) gets the whole run instead: see ``fastq.worker.pools.prefork``.
     """
 
     def __init__(self, app: App, *, queues: list[str] | None = None, pool: str | None = None,
@@ -155,9 +158,9 @@ class Worker:
             return
         self._signals += 1
         if self._signals == 1:
-            logger.warning("%s: warm shutdown (%s): finishing the running task; "
-                           "send it again for a cold shutdown", self.hostname,
-                           signal.Signals(signum).name)
+            again = "" if self.observer is not None else "; send it again for a cold shutdown"
+            logger.warning("%s: warm shutdown (%s): finishing the running task%s",
+                           self.hostname, signal.Signals(signum).name, again)
             self._restart = None
             self.consumer.stop()
         else:

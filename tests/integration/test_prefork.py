@@ -71,7 +71,7 @@ def run_counts(w) -> collections.Counter:
     return collections.Counter(row[0] for row in w.runs())
 
 
-def test_banner_and_health_describe_the_children(worker):
+def test_banner_and_health_describe_the_children(worker, producer):
     w = worker()
     line = next(x for x in w.log().splitlines() if " ready: " in x)
     assert "pool=prefork children=2 start_method=fork" in line
@@ -80,6 +80,27 @@ def test_banner_and_health_describe_the_children(worker):
     children = report["children"]
     assert len(children) == 2 and all(c["state"] == "consuming" for c in children)
     assert w.proc.pid not in {c["pid"] for c in children}
+    from click.testing import CliRunner
+
+    from fastq.cli import main
+
+    out = CliRunner().invoke(main, ["status", "-A", "tests.apps.sqlite_app"])
+    assert out.exit_code == 0, out.output
+    for c in children:
+        assert f"child pid={c['pid']} consuming tasks=" in out.output
+
+
+def test_second_sigterm_is_a_cold_shutdown_that_requeues_the_running_task(worker, producer):
+    w = worker()
+    result = producer.tasks["t.sleep"].delay(1.5)
+    wait_for(lambda: w.runs(result.id), what="the task to start", w=w)
+    w.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    w.signal(signal.SIGTERM)
+    assert w.proc.wait(timeout=20) == 0
+    assert "cold shutdown (SIGTERM)" in w.log() and result.state == "PENDING"
+    worker()
+    assert result.get(timeout=30) == 1.5
 
 
 def test_both_children_take_work(worker, producer):
@@ -97,6 +118,7 @@ def test_kill_9_of_a_child_mid_task_runs_it_once_more_and_replaces_the_child(wor
     result = producer.tasks["t.sleep"].delay(2.0)
     holder = wait_for(lambda: next((c["pid"] for c in health(w)["children"]
                                     if c["running"] == result.id), None), 10, "the start", w)
+    wait_for(lambda: w.runs(result.id), 10, "the task body", w)
     os.kill(holder, signal.SIGKILL)
     assert result.get(timeout=30) == 2.0  # redelivered once the 1.5 s lease lapsed
     assert len(w.runs(result.id)) == 2

@@ -50,10 +50,11 @@ def test_prefork_runs_tasks_and_stores_results(amqp_prefork):
 
 def test_killed_child_s_message_returns_when_its_channel_closes(amqp_prefork):
     worker, app = amqp_prefork
-    result = app.send_task("t.sleep_echo", (1.5, "once more"))
+    result = app.send_task("t.sleep_echo", (3.0, "once more"))
     deadline = time.monotonic() + 20
     holder = None
-    while holder is None and time.monotonic() < deadline:
+    # the child's report names the task; the run log says its body began
+    while (holder is None or not worker.runs(result.id)) and time.monotonic() < deadline:
         with open(worker.health_file, "rb") as fh:
             report = orjson.loads(fh.read())
         holder = next((c["pid"] for c in report["children"] if c["running"] == result.id),
