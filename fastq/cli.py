@@ -120,7 +120,8 @@ def main() -> None:
 
 @main.command()
 @app_option
-@click.option("-P", "--pool", default=None, help="Pool: solo (default).")
+@click.option("-P", "--pool", default=None,
+              help="Pool: solo (default), prefork (-c child processes).")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once.")
 @click.option("-l", "--loglevel", default="warning", show_default=True)
@@ -128,8 +129,17 @@ def main() -> None:
               help="Messages claimed ahead per slot (0: one at a time).")
 @click.option("-n", "--hostname", default=None, help="Node name, e.g. w1@%h.")
 @click.option("--health-file", default=None, help="Where to write the health JSON.")
+@click.option("--start-method", type=click.Choice(["fork", "spawn", "forkserver"]),
+              default=None, help="How prefork starts children (default: fork).")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None,
+              help="Replace a worker process after this many tasks.")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), default=None,
+              help="Replace a worker process whose resident size passes this (KiB).")
+@click.option("--autoscale", default=None,
+              help="MAX,MIN prefork children, grown when all are busy, shrunk when idle.")
 def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
-           health_file) -> None:
+           health_file, start_method, max_tasks_per_child, max_memory_per_child,
+           autoscale) -> None:
     """Run a worker that executes tasks."""
     from .worker.supervisor import Worker, setup_logging
 
@@ -137,6 +147,15 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
         setup_logging(loglevel)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--loglevel") from None
+    scale = None
+    if autoscale is not None:
+        from .worker.pools.prefork import parse_autoscale
+
+        try:
+            scale = parse_autoscale(autoscale)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--autoscale") from None
+        pool = pool or "prefork"
     app = load_app(app_spec)
     if hostname:
         import socket
@@ -145,7 +164,9 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
     try:
         w = Worker(app, queues=[q for q in (queues or "").split(",") if q] or None, pool=pool,
                    concurrency=concurrency, prefetch_multiplier=prefetch_multiplier,
-                   hostname=hostname, health_file=health_file)
+                   hostname=hostname, health_file=health_file, app_spec=app_spec,
+                   start_method=start_method, max_tasks_per_child=max_tasks_per_child,
+                   max_memory_per_child=max_memory_per_child, autoscale=scale)
     except FastqError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(w.run())
@@ -248,6 +269,8 @@ def status(app_spec, as_json) -> None:
         c = w.get("counters", {})
         click.echo(f"worker {w['hostname']} pid={w['pid']} {w['state']} "
                    f"acked={c.get('acked', 0)} queues={','.join(w.get('queues', []))}")
+        for child in w.get("children", ()):
+            click.echo(f"  child pid={child['pid']} {child['state']} tasks={child['tasks']}")
 
 
 def read_health_files(directory: str) -> list[dict]:

@@ -102,6 +102,8 @@ class Settings:
     worker_max_tasks_per_child: int | None = None
     #: Recycle a pool child above this resident size in KiB (None = never).
     worker_max_memory_per_child: int | None = None
+    #: Seconds a child of an autoscaled prefork pool may stay idle before it is stopped.
+    worker_autoscale_keepalive: float = 30.0
     #: Directory where workers keep their health files.
     worker_state_dir: str = ".fastq/workers"
 

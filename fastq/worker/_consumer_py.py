@@ -14,6 +14,7 @@ from ..middleware.ratelimit import TokenBucket, parse_rate
 from ..result import FAILURE, REVOKED
 from ..task import Request
 from .executor import ACK, DEAD_LETTER, REQUEUE, not_registered_dict, revoked_error_dict
+from .lifecycle import finished_before
 from .pools.base import RELEASE
 
 if TYPE_CHECKING:
@@ -243,6 +244,9 @@ class Consumer:
     # -- per delivery ----------------------------------------------------------------
     def _prepare(self, delivery: Delivery) -> tuple | None:
         """Decode and vet one delivery; the job to run, or None when handled here."""
+        if delivery.redeliveries and finished_before(self.executor, delivery):
+            self._ack_now(delivery)  # its worker died after the task ended: don't rerun
+            return None
         if delivery.redeliveries > self.max_redeliveries:
             self._dead_letter(delivery, f"redelivery-limit: delivered {delivery.redeliveries + 1} "
                                         f"times (broker_max_redeliveries={self.max_redeliveries})")

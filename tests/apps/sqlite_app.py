@@ -128,3 +128,31 @@ def spin(self, seconds):
     while time.perf_counter() < end:
         pass
     return seconds
+
+
+_hoard = []
+
+
+@app.task(name="t.hog", bind=True)
+def hog(self, mib):
+    """Keeps ``mib`` MiB alive in the process, for the memory recycling tests."""
+    _record(self)
+    _hoard.append(b"\x01" * (mib * 1024 * 1024))  # written, so resident
+    return os.getpid()
+
+
+@app.task(name="t.pid", bind=True)
+def pid(self):
+    _record(self)
+    return os.getpid()
+
+
+@app.task(name="t.stuck", bind=True, time_limit=0.3)
+def stuck(self, seconds):
+    """Out of reach of its own SIGALRM, as code stuck in C would be."""
+    import signal
+
+    _record(self)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return "finished"

@@ -15,10 +15,8 @@ POOLS: dict[str, str] = {
     "gevent": "fastq.worker.pools.gevent:GeventPool",
     "eventlet": "fastq.worker.pools.eventlet:EventletPool",
     "asyncio": "fastq.worker.pools.asyncio:AsyncioPool",
+    "prefork": "fastq.worker.pools.prefork:PreforkPool",
 }
-
-#: Pools the design names that this version does not ship yet.
-PLANNED_POOLS = frozenset({"prefork"})
 
 
 def pool_class(name: str) -> type[Pool]:
@@ -32,10 +30,7 @@ def pool_class(name: str) -> type[Pool]:
         if plugin is not None:
             return plugin.load()
     if target is None:
-        if name in PLANNED_POOLS:
-            raise ConfigurationError(
-                f"pool {name!r} is not available in this version of fastq; use -P solo")
-        close = difflib.get_close_matches(name, sorted(POOLS) + sorted(PLANNED_POOLS), n=1)
+        close = difflib.get_close_matches(name, sorted(POOLS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigurationError(f"unknown pool {name!r}{hint}; available: {', '.join(POOLS)}")
     module_name, _, class_name = target.partition(":")
