@@ -24,7 +24,8 @@ from tests.integration.test_worker_sqlite import (  # noqa: F401 - run here unde
     test_soft_time_limit_raises_inside_the_task,
 )
 
-pytestmark = pytest.mark.integration
+# supervision around the same consumer the solo tests run on both twins
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 PREFORK = ("-P", "prefork", "-c", "2")
 

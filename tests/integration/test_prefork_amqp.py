@@ -14,7 +14,8 @@ from fastq import App
 from tests.integration.conftest import ROOT, WorkerProcess
 from tests.integration.test_amqp_broker import HAVE_C, delete_queues, driver_url, unique
 
-pytestmark = pytest.mark.integration
+# supervision around the same consumer the solo tests run on both twins
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# supervision around the same consumer the solo tests run on both twins
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 def _wait_for(predicate, w, what: str, timeout: float = 20) -> None:
