@@ -51,6 +51,12 @@ DEAD_AT_HEADER = "x-fastq-dead-at"
 SOURCE_QUEUE_HEADER = "x-fastq-source-queue"
 #: Suffix of the queue holding a queue's dead letters.
 DEAD_SUFFIX = ".dead"
+
+#: A deferred message waits in ``<queue>.delay.<2**k>ms`` queues: each has one fixed TTL
+#: (so RabbitMQ expires them in order) and dead-letters back to ``<queue>``. A wait of
+#: W ms takes at most popcount(W) hops, largest first: about 27 for a day.
+DELAY_INFIX = ".delay."
+MAX_DELAY_LEVEL = 36  # 2**36 ms: about two years in one hop
 #: Quorum queues count deliveries themselves in this header.
 QUORUM_COUNT_HEADER = "x-delivery-count"
 
@@ -147,10 +153,10 @@ class AMQPBroker(Broker):
     "py-amqp"), ``lease_seconds`` (ignored: RabbitMQ returns the messages of a dead
     connection itself).
 
-    There is no ``delay`` capability: a message with an ETA is delivered at once and the
-    consumer ``defer()``s it, which republishes it to the tail of its queue. That is a
-    simple, bounded-memory stand-in for a delay queue and acceptable for now, but a far
-    ETA circulates until due; delay queues (TTL + dead-letter exchange) should replace it.
+    There is no ``delay`` capability at publish time: a message with an ETA goes to its
+    queue at once, as Celery sends it, so Celery workers and fastq workers read the same
+    queues. A fastq consumer that finds it early ``defer()``s it into delay queues (fixed
+    TTL, dead-lettered back to the queue), neither holding it in memory nor circulating it.
     """
 
     capabilities = frozenset({"priority", "dead_letter", "ack_multiple"})
@@ -199,7 +205,8 @@ class AMQPBroker(Broker):
         self._subscribed_after = 0
         self._backoff = Backoff(0.1, 2.0)
         self._declared: set[str] = set()
-        self._dead_declared: set[str] = set()
+        #: dead-letter and delay queues declared here
+        self._side_declared: set[str] = set()
         self._released: OrderedDict[tuple, None] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -210,7 +217,7 @@ class AMQPBroker(Broker):
     @property
     def declared_queues(self) -> set[str]:
         """Queues this broker declared (and the dead-letter queues it used)."""
-        return self._declared | self._dead_declared
+        return self._declared | self._side_declared
 
     # -- connections -------------------------------------------------------------------
     def _check_pid(self) -> None:
@@ -361,7 +368,7 @@ class AMQPBroker(Broker):
 
     def _declare_dead(self, queue: str) -> str:
         dead = queue + DEAD_SUFFIX
-        if dead not in self._dead_declared:
+        if dead not in self._side_declared:
             with self._producer_lock:
                 conn = self._producer_conn()
                 try:
@@ -369,7 +376,7 @@ class AMQPBroker(Broker):
                 except BrokerError as exc:
                     self._on_producer_error(exc)
                     raise
-            self._dead_declared.add(dead)
+            self._side_declared.add(dead)
         return dead
 
     # -- producing ---------------------------------------------------------------------
@@ -593,7 +600,8 @@ class AMQPBroker(Broker):
                                 {**headers, REDELIVERIES_HEADER: count + 1}, body)
 
     def defer(self, delivery: Delivery, not_before: float) -> None:
-        """Republish ``delivery`` to the tail of its queue and ack it (see the class doc).
+        """Move ``delivery`` to the largest delay queue that does not overshoot
+        ``not_before``, and ack it; RabbitMQ brings it back when that queue's TTL ends.
 
         Not counted as a redelivery. The consumer defers it again while it is early.
         """
@@ -601,8 +609,32 @@ class AMQPBroker(Broker):
         if taken is None:
             return
         amqp_tag, (queue, props, headers, body, count) = taken
-        self._republish_and_ack(amqp_tag, queue, props,
+        target = queue
+        wait_ms = int((not_before - time.time()) * 1000)
+        if wait_ms >= 1:
+            try:
+                target = self._declare_delay(queue, min(wait_ms.bit_length() - 1,
+                                                        MAX_DELAY_LEVEL))
+            except BrokerError:
+                target = queue  # no delay queue to be had: back to the tail, as before
+        self._republish_and_ack(amqp_tag, target, props,
                                 {**headers, REDELIVERIES_HEADER: count}, body)
+
+    def _declare_delay(self, queue: str, level: int) -> str:
+        ttl = 1 << level
+        name = f"{queue}{DELAY_INFIX}{ttl}ms"
+        if name not in self._side_declared:
+            with self._producer_lock:
+                conn = self._producer_conn()
+                try:
+                    conn.declare_queue(name, durable=True, auto_delete=False, arguments={
+                        "x-message-ttl": ttl, "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": queue})
+                except BrokerError as exc:
+                    self._on_producer_error(exc)
+                    raise
+            self._side_declared.add(name)
+        return name
 
     def dead_letter(self, tag: Any, reason: str) -> None:
         taken = self._take(tag)

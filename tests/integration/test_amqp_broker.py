@@ -345,3 +345,37 @@ def test_worker_process_runs_200_tasks(tmp_path, driver) -> None:
         app.close()
         delete_queues([queue])
     assert code == 0, log_path.read_text()
+
+
+def test_a_deferred_message_waits_in_delay_queues_not_in_circulation(driver) -> None:
+    queue = unique("delay")
+    broker = create_broker(driver_url(driver))
+    try:
+        message = make_message(queue)
+        broker.publish(message)
+        [delivery] = broker.fetch([queue], 10, 5)
+        due = time.time() + 1.5
+        hops = 0
+        early_sightings = 0
+        while True:  # what the consumer does: defer while early, run when due
+            broker.defer(delivery, due)
+            hops += 1
+            [delivery] = broker.fetch([queue], 10, 5)
+            if time.time() < due - 1.0:
+                early_sightings += 1
+            if time.time() >= due - 0.002:
+                break
+        assert delivery.headers["id"] == message.headers["id"]
+        assert delivery.body == message.body
+        assert delivery.redeliveries == 0  # deferring is not a failed delivery
+        # 1,500 ms = 1024 + 256 + 128 + 64 + 16 + 8 + 4: a handful of hops, not a spin
+        assert hops <= 12, hops
+        assert early_sightings <= 1
+        broker.ack_many([delivery.tag])
+        assert broker.fetch([queue], 10, 0.2) == []
+        delays = {q for q in broker.declared_queues if ".delay." in q}
+        assert f"{queue}.delay.1024ms" in delays
+    finally:
+        declared = broker.declared_queues
+        broker.close()
+        delete_queues({q for q in declared if not q.endswith(".dead")})
