@@ -80,6 +80,8 @@ class TaskMeter:
         self._next_memory_check = 0.0
         self._run = executor.run
         executor.run = self.run  # type: ignore[method-assign]
+        self._run_async = executor.run_async
+        executor.run_async = self.run_async  # type: ignore[method-assign]
 
     def busy_now(self) -> float:
         """Seconds spent running tasks so far, the one in progress included."""
@@ -111,6 +113,16 @@ class TaskMeter:
                 observer.task_ended(request.id)  # type: ignore[union-attr]
             if self._has_limits and self.limit_reached is None:
                 self._check_limits(ended)
+
+    async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
+        """``run`` for the asyncio pool: counted, limits checked; several run at once, so
+        no single running task is tracked."""
+        try:
+            return await self._run_async(task, request)
+        finally:
+            self.done += 1
+            if self._has_limits and self.limit_reached is None:
+                self._check_limits(time.monotonic())
 
     def _check_limits(self, now: float) -> None:
         reason = None

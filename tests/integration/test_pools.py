@@ -144,3 +144,13 @@ def test_asyncio_awaits_async_tasks_concurrently_with_limits(worker, producer):
 def test_an_async_task_runs_on_the_solo_pool_too(worker, producer):
     worker()
     assert producer.tasks["t.async_sleep"].delay(0.1).get(timeout=20) == 0.1
+
+
+@pytest.mark.parametrize("pool", ["threads", "asyncio"])
+def test_recycling_restarts_a_pooled_worker_in_place_losing_nothing(pool, worker, producer):
+    w = worker("-P", pool, "-c", "4", "--max-tasks-per-child", "25")
+    results = [producer.tasks["t.add"].delay(i, i) for i in range(120)]
+    assert [r.get(timeout=60) for r in results] == [2 * i for i in range(120)]
+    assert all(len(w.runs(r.id)) == 1 for r in results)
+    assert "recycling" in w.log()
+    assert w.proc.poll() is None  # the same process, restarted in place
