@@ -75,7 +75,9 @@ DEAD_LETTER_PEEK_MAX = 10_000
 RELEASED_MEMORY = 100_000
 
 _OPTIONS = ("connect_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
-            "lease_seconds", "queue_max_priority", "frame_max", "driver")
+            "lease_seconds", "queue_max_priority", "frame_max", "driver", "queue_type")
+#: ``queue_type`` values: RabbitMQ's classic queues, or replicated quorum queues
+QUEUE_TYPES = ("classic", "quorum")
 _DRIVERS = {"rabbitmq-c": "rabbitmq-c", "c": "rabbitmq-c", "py-amqp": "py-amqp", "py": "py-amqp"}
 
 
@@ -147,7 +149,8 @@ class AMQPBroker(Broker):
     Options (broker_transport_options or URL query): ``connect_timeout`` (seconds, for
     the TCP connect and handshake), ``heartbeat`` (seconds, 0 = off),
     ``confirm_publish`` (wait for publisher confirms per batch; default True),
-    ``confirm_timeout`` (seconds), ``queue_max_priority`` (``x-max-priority`` for the
+    ``confirm_timeout`` (seconds), ``queue_type`` ("classic" or "quorum": the type of the
+    queues this broker creates), ``queue_max_priority`` (``x-max-priority`` for the
     queues this broker creates: the ``priority`` capability needs it, and Celery peers
     must set the same ``task_queue_max_priority``), ``driver`` ("rabbitmq-c" or
     "py-amqp"), ``lease_seconds`` (ignored: RabbitMQ returns the messages of a dead
@@ -182,6 +185,13 @@ class AMQPBroker(Broker):
         self.confirm_timeout = float(merged.get("confirm_timeout", DEFAULT_CONFIRM_TIMEOUT))
         priority = merged.get("queue_max_priority")
         self.queue_max_priority = int(priority) if priority not in (None, "", 0, "0") else None
+        self.queue_type = str(merged.get("queue_type") or "classic").lower()
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(f"queue_type must be one of {', '.join(QUEUE_TYPES)}, "
+                                     f"not {self.queue_type!r}")
+        if self.queue_type == "quorum" and self.queue_max_priority:
+            raise ConfigurationError("quorum queues have no priorities: drop queue_max_priority "
+                                     "or use queue_type=classic")
         self._params = {**params, "heartbeat": self.heartbeat,
                         "connect_timeout": self.connect_timeout}
         if "frame_max" in merged:
@@ -343,6 +353,10 @@ class AMQPBroker(Broker):
             args = dict(arguments)
             if self.queue_max_priority and "x-max-priority" not in args:
                 args["x-max-priority"] = self.queue_max_priority
+            if self.queue_type == "quorum":
+                # RabbitMQ counts deliveries itself there (x-delivery-count): the
+                # redelivery limit holds even for messages of connections that died
+                args.setdefault("x-queue-type", "quorum")
             try:
                 conn.declare_queue(queue, durable=True, auto_delete=False, arguments=args or None)
                 conn.declare_exchange(queue, "direct", durable=True, auto_delete=False)

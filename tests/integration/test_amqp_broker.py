@@ -379,3 +379,33 @@ def test_a_deferred_message_waits_in_delay_queues_not_in_circulation(driver) -> 
         declared = broker.declared_queues
         broker.close()
         delete_queues({q for q in declared if not q.endswith(".dead")})
+
+
+def test_quorum_queues_count_deliveries_and_dead_letter_at_the_limit(driver) -> None:
+    queue = unique("quorum")
+    broker = create_broker(driver_url(driver, queue_type="quorum"), max_redeliveries=2)
+    try:
+        broker.declare(queue)
+        message = make_message(queue)
+        broker.publish(message)
+        counts = []
+        for _ in range(3):  # a worker that dies holding it, three times over
+            [delivery] = broker.fetch([queue], 10, 5)
+            counts.append(delivery.redeliveries)
+            broker.reject(delivery.tag, requeue=True)
+        [delivery] = broker.fetch([queue], 10, 5)
+        counts.append(delivery.redeliveries)
+        assert counts == [0, 1, 2, 3]
+        assert delivery.headers["id"] == message.headers["id"]
+        broker.dead_letter(delivery.tag, "redelivery-limit")
+        assert broker.dead_letters(queue=queue)[0]["reason"] == "redelivery-limit"
+    finally:
+        broker.close()
+        delete_queues([queue])
+
+
+def test_quorum_with_priorities_is_a_clear_error() -> None:
+    from fastq.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="quorum queues have no priorities"):
+        create_broker(driver_url("py", queue_type="quorum", queue_max_priority=10))
