@@ -227,9 +227,11 @@ class SQSBroker(Broker):
                     # a Session per client: boto3's default session is not thread-safe
                     session = boto3.session.Session(aws_access_key_id=key,
                                                     aws_secret_access_key=secret)
+                    # one retry by botocore (a dropped keep-alive connection, a throttle);
+                    # longer outages are fastq's to wait out, within its own bounds
                     config = botocore.config.Config(
                         connect_timeout=5, read_timeout=WAIT_TIME_MAX + 10,
-                        retries={"mode": "standard", "max_attempts": 3},
+                        retries={"mode": "standard", "max_attempts": 2},
                     ).merge(botocore.config.Config(**self.client_config))
                     client = session.client(
                         "sqs", region_name=region or session.region_name or DEFAULT_REGION,
@@ -272,6 +274,9 @@ class SQSBroker(Broker):
             self._keeper = None
             clients, self._clients = list(self._clients.values()), {}
             self._queues = {}
+            # what is still held becomes visible again when its visibility runs out
+            self._held = {}
+            self._pending = []
         for client in clients:
             close = getattr(client, "close", None)
             if close is not None:
@@ -307,6 +312,8 @@ class SQSBroker(Broker):
                 url = self._create(client, name, sqs_name, fifo)
         queue = _Queue(name, sqs_name, url, fifo, client)
         self._queues[name] = queue
+        if not wire.is_dead_queue(sqs_name):
+            self._known.add(name)
         return queue
 
     def _lookup(self, client: Any, sqs_name: str) -> str | None:
@@ -413,7 +420,6 @@ class SQSBroker(Broker):
             for name, run in runs:
                 queue = self._queue(name)
                 assert queue is not None
-                self._known.add(name)
                 for batch in _size_batches([self._entry(m, queue.fifo, now) for m in run]):
                     if index >= done:
                         self._send_batch(queue, batch)
@@ -573,6 +579,10 @@ class SQSBroker(Broker):
             self._on_unreachable(exc)
             self._pending.append((what, entries, operation))
             return
+        except Exception:
+            # refused for good: stop extending them, so SQS delivers them again
+            self._forget(entries)
+            raise
         self._forget(entries)
 
     def _replay_pending(self) -> None:
@@ -647,9 +657,15 @@ class SQSBroker(Broker):
         delay = not_before - time.time()
         if entry.queue.fifo:
             seconds = min(max(0, math.ceil(delay)), VISIBILITY_MAX)
-            self._call("re-time", entry.queue.client.change_message_visibility,
-                       QueueUrl=entry.queue.url, ReceiptHandle=entry.receipt,
-                       VisibilityTimeout=seconds)
+            try:
+                self._call("re-time", entry.queue.client.change_message_visibility,
+                           QueueUrl=entry.queue.url, ReceiptHandle=entry.receipt,
+                           VisibilityTimeout=seconds)
+            except SQSError as exc:
+                # SQS caps a message's visibility at 12 hours from its first receive
+                logger.warning("could not hold FIFO message %s back for %ds (%s); it comes "
+                               "back after %ds and is held back again", entry.message_id,
+                               seconds, exc, self.visibility)
             return
         attributes = dict(entry.attributes)
         attributes[wire.ATTR_NOT_BEFORE] = wire.number_attribute(float(not_before))

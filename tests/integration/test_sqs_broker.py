@@ -287,3 +287,25 @@ class TestSQSFifo:
         records = broker.dead_letters("dl.fifo")
         assert sorted(r["headers"]["id"] for r in records) == \
             sorted(d.headers["id"] for d in got)
+
+
+def test_an_unreachable_endpoint_times_out_publishes_and_idles_fetches(moto_endpoint):  # noqa: F811
+    import socket
+
+    from fastq.exceptions import PublishTimeout
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = create_broker(f"sqs://127.0.0.1:{port}", publish_timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishTimeout, match="unreachable"):
+            broker.publish(make_message("nowhere"))
+        assert time.monotonic() - started < 5
+        started = time.monotonic()
+        assert broker.fetch(["nowhere"], 10, 0.3) == []
+        assert broker.state == "reconnecting"
+        assert time.monotonic() - started < 5  # past the timeout by botocore's one retry
+    finally:
+        broker.close()
