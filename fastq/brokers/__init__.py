@@ -18,12 +18,14 @@ BROKER_SCHEMES: dict[str, str] = {
     "amqp": "fastq.brokers.amqp:AMQPBroker",
     "amqps": "fastq.brokers.amqp:AMQPBroker",
     "pyamqp": "fastq.brokers.amqp:AMQPBroker",
+    "sqs": "fastq.brokers.sqs:SQSBroker",
 }
 
 #: Extra to install for a scheme whose implementation needs an optional dependency.
 SCHEME_EXTRAS: dict[str, str] = {
     "redis": "redis", "rediss": "redis", "redis+socket": "redis", "redis+sentinel": "redis",
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp",
+    "sqs": "sqs",
 }
 
 #: Where the embedded default broker lives, relative to the working directory.
