@@ -12,7 +12,8 @@ from fastq.brokers import create_broker
 from fastq.testing.contracts import BrokerContract, make_message
 from tests.integration.sqs_support import moto_endpoint, sqs_client, sqs_prefix  # noqa: F401
 
-pytestmark = pytest.mark.integration
+# the SQS broker has no compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 def queue_url(client, name: str) -> str:

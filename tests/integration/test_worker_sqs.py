@@ -14,7 +14,8 @@ import pytest
 from tests.integration.conftest import ROOT, WorkerProcess
 from tests.integration.sqs_support import moto_endpoint, sqs_client, sqs_prefix  # noqa: F401
 
-pytestmark = pytest.mark.integration
+# the SQS broker has no compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 #: Seconds a received message stays invisible unless its worker extends it.
 VISIBILITY = 2

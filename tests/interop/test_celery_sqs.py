@@ -20,7 +20,8 @@ from tests.interop.processes import ROOT, Proc
 pytest.importorskip("celery")
 pytest.importorskip("pycurl", reason="kombu's SQS transport needs pycurl on the worker side")
 
-pytestmark = pytest.mark.integration
+# the SQS broker has no compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 @pytest.fixture
