@@ -11,7 +11,7 @@ construction and the shared tests run against both.
 import time
 
 from fastq.worker import _consumer_py
-from fastq.worker._consumer_py import IDLE_FETCH_TIMEOUT, _EarlyAcked
+from fastq.worker._consumer_py import _EarlyAcked
 from fastq.worker.executor import ACK, DEAD_LETTER, REQUEUE
 from fastq.worker.pools.base import RELEASE
 
@@ -32,6 +32,7 @@ class Consumer(_consumer_py.Consumer):
         cdef Py_ssize_t ack_batch_size
         cdef double ack_interval = self.ack_interval
         cdef int prefetch = self.prefetch
+        cdef double idle_timeout = self.idle_timeout
         cdef object delivery, job
         broker, pool, queues, executor = self.broker, self.pool, self.queues, self.executor
         prepare = self._prepare
@@ -42,7 +43,7 @@ class Consumer(_consumer_py.Consumer):
         settle = self._settle
         while not self._stop:
             pending = self._acks or executor.pending_results
-            batch = fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
+            batch = fetch(queues, prefetch, 0.0 if pending else idle_timeout)
             if not batch:
                 if pending:
                     self.flush()

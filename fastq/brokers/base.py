@@ -104,6 +104,10 @@ class Broker(abc.ABC):
     #: before it reaches this, however large its ack batches are otherwise.
     ack_window: int | None = None
 
+    #: How long an idle consumer's ``fetch`` should wait, in seconds, when this broker
+    #: needs longer than the worker's default half second (SQS long polls whole seconds).
+    idle_fetch_timeout: float | None = None
+
     def blocking_fd(self) -> int | None:
         """The socket a green pool should wait on before a non-blocking ``fetch``, when
         this broker's own waiting happens in C where monkey-patching cannot reach; None

@@ -139,6 +139,8 @@ class SQSBroker(Broker):
     """
 
     capabilities = frozenset({"delay", "lease", "dead_letter"})
+    #: SQS long-polls in whole seconds: a shorter idle wait would poll without waiting
+    idle_fetch_timeout = 1.0
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
                  **options: Any) -> None:

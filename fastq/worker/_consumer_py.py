@@ -58,6 +58,8 @@ class Consumer:
         self.hostname = hostname
         self.accept = _resolve_accept(app.conf.accept_content)
         self.max_redeliveries = app.conf.broker_max_redeliveries
+        #: the longest wait on an idle broker: stop requests are noticed within it
+        self.idle_timeout = max(IDLE_FETCH_TIMEOUT, broker.idle_fetch_timeout or 0.0)
         self.state = "starting"
         self.counters = {"received": 0, "acked": 0, "dead_lettered": 0, "requeued": 0,
                          "released": 0, "deferred": 0}
@@ -103,7 +105,7 @@ class Consumer:
         prepare = self._prepare
         while not self._stop:
             pending = self._acks or self.executor.pending_results
-            batch = broker.fetch(queues, prefetch, 0.0 if pending else IDLE_FETCH_TIMEOUT)
+            batch = broker.fetch(queues, prefetch, 0.0 if pending else self.idle_timeout)
             if not batch:
                 if pending:
                     self.flush()
@@ -141,7 +143,7 @@ class Consumer:
                 elif in_flight:
                     timeout = BUSY_FETCH_TIMEOUT  # completions are not seen while we wait
                 else:
-                    timeout = IDLE_FETCH_TIMEOUT
+                    timeout = self.idle_timeout
                 batch = pool.fetch(broker, queues, room, timeout)
                 if batch:
                     self.counters["received"] += len(batch)
