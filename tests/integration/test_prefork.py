@@ -130,15 +130,15 @@ def test_kill_9_of_a_child_mid_task_runs_it_once_more_and_replaces_the_child(wor
 
 
 def test_recycling_after_k_tasks_loses_and_duplicates_nothing(worker, producer):
-    w = worker("--max-tasks-per-child", "150", "--prefetch-multiplier", "16")
-    count = 3000
+    w = worker("--max-tasks-per-child", "500", "--prefetch-multiplier", "16")
+    count = 10_000  # the issue: K tasks per child over 10K tasks
     results = producer.tasks["t.add"].delay_many([(i, 1) for i in range(count)])
     assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(count)]
     counts = run_counts(w)
     assert len(counts) == count and set(counts.values()) == {1}
     recycled = re.findall(r"child \d+ recycled: (\d+) tasks done", w.log())
-    assert len(recycled) >= count // 150 - 2
-    assert all(int(n) == 150 for n in recycled)
+    assert len(recycled) >= count // 500 - 2
+    assert all(int(n) == 500 for n in recycled)
     assert producer.broker.queue_sizes().get("celery", 0) == 0
     assert w.proc.poll() is None
 
