@@ -37,7 +37,7 @@ def test_sqlite_a_prefetched_task_revoked_while_it_waits_is_not_run(worker, prod
     late = producer.send_task("t.add", (5, 5))
     producer.control.revoke(late.id)
     ok = producer.send_task("t.add", (1, 1))
-    w2 = worker("-P", "threads", "-c", "2")
+    w2 = worker("-P", "prefork", "-c", "2")
     assert ok.get(timeout=20) == 2
     assert late.state == "REVOKED"
     assert w2.runs(late.id) == []
