@@ -75,6 +75,7 @@ class Consumer:
         # revoke (fastq/worker/control.py): the executor's set, filled by the control listener
         revoked = getattr(executor, "revoked", None)
         self.revoked = revoked if revoked is not None else RevokedSet()
+        self._revoked_ids = self.revoked.ids
 
     # -- control ---------------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
@@ -267,7 +268,7 @@ class Consumer:
                     "exc_module": "celery.exceptions"})
             return None
         request = Request(headers, args, kwargs, embed, delivery, self.hostname)
-        if request.id in self.revoked:  # revoke: not run, REVOKED stored, acked
+        if request.id in self._revoked_ids:  # revoke: not run, REVOKED stored, acked
             self.executor.store_now(request.id, REVOKED, revoked_error_dict("revoked"),
                                     request=request)
             self._ack_now(delivery)

@@ -77,26 +77,27 @@ CREATE INDEX IF NOT EXISTS fastq_control_sent_at ON fastq_control (sent_at);
 class RevokedSet:
     """Task ids revoked recently: at most ``maxlen``, each kept ``expires`` seconds.
 
-    ``task_id in revoked`` is one dict lookup, safe while another thread adds: the
-    listener adds and prunes; the consumer only tests membership.
+    The listener adds and prunes; the consumer tests ``task_id in revoked.ids`` (a dict
+    lookup, safe while the listener writes, without the Python call ``in revoked`` costs:
+    about 40 ns against 100 ns here).
     """
 
     def __init__(self, maxlen: int = DEFAULT_REVOKES_MAX,
                  expires: float = DEFAULT_REVOKE_EXPIRES) -> None:
         self.maxlen = max(1, int(maxlen))
         self.expires = float(expires)
-        #: task id -> unix time it was revoked, oldest first
-        self._revoked_at: OrderedDict[str, float] = OrderedDict()
+        #: task id -> unix time it was revoked, oldest first; read-only outside this class
+        self.ids: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     def __contains__(self, task_id: object) -> bool:
-        return task_id in self._revoked_at
+        return task_id in self.ids
 
     def __len__(self) -> int:
-        return len(self._revoked_at)
+        return len(self.ids)
 
     def __iter__(self):
-        return iter(list(self._revoked_at))
+        return iter(list(self.ids))
 
     def add(self, task_id: str, revoked_at: float | None = None) -> None:
         self.update((task_id,), revoked_at)
@@ -107,7 +108,7 @@ class RevokedSet:
         if at < now - self.expires:
             return  # already forgotten everywhere else
         with self._lock:
-            entries = self._revoked_at
+            entries = self.ids
             for task_id in task_ids:
                 entries[task_id] = at
                 entries.move_to_end(task_id)
@@ -119,7 +120,7 @@ class RevokedSet:
         cutoff = (time.time() if now is None else now) - self.expires
         dropped = 0
         with self._lock:
-            entries = self._revoked_at
+            entries = self.ids
             while entries:
                 oldest = next(iter(entries))
                 if entries[oldest] >= cutoff:

@@ -132,7 +132,7 @@ class Executor:
     # -- running ---------------------------------------------------------------------
     def run(self, task: Task, request: Request) -> tuple[str, Any]:
         """Run ``task`` for ``request``; store its outcome; return how to ack."""
-        if request.id in self.revoked:  # revoke: held prefetched while it was revoked
+        if request.id in self.revoked.ids:  # revoke: held prefetched while it was revoked
             return self.skip_revoked(request)
         ignore_result, hard, soft = self._begin(task, request)
         started = time.perf_counter()
@@ -152,7 +152,7 @@ class Executor:
         """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
         with its time limits as cancellation; a plain function runs in the loop's default
         thread executor, so it cannot stall the other coroutines."""
-        if request.id in self.revoked:  # revoke: held prefetched while it was revoked
+        if request.id in self.revoked.ids:  # revoke: held prefetched while it was revoked
             return self.skip_revoked(request)
         ignore_result, hard, soft = self._begin(task, request)
         started = time.perf_counter()
