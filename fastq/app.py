@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from ._fork import getpid
@@ -26,6 +26,9 @@ from .exceptions import (
 )
 from .result import AsyncResult, GroupResult
 from .task import Request, Task, countdown_to_eta
+
+if TYPE_CHECKING:
+    from .worker.control import Control
 
 _current_app: App | None = None
 _shared_tasks: list[tuple[Callable, dict]] = []
@@ -349,6 +352,13 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         """A result handle for ``task_id``."""
         return AsyncResult(task_id, app=self)
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of the workers on this app's broker: ``control.revoke(id)``."""
+        from .worker.control import Control
+
+        return Control(self)
 
     @functools.cached_property
     def GroupResult(self) -> type[GroupResult]:  # noqa: N802 - Celery's name

@@ -106,6 +106,12 @@ class Settings:
     worker_autoscale_keepalive: float = 30.0
     #: Directory where workers keep their health files.
     worker_state_dir: str = ".fastq/workers"
+    #: Workers listen for remote control (revoke) on the broker.
+    worker_enable_remote_control: bool = True
+    #: Revoked task ids a worker remembers (Celery's REVOKES_MAX) ...
+    worker_revokes_max: int = 50_000
+    #: ... each for this many seconds (Celery's REVOKE_EXPIRES: 3 hours).
+    worker_revoke_expires: float = 10_800.0
 
     #: Modules imported by the worker at start so their tasks register.
     imports: tuple = ()

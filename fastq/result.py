@@ -117,6 +117,15 @@ class AsyncResult:
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Ask every worker not to run this task (``app.control.revoke``); a worker that
+        receives it stores REVOKED, so ``get()`` raises ``TaskRevokedError``."""
+        if self.app is None:
+            from .app import current_app
+
+            self.app = current_app()
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
     def _value(self, meta: dict) -> Any:
         result = meta.get("result")
         if meta["status"] in EXCEPTION_STATES:

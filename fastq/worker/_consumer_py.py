@@ -13,6 +13,7 @@ from ..exceptions import MessageRejected
 from ..middleware.ratelimit import TokenBucket, parse_rate
 from ..result import FAILURE, REVOKED
 from ..task import Request
+from .control import RevokedSet
 from .executor import ACK, DEAD_LETTER, REQUEUE, not_registered_dict, revoked_error_dict
 from .lifecycle import finished_before
 from .pools.base import RELEASE
@@ -73,6 +74,10 @@ class Consumer:
         self._cold = False
         #: called once the loop starts consuming (the worker writes its health file)
         self.on_consuming: Any = None
+        # revoke (fastq/worker/control.py): the executor's set, filled by the control listener
+        revoked = getattr(executor, "revoked", None)
+        self.revoked = revoked if revoked is not None else RevokedSet()
+        self._revoked_ids = self.revoked.ids
 
     # -- control ---------------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
@@ -265,6 +270,12 @@ class Consumer:
                     "exc_module": "celery.exceptions"})
             return None
         request = Request(headers, args, kwargs, embed, delivery, self.hostname)
+        if request.id in self._revoked_ids:  # revoke: not run, REVOKED stored, acked
+            self.executor.store_now(request.id, REVOKED, revoked_error_dict("revoked"),
+                                    request=request)
+            self._ack_now(delivery)
+            logger.info("Task %s[%s] revoked: not run", request.name, request.id)
+            return None
         task = self.app.tasks.get(request.name)
         if task is None:
             message = unknown_task_message(request.name, self.app.tasks)

@@ -25,6 +25,7 @@ from ..exceptions import (
 )
 from ..result import FAILURE, RETRY, REVOKED, STARTED, SUCCESS, EagerResult
 from ..task import Request, Task
+from .control import RevokedSet
 from .limits import AlarmLimiter, HardTimeLimit, await_limited, thread_event_loop
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ class Executor:
         self.limiter: Any = AlarmLimiter()
         #: log "received" per task (at -l info); off by default, it costs per task
         self.log_received = logger.isEnabledFor(logging.INFO)
+        # revoke (fastq/worker/control.py): ids the control listener adds; the consumer
+        # tests them on receipt, ``run`` again for tasks that waited prefetched
+        self.revoked = RevokedSet(self.conf.worker_revokes_max, self.conf.worker_revoke_expires)
 
     @property
     def backend(self):
@@ -128,6 +132,8 @@ class Executor:
     # -- running ---------------------------------------------------------------------
     def run(self, task: Task, request: Request) -> tuple[str, Any]:
         """Run ``task`` for ``request``; store its outcome; return how to ack."""
+        if request.id in self.revoked.ids:  # revoke: held prefetched while it was revoked
+            return self.skip_revoked(request)
         ignore_result, hard, soft = self._begin(task, request)
         started = time.perf_counter()
         previous = task.push_request(request)
@@ -146,6 +152,8 @@ class Executor:
         """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
         with its time limits as cancellation; a plain function runs in the loop's default
         thread executor, so it cannot stall the other coroutines."""
+        if request.id in self.revoked.ids:  # revoke: held prefetched while it was revoked
+            return self.skip_revoked(request)
         ignore_result, hard, soft = self._begin(task, request)
         started = time.perf_counter()
         previous = task.push_request(request)
@@ -166,6 +174,13 @@ class Executor:
         finally:
             task.push_request(previous)
         return self._succeeded(task, request, value, ignore_result, started)
+
+    def skip_revoked(self, request: Request) -> tuple[str, Any]:
+        """Store REVOKED for a revoked task instead of running it; its message is acked."""
+        logger.info("Task %s[%s] revoked: not run", request.name, request.id)
+        self.pending_results.append((request.id, REVOKED, revoked_error_dict("revoked"), None,
+                                     self._extended(request)))
+        return ACK, None
 
     def _begin(self, task: Task, request: Request) -> tuple[bool, float | None, float | None]:
         ignore_result = request.headers.get("ignore_result")

@@ -15,6 +15,7 @@ import orjson
 
 from ..brokers import mask_url
 from . import consumer as consumer_module
+from .control import ControlListener, node_name
 from .executor import Executor
 from .lifecycle import EXIT_RECYCLE, TaskMeter, TaskObserver
 from .pools import pool_class
@@ -109,6 +110,12 @@ class Worker:
             ack_batch_size=conf.worker_ack_batch_size, ack_interval=conf.worker_ack_interval,
             hostname=self.hostname)
         self._health_stop = threading.Event()
+        # remote control (revoke): its own thread and broker connection; see control.py
+        self.control: ControlListener | None = None
+        if conf.worker_enable_remote_control:
+            self.control = ControlListener(
+                self.broker, self.hostname, self.executor.revoked,
+                node=node_name(self.hostname, in_prefork_child=observer is not None))
 
     def _init_process_pool(self, pool_cls: type, concurrency: int | None) -> None:
         """A pool of child processes, each a whole solo worker with its own broker
@@ -256,6 +263,8 @@ class Worker:
             health = threading.Thread(target=self._health_loop, name="fastq-health",
                                       daemon=True)
             health.start()
+        if self.control is not None:
+            self.control.start()  # before consuming: revokes the broker kept apply at once
         code = 0
         try:
             self.consumer.run()
@@ -268,6 +277,8 @@ class Worker:
             code = 1
         finally:
             self._health_stop.set()
+            if self.control is not None:
+                self.control.stop()
             self.pool.stop(cold=bool(self._signals > 1))
             self.remove_health()
             self.app.close()
