@@ -118,6 +118,7 @@ class App:
                 self.broker_url,
                 max_redeliveries=self.conf.broker_max_redeliveries,
                 lease_seconds=self.conf.broker_lease_seconds,
+                **self._broker_tls(),
                 **self.conf.broker_transport_options,
             )
         return self._broker
@@ -133,12 +134,17 @@ class App:
                     f"no result backend configured for broker {mask_url(self.broker_url)}; "
                     "set result_backend (e.g. 'sqlite:///.fastq/results.sqlite3')")
             # rpc:// has no server of its own: it talks over the broker's connection
-            extra = {"broker_url": self.broker_url} if _is_rpc(url) else {}
+            extra = {"broker_url": self.broker_url, **self._broker_tls()} if _is_rpc(url) else {}
             extra.update(self.conf.result_backend_transport_options)
             if self.conf.database_table_names and url.lower().startswith("db+"):
                 extra.setdefault("table_names", self.conf.database_table_names)
             self._backend = create_backend(url, expires=self.conf.result_expires, **extra)
         return self._backend
+
+    def _broker_tls(self) -> dict[str, Any]:
+        """``broker_use_ssl`` as the AMQP classes' ``ssl`` option, only when it is set."""
+        use_ssl = self.conf.broker_use_ssl
+        return {} if use_ssl is None or use_ssl is False else {"ssl": use_ssl}
 
     def _after_fork(self) -> None:
         if self._pid != getpid():

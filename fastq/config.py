@@ -35,6 +35,9 @@ class Settings:
     broker_connection_retry: bool = True
     #: Extra options handed to the broker class.
     broker_transport_options: dict = field(default_factory=dict)
+    #: TLS for AMQP brokers (and rpc://): True, or a dict of ``ca_certs``, ``certfile``,
+    #: ``keyfile``, ``cert_reqs`` (ssl.CERT_*), ``server_hostname``; None = per URL.
+    broker_use_ssl: Any = None
     #: Deliveries of one message after which it is dead-lettered instead of redelivered.
     broker_max_redeliveries: int = 5
     #: Seconds a claimed message stays invisible on lease brokers (SQLite, Redis) unless

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from .. import serialization
 from .._fork import getpid
 from .._registry import mask_url
-from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, load_driver, parse_url
+from ..brokers._amqp_tls import for_driver
+from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, connection_params, load_driver, parse_url
 from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
 from ..result import READY_STATES
 from .base import Backend, decode_meta, pending_meta
@@ -52,13 +53,15 @@ T = TypeVar("T")
 
 class RPCBackend(Backend):
     """``rpc://``: replies over the broker's AMQP connection (options: ``broker_url``,
-    required, the app passes its own; ``connect_timeout``; ``driver``)."""
+    required, the app passes its own; ``connect_timeout``; ``driver``; ``ssl``, the
+    app's ``broker_use_ssl``). TLS options in the broker URL's query apply too."""
 
     capabilities = frozenset({"reply_to"})
 
     def __init__(self, url: str, *, broker_url: str | None = None, **options: Any) -> None:
         connect_timeout = float(options.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
         driver = options.pop("driver", None)
+        use_ssl = options.pop("ssl", None)
         super().__init__(url, **options)
         scheme = (broker_url or "").split("://", 1)[0].lower()
         if scheme not in _AMQP_SCHEMES:
@@ -67,9 +70,12 @@ class RPCBackend(Backend):
                 f"pyamqp://), not {mask_url(broker_url) if broker_url else 'none'}")
         assert broker_url is not None
         self.broker_url = broker_url
-        params, _query = parse_url(broker_url)
+        query = parse_url(broker_url)[1]
+        # the same TLS as the broker's: its URL's ssl_* options and broker_use_ssl
+        params = connection_params(broker_url, {} if use_ssl is None else {"ssl": use_ssl})
+        self._driver_cls, self.driver_name = load_driver(scheme, driver or query.get("driver"))
+        params["ssl"] = for_driver(params["ssl"], self.driver_name, params["host"])
         self._params = {**params, "connect_timeout": connect_timeout}
-        self._driver_cls, self.driver_name = load_driver(scheme, driver)
         # one connection per process, used by one thread at a time
         self._lock = threading.RLock()
         self._pid = getpid()

@@ -32,8 +32,10 @@ from typing import Any
 import amqp
 from amqp import exceptions as amqp_exceptions
 from amqp import spec
+from amqp.transport import SSLTransport
 
 from ..exceptions import AMQPError, BrokerConnectionLost, PublishNacked, PublishTimeout
+from ._amqp_tls import client_context
 
 #: Delivery tuple: (delivery_tag, redelivered, exchange, routing_key, consumer_tag,
 #: properties, headers, body).
@@ -224,6 +226,35 @@ def _to_tuple(message: amqp.Message, consumer_tag: str = "") -> DeliveryTuple:
             properties, headers, body)
 
 
+# -- TLS ---------------------------------------------------------------------------------
+class _ContextTransport(SSLTransport):
+    """py-amqp's TLS transport wrapping the socket with a ready ``ssl.SSLContext``.
+
+    py-amqp itself only builds contexts from ``wrap_socket``-style options, which
+    check the host name only when told it; this way both drivers verify the same.
+    """
+
+    def _wrap_socket(self, sock: Any, context: Any = None, server_hostname: Any = None,
+                     **_unused: Any) -> Any:
+        # py-amqp's _setup_transport does the handshake, under connect_timeout
+        return context.wrap_socket(sock, server_hostname=server_hostname,
+                                   do_handshake_on_connect=False)
+
+
+class _ContextConnection(amqp.Connection):
+    """An ``amqp.Connection`` whose TLS goes through ``_ContextTransport``."""
+
+    def Transport(self, host: str, connect_timeout: Any, ssl: Any = False,  # noqa: N802
+                  read_timeout: Any = None, write_timeout: Any = None,
+                  **kwargs: Any) -> Any:
+        if not ssl:
+            return super().Transport(host, connect_timeout, ssl, read_timeout,
+                                     write_timeout, **kwargs)
+        return _ContextTransport(host, connect_timeout=connect_timeout, ssl=ssl,
+                                 read_timeout=read_timeout, write_timeout=write_timeout,
+                                 **kwargs)
+
+
 # -- the connection ----------------------------------------------------------------------
 class Connection:
     """One AMQP connection with one channel, driven by py-amqp.
@@ -243,7 +274,10 @@ class Connection:
         self.heartbeat = int(heartbeat or 0)
         self.frame_max = int(frame_max)
         self.connect_timeout = float(connect_timeout)
+        #: None, or the TLS dict (``cafile``, ``certfile``, ``keyfile``, ``verify``,
+        #: ``server_hostname``) both drivers take; True means the defaults (verify)
         self.ssl = ssl
+        self._ssl_context: Any = None
         self._conn: amqp.Connection | None = None
         self._channel: Any = None
         self._buffer: deque[DeliveryTuple] = deque()
@@ -273,11 +307,10 @@ class Connection:
         if self.is_open:
             return
         self._forget()
-        # py-amqp reads SSL options from a dict, True for defaults, or an SSLContext
-        conn = amqp.Connection(
+        conn = _ContextConnection(
             host=f"{self.host}:{self.port}", userid=self.user, password=self._password,
             virtual_host=self.vhost, heartbeat=self.heartbeat, frame_max=self.frame_max,
-            connect_timeout=self.connect_timeout, ssl=self.ssl or False,
+            connect_timeout=self.connect_timeout, ssl=self._tls_options(),
             client_properties={"product": "fastq (py-amqp)"})
         self._conn = conn
         with self._guard("connect"):
@@ -319,6 +352,16 @@ class Connection:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
+    def _tls_options(self) -> dict | bool:
+        """What ``_ContextTransport`` takes (False without TLS); the context is built once."""
+        if not self.ssl:
+            return False
+        tls = self.ssl if isinstance(self.ssl, dict) else {"verify": True}
+        if self._ssl_context is None:
+            self._ssl_context = client_context(tls)
+        return {"context": self._ssl_context,
+                "server_hostname": tls.get("server_hostname") or self.host}
+
     def _forget(self) -> None:
         self._channel = None
         self._buffer.clear()

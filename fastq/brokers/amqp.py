@@ -38,6 +38,7 @@ from ..exceptions import (
     ConfigurationError,
     ImproperlyInstalled,
 )
+from . import _amqp_tls
 from ._amqp_decisions import AckTracker, Backoff, plan_prefetch
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
@@ -75,7 +76,8 @@ DEAD_LETTER_PEEK_MAX = 10_000
 RELEASED_MEMORY = 100_000
 
 _OPTIONS = ("connect_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
-            "lease_seconds", "queue_max_priority", "frame_max", "driver", "queue_type")
+            "lease_seconds", "queue_max_priority", "frame_max", "driver", "queue_type",
+            *_amqp_tls.OPTIONS)
 #: ``queue_type`` values: RabbitMQ's classic queues, or replicated quorum queues
 QUEUE_TYPES = ("classic", "quorum")
 _DRIVERS = {"rabbitmq-c": "rabbitmq-c", "c": "rabbitmq-c", "py-amqp": "py-amqp", "py": "py-amqp"}
@@ -137,6 +139,21 @@ def parse_url(url: str) -> tuple[dict, dict]:
     return params, dict(parse_qsl(parts.query))
 
 
+def connection_params(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``parse_url``'s parameters with TLS settled from the URL and ``options``.
+
+    ``options`` (``ssl`` is Celery's ``broker_use_ssl``) win over the URL's query.
+    ``ssl`` becomes None or the normalised TLS dict both drivers take; TLS turned on
+    by an option rather than ``amqps://`` defaults to port 5671.
+    """
+    params, query = parse_url(url)
+    tls = _amqp_tls.tls_options(bool(params.pop("ssl", False)), {**query, **options})
+    if tls is not None and urlsplit(url).port is None:
+        params["port"] = 5671
+    params["ssl"] = tls
+    return params
+
+
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -149,7 +166,11 @@ class AMQPBroker(Broker):
     Options (broker_transport_options or URL query): ``connect_timeout`` (seconds, for
     the TCP connect and handshake), ``heartbeat`` (seconds, 0 = off),
     ``confirm_publish`` (wait for publisher confirms per batch; default True),
-    ``confirm_timeout`` (seconds), ``queue_type`` ("classic" or "quorum": the type of the
+    ``confirm_timeout`` (seconds), ``ssl`` (Celery's ``broker_use_ssl``: True or a dict
+    of ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``server_hostname``) and
+    ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_verify``,
+    ``ssl_server_hostname`` (any of them turns TLS on, as ``amqps://`` does),
+    ``queue_type`` ("classic" or "quorum": the type of the
     queues this broker creates), ``queue_max_priority`` (``x-max-priority`` for the
     queues this broker creates: the ``priority`` capability needs it, and Celery peers
     must set the same ``task_queue_max_priority``), ``driver`` ("rabbitmq-c" or
@@ -169,7 +190,7 @@ class AMQPBroker(Broker):
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
                  **options: Any) -> None:
-        params, query = parse_url(url)
+        query = parse_url(url)[1]
         merged = {**query, **options}
         unknown = set(merged) - set(_OPTIONS)
         if unknown:
@@ -192,6 +213,8 @@ class AMQPBroker(Broker):
         if self.queue_type == "quorum" and self.queue_max_priority:
             raise ConfigurationError("quorum queues have no priorities: drop queue_max_priority "
                                      "or use queue_type=classic")
+        params = connection_params(url, merged)
+        params["ssl"] = _amqp_tls.for_driver(params["ssl"], self.driver_name, params["host"])
         self._params = {**params, "heartbeat": self.heartbeat,
                         "connect_timeout": self.connect_timeout}
         if "frame_max" in merged:
