@@ -27,7 +27,8 @@ from fastq.exceptions import BrokerConnectionLost, ConfigurationError
 from fastq.testing.contracts import make_message
 from tests.integration.test_amqp_broker import DRIVERS, HOST, PORT, ROOT, delete_queues, unique
 
-pytestmark = pytest.mark.integration
+# no code with a compiled twin beyond what the first CI pass covers on both drivers
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 DRIVER_NAMES = {"c": "rabbitmq-c", "py": "py-amqp"}
 

@@ -12,7 +12,8 @@ import pytest
 from fastq import App, TaskRevokedError
 from tests.integration.test_amqp_broker import ROOT, URL, delete_queues, unique
 
-pytestmark = pytest.mark.integration
+# no code with a compiled twin beyond what the first CI pass covers on both drivers
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 def _wait_for_run(read_runs, task_id: str, timeout: float = 20) -> None:

@@ -20,7 +20,8 @@ from tests.interop.test_celery_redis import (  # noqa: F401 - fixtures
 
 pytest.importorskip("celery")
 
-pytestmark = pytest.mark.integration
+# no code with a compiled twin beyond what the first CI pass covers on both drivers
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 def test_celery_revokes_reach_a_fastq_worker_on_redis(

@@ -18,7 +18,8 @@ from tests.interop.processes import ROOT, Proc
 
 pytest.importorskip("celery")
 
-pytestmark = pytest.mark.integration
+# no code with a compiled twin beyond what the first CI pass covers on both drivers
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 @pytest.fixture
