@@ -113,6 +113,15 @@ _LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, datetime, dat
                          Decimal})
 
 
+def leaves_only(values: Iterable) -> bool:
+    """Whether every item of ``values`` is of a type that cannot hold a UUID.
+
+    A test at C speed: ``json_dumps(obj, uuids=False)`` is then safe for a container of
+    such ``values``, with no tree walk.
+    """
+    return _LEAF_TYPES.issuperset(map(type, values))
+
+
 def _wrap_uuids(obj: Any) -> Any:
     """``obj`` with UUIDs enveloped; orjson writes UUIDs natively and offers no hook.
 
@@ -120,12 +129,16 @@ def _wrap_uuids(obj: Any) -> Any:
     """
     kind = type(obj)
     if kind is dict or (kind not in _LEAF_TYPES and isinstance(obj, dict)):
+        if _LEAF_TYPES.issuperset(map(type, obj.values())):
+            return obj
         for value in obj.values():
             if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
                 return {k: _wrap_uuids(v) for k, v in obj.items()}
         return obj
     if kind is list or kind is tuple or (kind not in _LEAF_TYPES
                                          and isinstance(obj, (list, tuple))):
+        if _LEAF_TYPES.issuperset(map(type, obj)):
+            return obj
         for value in obj:
             if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
                 return [_wrap_uuids(v) for v in obj]
