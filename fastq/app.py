@@ -72,6 +72,8 @@ class App:
         self._backend: Backend | None = None
         self._pid = getpid()
         self._origin: str | None = None
+        #: task name -> (the settings it was made from, the template), for send_task
+        self._templates: dict[str, tuple[tuple, protocol.TaskMessageTemplate]] = {}
         for fun, options in list(_shared_tasks):
             self._register(fun, dict(options))
         _current_app = self
@@ -278,9 +280,46 @@ class App:
             task = task if task is not None else self.get_task(name)
             options.pop("_task", None)
             return self.run_eagerly(task, args, kwargs, **options)
-        message = self.build_message(name, args, kwargs, **options)
+        if options.keys() <= _TEMPLATE_FREE_OPTIONS:
+            # no per-call option (delay()): the template made for the last such call
+            # is reused, unless the settings it came from have changed since
+            template = self._default_template(name, task)
+            task_id = options.get("task_id") or protocol.new_task_id()
+            message = template.build(task_id, tuple(args or ()), dict(kwargs or {}))
+        else:
+            message = self.build_message(name, args, kwargs, **options)
         self.publish_many([message])
         return AsyncResult(message.headers["id"], app=self)
+
+    def _default_template(self, name: str, task: Task | None) -> protocol.TaskMessageTemplate:
+        """``message_template(name)``, made again only when a setting it reads has changed.
+
+        The key holds every task and app setting ``message_template`` reads without
+        options (and the routed queue, asked of ``task_routes`` each time), so a changed
+        setting makes a new template; one that depends on the time (``expires``) is never
+        kept.
+        """
+        if task is None:
+            task = self.tasks.get(name)
+        conf = self.conf
+        reply_to = (self.backend.reply_queue  # type: ignore[attr-defined]
+                    if _is_rpc(conf.result_backend) else None)
+        if task is None:
+            options: tuple = (self.route(name),)
+        else:
+            if task.expires is not None:
+                return self.message_template(name, _task=task)
+            options = (task.queue or self.route(name), task.priority, task.serializer,
+                       task.compression, task.time_limit, task.soft_time_limit,
+                       task.ignore_result)
+        key = (options, conf.task_default_priority, conf.task_ignore_result,
+               conf.task_serializer, conf.task_compression, self.origin, reply_to)
+        cached = self._templates.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        template = self.message_template(name, _task=task, reply_to=reply_to)
+        self._templates[name] = (key, template)
+        return template
 
     def send_many(self, calls: Iterable[tuple[str, Iterable | None, dict | None]],
                   **options: Any) -> list[AsyncResult]:
@@ -289,11 +328,14 @@ class App:
             raise TypeError("send_many gives every task its own id; task_id is not allowed")
         templates: dict[str, protocol.TaskMessageTemplate] = {}
         new_id = protocol.new_task_id
+        reuse = options.keys() <= _TEMPLATE_FREE_OPTIONS
         messages = []
         for name, args, kwargs in calls:
             template = templates.get(name)
             if template is None:
-                template = templates[name] = self.message_template(name, **options)
+                template = templates[name] = (
+                    self._default_template(name, options.get("_task")) if reuse
+                    else self.message_template(name, **options))
             messages.append(template.build(new_id(), tuple(args or ()), dict(kwargs or {})))
         self.publish_many(messages)
         return [AsyncResult(m.headers["id"], app=self) for m in messages]
@@ -409,6 +451,11 @@ def shared_task(*args: Any, **options: Any) -> Any:
     return register
 
 
+#: send_task options that leave the message template as it is: only the id differs.
+_TEMPLATE_FREE_OPTIONS = frozenset({"_task", "task_id"})
+
+
+@functools.lru_cache(maxsize=32)
 def _is_rpc(url: str | None) -> bool:
     """Whether ``url`` names the rpc:// result backend (a string test: creates nothing)."""
     return bool(url) and url.split("://", 1)[0].lower() == "rpc"  # type: ignore[union-attr]

@@ -102,19 +102,46 @@ def new_task_id() -> str:
     keyed by task id (the SQLite result table) appends instead of writing pages all over
     its index. Celery peers only need a unique string; any UUID will do for them.
     """
-    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
+    try:
+        random_bits = _random_80_bits.pop()
+    except IndexError:
+        random_bits = _refill_random_bits()
+    h = f"{(time.time_ns() // 1_000_000) << 80 | random_bits & _UUID7_KEEP | _UUID7_SET:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The 80 bits after the 48-bit millisecond stamp: all random but the version nibble (7)
+# and the two RFC 4122 variant bits (10).
+_UUID7_KEEP = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+_UUID7_SET = 0x7 << 76 | 0x2 << 62
+
+#: Random 80-bit numbers from ``os.urandom``, drawn 256 at a time: one system call per
+#: id cost more than the rest of the id. ``list.pop`` hands each to one caller only, also
+#: between threads; a forked child drops its parent's, so the two never share an id.
+_random_80_bits: list[int] = []
+_RANDOM_BATCH = 256
+
+
+def _refill_random_bits() -> int:
+    data = os.urandom(10 * _RANDOM_BATCH)
+    _random_80_bits.extend(int.from_bytes(data[i:i + 10], "big")
+                           for i in range(10, len(data), 10))
+    return int.from_bytes(data[:10], "big")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_random_80_bits.clear)
 
 
 #: Longest argsrepr/kwargsrepr Celery writes.
 REPR_LIMIT = 1024
 
 
-def _short_repr(value: Any) -> str:
-    text = repr(value)
+# serialization.leaves_only without its Python frame: build() asks it per message
+_only_leaf_types = serialization.LEAF_TYPES.issuperset
+
+
+def _short_repr(text: str) -> str:
     return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."
 
 
@@ -126,7 +153,7 @@ class TaskMessageTemplate:
     """
 
     __slots__ = ("headers", "properties", "embed", "queue", "exchange", "routing_key",
-                 "not_before", "serializer", "compression", "root_id")
+                 "not_before", "serializer", "compression", "root_id", "_plain_embed")
 
     def __init__(
         self, name: str, *, queue: str = "celery", exchange: str = "",
@@ -174,6 +201,7 @@ class TaskMessageTemplate:
                 self.headers.setdefault(key, value)
         self.embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain,
                       "chord": chord}
+        self._plain_embed = callbacks is errbacks is chain is chord is None
         self.serializer = serializer
         self.compression = serialization.compression_type(compression) if compression else None
         if serializer == "json":
@@ -199,15 +227,22 @@ class TaskMessageTemplate:
         headers["id"] = task_id
         if self.root_id is None:
             headers["root_id"] = task_id
-        headers["argsrepr"] = _short_repr(tuple(args) if type(args) is not tuple else args)
-        headers["kwargsrepr"] = _short_repr(kwargs)
+        # _short_repr written out: two calls per message were measurable
+        text = repr(args if type(args) is tuple else tuple(args))
+        headers["argsrepr"] = text if len(text) <= REPR_LIMIT else _short_repr(text)
+        text = "{}" if not kwargs and type(kwargs) is dict else repr(kwargs)
+        headers["kwargsrepr"] = text if len(text) <= REPR_LIMIT else _short_repr(text)
         headers["timelimit"] = list(headers["timelimit"])
         headers["stamps"] = {}
         properties = self.properties.copy()
         properties["correlation_id"] = task_id
         if self.serializer == "json":
-            # orjson writes tuples as arrays: no list copy needed
-            body = serialization.json_dumps((args, kwargs, self.embed))
+            # orjson writes tuples as arrays: no list copy needed; plain arguments (and no
+            # links) cannot hold a UUID, so the walk that envelopes them is skipped
+            body = serialization.json_dumps(
+                (args, kwargs, self.embed),
+                uuids=not (self._plain_embed and _only_leaf_types(map(type, args))
+                           and (not kwargs or _only_leaf_types(map(type, kwargs.values())))))
         else:
             body = serialization.dumps([list(args), kwargs, self.embed], self.serializer)[2]
         if self.compression:

@@ -109,8 +109,17 @@ _JSON_OPTIONS |= getattr(orjson, "OPT_PASSTHROUGH_DATACLASS", 0)
 
 
 #: Types that can hold no UUID: the walk below skips them without a closer look.
-_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, datetime, date, time,
+LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, datetime, date, time,
                          Decimal})
+
+
+def leaves_only(values: Iterable) -> bool:
+    """Whether every item of ``values`` is of a type that cannot hold a UUID.
+
+    A test at C speed: ``json_dumps(obj, uuids=False)`` is then safe for a container of
+    such ``values``, with no tree walk.
+    """
+    return LEAF_TYPES.issuperset(map(type, values))
 
 
 def _wrap_uuids(obj: Any) -> Any:
@@ -119,15 +128,19 @@ def _wrap_uuids(obj: Any) -> Any:
     Returns ``obj`` itself (no copy) when it holds no UUID, the common case.
     """
     kind = type(obj)
-    if kind is dict or (kind not in _LEAF_TYPES and isinstance(obj, dict)):
+    if kind is dict or (kind not in LEAF_TYPES and isinstance(obj, dict)):
+        if LEAF_TYPES.issuperset(map(type, obj.values())):
+            return obj
         for value in obj.values():
-            if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
+            if type(value) not in LEAF_TYPES and _wrap_uuids(value) is not value:
                 return {k: _wrap_uuids(v) for k, v in obj.items()}
         return obj
-    if kind is list or kind is tuple or (kind not in _LEAF_TYPES
+    if kind is list or kind is tuple or (kind not in LEAF_TYPES
                                          and isinstance(obj, (list, tuple))):
+        if LEAF_TYPES.issuperset(map(type, obj)):
+            return obj
         for value in obj:
-            if type(value) not in _LEAF_TYPES and _wrap_uuids(value) is not value:
+            if type(value) not in LEAF_TYPES and _wrap_uuids(value) is not value:
                 return [_wrap_uuids(v) for v in obj]
         return obj
     if isinstance(obj, uuid.UUID):

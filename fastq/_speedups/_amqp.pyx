@@ -78,6 +78,19 @@ cdef bytes _shortstr(object value, str what):
     return data
 
 
+cdef str _shortstr_view(object value, str what, rmq.amqp_bytes_t *out):
+    """Point ``out`` at ``value``'s cached UTF-8 form (no copy); the caller keeps the returned
+    str alive while ``out`` is used. A str's UTF-8 form is made once and kept by the str, so
+    names and ids sent again and again cost no encoding."""
+    cdef str text = value if type(value) is str else str(value)
+    cdef Py_ssize_t n
+    out.bytes = <void *>PyUnicode_AsUTF8AndSize(text, &n)
+    if n > 255:
+        raise ValueError(f"AMQP {what} is longer than 255 bytes: {value!r}")
+    out.len = <size_t>n
+    return text
+
+
 cdef str _text(rmq.amqp_bytes_t b):
     """A short string from the wire (names, properties); never raises on bad UTF-8."""
     if b.len == 0:
@@ -204,9 +217,10 @@ cdef int _encode_value(object value, rmq.amqp_field_value_t *out, rmq.amqp_pool_
 cdef int _encode_table(object table, rmq.amqp_table_t *out, rmq.amqp_pool_t *pool,
                        int depth) except -1:
     """Fill ``out`` from a dict; its memory comes from ``pool``."""
-    cdef Py_ssize_t i = 0, n = len(table)
+    cdef Py_ssize_t i = 0, n = len(table), size
     cdef rmq.amqp_table_entry_t *entries
-    cdef bytes name
+    cdef const char *name
+    cdef object key = None
     out.num_entries = 0
     out.entries = NULL
     if n == 0:
@@ -218,11 +232,12 @@ cdef int _encode_table(object table, rmq.amqp_table_t *out, rmq.amqp_pool_t *poo
     for key, value in table.items():
         if i >= n:
             raise RuntimeError("a header table changed size while it was being encoded")
-        name = (key if type(key) is str else str(key)).encode("utf-8")
-        if PyBytes_GET_SIZE(name) > 255:
+        # the key's cached UTF-8 form: header names repeat in every message, so this
+        # makes no bytes object per key (the key stays alive in the dict while copied)
+        name = PyUnicode_AsUTF8AndSize(key if type(key) is str else str(key), &size)
+        if size > 255:
             raise ValueError(f"AMQP header name longer than 255 bytes: {key!r}")
-        _pool_copy(pool, PyBytes_AS_STRING(name), <size_t>PyBytes_GET_SIZE(name),
-                   &entries[i].key)
+        _pool_copy(pool, name, <size_t>size, &entries[i].key)
         try:
             _encode_value(value, &entries[i].value, pool, depth)
         except (TypeError, ValueError) as exc:
@@ -246,11 +261,17 @@ cdef int _set_shortstr_property(dict properties, str name, rmq.amqp_flags_t flag
                                 rmq.amqp_basic_properties_t *props, rmq.amqp_bytes_t *field,
                                 rmq.amqp_pool_t *pool) except -1:
     cdef object value = properties.get(name)
-    cdef bytes data
+    cdef str text
+    cdef const char *data
+    cdef Py_ssize_t n
     if value is None:
         return 0
-    data = _shortstr(value, f"property {name!r}")
-    _pool_copy(pool, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data), field)
+    text = value if type(value) is str else str(value)
+    data = PyUnicode_AsUTF8AndSize(text, &n)
+    if n > 255:
+        # the message is formatted only here: this runs for every property of every publish
+        raise ValueError(f"AMQP property {name!r} is longer than 255 bytes: {value!r}")
+    _pool_copy(pool, data, <size_t>n, field)
     props._flags |= flag
     return 0
 
@@ -930,10 +951,11 @@ cdef class Connection:
     def bind_queue(self, queue, exchange, routing_key):
         cdef bytes b_queue = _shortstr(queue, "queue name")
         cdef rmq.amqp_bytes_t v_queue = _view(b_queue)
-        cdef bytes b_exchange = _shortstr(exchange, "exchange name")
-        cdef rmq.amqp_bytes_t v_exchange = _view(b_exchange)
-        cdef bytes b_key = _shortstr(routing_key, "routing key")
-        cdef rmq.amqp_bytes_t v_key = _view(b_key)
+        cdef rmq.amqp_bytes_t v_exchange
+        cdef rmq.amqp_bytes_t v_key
+        # the strs returned own the buffers the views borrow: keep them until sent
+        cdef str s_exchange = _shortstr_view(exchange, "exchange name", &v_exchange)
+        cdef str s_key = _shortstr_view(routing_key, "routing key", &v_key)
         cdef rmq.amqp_queue_bind_ok_t *ok
         self._enter()
         try:
@@ -1143,10 +1165,11 @@ cdef class Connection:
         Raises:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
-        cdef bytes b_exchange = _shortstr(exchange, "exchange name")
-        cdef rmq.amqp_bytes_t v_exchange = _view(b_exchange)
-        cdef bytes b_key = _shortstr(routing_key, "routing key")
-        cdef rmq.amqp_bytes_t v_key = _view(b_key)
+        cdef rmq.amqp_bytes_t v_exchange
+        cdef rmq.amqp_bytes_t v_key
+        # the strs returned own the buffers the views borrow: keep them until sent
+        cdef str s_exchange = _shortstr_view(exchange, "exchange name", &v_exchange)
+        cdef str s_key = _shortstr_view(routing_key, "routing key", &v_key)
         cdef bytes b_body
         cdef rmq.amqp_bytes_t v_body
         cdef rmq.amqp_basic_properties_t props

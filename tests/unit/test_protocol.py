@@ -201,3 +201,21 @@ def test_new_task_ids_are_unique_time_ordered_uuids():
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
     assert first[:13] <= min(ids)[:13] and later > max(ids)  # ordered by millisecond
+
+
+def test_forked_child_draws_task_ids_from_fresh_randomness():
+    import os
+
+    protocol.new_task_id()  # the pool of random bits is now filled in this process
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, protocol.new_task_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent_id = protocol.new_task_id()
+    # the random part (after the version digit): equal if both popped the same pooled bits
+    assert len(child_id) == 36 and child_id[15:] != parent_id[15:]

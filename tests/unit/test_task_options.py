@@ -135,3 +135,35 @@ def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored(app):
     assert limits(["10", "x"]) == (60, 50)
     assert limits("garbage") == (60, 50)
     assert limits([7]) == (7, 50)
+
+
+def test_delay_follows_settings_changed_between_calls(app):
+    sent = []
+    app.publish_many = sent.extend  # the messages, not a broker
+
+    @app.task
+    def job(x):
+        pass
+
+    job.delay(1)
+    job.delay(2)
+    app.conf.task_routes = {"*.job": "routed"}
+    job.delay(3)
+    job.priority, job.time_limit = 5, 10
+    job.delay(4)
+    app.conf.task_serializer = "msgpack"
+    job.delay(5)
+    job.expires = 60
+    job.delay(6)
+    first, second, routed, limited, packed, expiring = sent
+    assert first.headers["id"] != second.headers["id"]
+    assert second.headers["root_id"] == second.headers["id"]
+    assert second.headers["argsrepr"] == "(2,)" and second.body == b'[[2],{},' \
+        b'{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
+    assert (first.queue, routed.queue) == ("celery", "routed")
+    assert (routed.priority, limited.priority) == (0, 5)
+    assert (routed.headers["timelimit"], limited.headers["timelimit"]) == ([None, None],
+                                                                          [10, None])
+    assert packed.properties["content_type"] == "application/x-msgpack"
+    assert "expiration" not in packed.properties and expiring.headers["expires"]
+    assert expiring.properties["expiration"] in ("60000", "59999")
