@@ -58,3 +58,27 @@ def patch_for_command_line(argv: Sequence[str] | None = None) -> None:
     library = requested_green_pool(sys.argv if argv is None else argv)
     if library is not None:
         patch(library)
+
+
+def wait_readable(fd: int, timeout: float) -> None:
+    """Wait up to ``timeout`` s for ``fd`` to be readable, through the patched library's
+    hub, so other greenlets run meanwhile; for C code that would block the hub."""
+    if patched == "gevent":
+        from gevent.socket import wait_read
+
+        try:
+            wait_read(fd, timeout=timeout)
+        except OSError:  # gevent's timeout (socket.timeout) and a closed socket
+            pass
+    elif patched == "eventlet":
+        from eventlet.hubs import trampoline
+        from eventlet.timeout import Timeout
+
+        try:
+            trampoline(fd, read=True, timeout=timeout, timeout_exc=Timeout)
+        except (Timeout, OSError):
+            pass
+    else:
+        import select
+
+        select.select([fd], [], [], timeout)

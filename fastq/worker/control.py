@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import serialization
+from .. import _green, serialization
 
 if TYPE_CHECKING:
     from ..app import App
@@ -233,7 +233,16 @@ class AMQPMailbox(Mailbox):
 
     def receive(self, timeout: float) -> list[dict]:
         commands = []
-        for delivery in self._connection().drain(100, timeout):
+        conn = self._connection()
+        if _green.patched and type(conn).__module__ == "fastq._speedups._amqp":
+            # this "thread" is a greenlet: waiting inside rabbitmq-c would stall the hub
+            deliveries = conn.drain(100, 0.0)
+            if not deliveries:
+                _green.wait_readable(conn.fileno(), timeout)
+                deliveries = conn.drain(100, 0.0)
+        else:
+            deliveries = conn.drain(100, timeout)
+        for delivery in deliveries:
             properties, body = delivery[5], delivery[7]
             command = _decode_command(body, properties.get("content_type"))
             if command is not None:

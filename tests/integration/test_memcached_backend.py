@@ -92,8 +92,10 @@ class TestMemcachedBackend(BackendContract):
         task_id = str(uuid.uuid4())
         backend.store(task_id, "SUCCESS", 1)
         assert backend.get(task_id)["result"] == 1
+        # memcached converts the unix time with its own clock, which ticks once a second
+        # and may trail ours by a few: allow that much either way
         assert 40 * 86400 - 10 < ttl_of(f"{self.prefix}celery-task-meta-{task_id}") \
-            <= 40 * 86400 + 2
+            <= 40 * 86400 + 5
         backend.forget(task_id)
 
     def test_a_success_written_by_another_client_is_sticky(self, backend, raw) -> None:

@@ -33,12 +33,3 @@ class EventletPool(GreenPool):
         from eventlet import patcher
 
         patcher.original("time").sleep(seconds)
-
-    def _wait_readable(self, fd: int, timeout: float) -> None:
-        from eventlet.hubs import trampoline
-        from eventlet.timeout import Timeout
-
-        try:
-            trampoline(fd, read=True, timeout=timeout, timeout_exc=Timeout)
-        except (Timeout, OSError):
-            pass

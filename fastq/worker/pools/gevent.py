@@ -34,11 +34,3 @@ class GeventPool(GreenPool):
         from gevent import monkey
 
         monkey.get_original("time", "sleep")(seconds)
-
-    def _wait_readable(self, fd: int, timeout: float) -> None:
-        from gevent.socket import wait_read
-
-        try:
-            wait_read(fd, timeout=timeout)
-        except OSError:  # gevent's timeout error (socket.timeout) and a closed socket
-            pass

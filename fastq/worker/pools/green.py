@@ -91,11 +91,8 @@ class GreenPool(HandOffPool):
         batch = broker.fetch(queues, limit, 0.0)
         if batch or timeout <= 0:
             return batch
-        self._wait_readable(fd, timeout)  # the hub runs other greenlets meanwhile
+        _green.wait_readable(fd, timeout)  # the hub runs other greenlets meanwhile
         return broker.fetch(queues, limit, 0.0)
-
-    def _wait_readable(self, fd: int, timeout: float) -> None:
-        raise NotImplementedError
 
     def close(self, cold: bool = False) -> None:
         self._accepting = False
