@@ -33,6 +33,7 @@ from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
 from . import _redis_lua
+from ._lease import LeaseKeeping
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def connect_client(url: str, parsed: dict[str, Any], options: dict[str, Any]) ->
     return redis.Redis(connection_pool=pool)
 
 
-class RedisBroker(Broker):
+class RedisBroker(LeaseKeeping, Broker):
     """``redis://host:port/db``, ``rediss://`` (TLS), ``redis+socket:///path``,
     ``redis+sentinel://host:port;sentinel://host:port/db`` (with ``master_name``).
 
@@ -541,26 +542,10 @@ class RedisBroker(Broker):
                                           str(self.dead_letter_ttl), PRIORITY_SEP))
 
     # -- leases ------------------------------------------------------------------------
-    def _ensure_keeper(self) -> None:
-        keeper = self._keeper
-        if keeper is not None and keeper.is_alive():
-            return
-        with self._lock:
-            if self._keeper is not None and self._keeper.is_alive():
-                return
-            self._stop.clear()
-            self._keeper = threading.Thread(target=self._keep_leases,
-                                            name="fastq-redis-lease-keeper", daemon=True)
-            self._keeper.start()
+    _keeper_name = "fastq-redis-lease-keeper"
 
-    def _keep_leases(self) -> None:
-        interval = self.lease_seconds / 3
-        while not self._stop.wait(interval):
-            try:
-                self.extend_leases()
-            except BrokerError as exc:
-                logger.warning("could not extend leases on %s (%s); retrying in %.1fs",
-                               mask_url(self.url), exc, interval)
+    def _lease_period(self) -> float:
+        return self.lease_seconds
 
     def extend_leases(self) -> int:
         """Push the lease of every message this instance holds a full period ahead."""

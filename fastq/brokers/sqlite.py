@@ -23,6 +23,7 @@ from .. import serialization
 from .._fork import getpid
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import sqlite_path
+from ._lease import LeaseKeeping
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
         raise BrokerError(f"cannot open SQLite database {path!r}: {exc}") from exc
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(LeaseKeeping, Broker):
     """``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (default
     ``.fastq/broker.sqlite3``).
 
@@ -379,26 +380,11 @@ class SQLiteBroker(Broker):
         self._held.discard(int(tag))
 
     # -- leases ------------------------------------------------------------------------
-    def _ensure_keeper(self) -> None:
-        keeper = self._keeper
-        if keeper is not None and keeper.is_alive():
-            return
-        with self._lock:
-            if self._keeper is not None and self._keeper.is_alive():
-                return
-            self._stop.clear()
-            self._keeper = threading.Thread(target=self._keep_leases, name="fastq-lease-keeper",
-                                            daemon=True)
-            self._keeper.start()
+    def _lease_period(self) -> float:
+        return self.lease_seconds
 
-    def _keep_leases(self) -> None:
-        interval = self.lease_seconds / 3
-        while not self._stop.wait(interval):
-            try:
-                self.extend_leases()
-            except BrokerError:
-                logger.warning("could not extend leases on %s; retrying in %.1fs",
-                               self.path, interval, exc_info=True)
+    def _keeper_exiting(self) -> None:
+        # the keeper's own thread-local connection goes with it
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             with self._lock:

@@ -36,6 +36,7 @@ from .. import serialization
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
 from . import _sqs_wire as wire
+from ._lease import LeaseKeeping
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class _Held:
     redeliveries: int
 
 
-class SQSBroker(Broker):
+class SQSBroker(LeaseKeeping, Broker):
     """``sqs://[KEY:SECRET@][host[:port]][?option=value...]`` (kombu's URL form).
 
     Options (``broker_transport_options``, kombu's names where kombu has them):
@@ -709,26 +710,10 @@ class SQSBroker(Broker):
         self._delete([entry])
 
     # -- visibility (leases) -----------------------------------------------------------
-    def _ensure_keeper(self) -> None:
-        keeper = self._keeper
-        if keeper is not None and keeper.is_alive():
-            return
-        with self._lock:
-            if self._keeper is not None and self._keeper.is_alive():
-                return
-            self._stop.clear()
-            self._keeper = threading.Thread(target=self._keep_visibility,
-                                            name="fastq-sqs-visibility-keeper", daemon=True)
-            self._keeper.start()
+    _keeper_name = "fastq-sqs-visibility-keeper"
 
-    def _keep_visibility(self) -> None:
-        interval = self.visibility / 3
-        while not self._stop.wait(interval):
-            try:
-                self.extend_leases()
-            except BrokerError as exc:
-                logger.warning("could not extend the visibility of held SQS messages (%s); "
-                               "retrying in %.1fs", exc, interval)
+    def _lease_period(self) -> float:
+        return self.visibility
 
     def extend_leases(self) -> int:
         """Push the visibility of every message this process holds a full period ahead."""
