@@ -16,7 +16,8 @@ from fastq.backends.redis import RedisBackend
 from fastq.testing.contracts import BackendContract
 from tests.integration.redis_support import REDIS_URL, redis_prefix  # noqa: F401
 
-pytestmark = pytest.mark.integration
+# no compiled twin in the Redis code
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 class TestRedisBackend(BackendContract):

@@ -20,7 +20,8 @@ from fastq.exceptions import ConfigurationError, PublishTimeout
 from fastq.testing.contracts import BrokerContract, make_message
 from tests.integration.redis_support import REDIS_URL, PrivateRedis, redis_prefix  # noqa: F401
 
-pytestmark = pytest.mark.integration
+# no compiled twin in the Redis code
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
 @pytest.fixture

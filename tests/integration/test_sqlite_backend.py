@@ -12,6 +12,9 @@ from fastq.backends import create_backend
 from fastq.backends.sqlite import SQLiteBackend
 from fastq.testing.contracts import BackendContract
 
+# no compiled twin in the SQLite broker or backend
+pytestmark = pytest.mark.twin_neutral
+
 
 def _store_results(url: str, prefix: str, count: int, batch: int) -> None:
     """Child process: store ``count`` SUCCESS results in batches."""

@@ -17,6 +17,9 @@ from fastq.brokers.sqlite import SQLiteBroker
 from fastq.exceptions import ConfigurationError
 from fastq.testing.contracts import BrokerContract, make_message
 
+# no compiled twin in the SQLite broker or backend
+pytestmark = pytest.mark.twin_neutral
+
 
 class TestSQLiteBroker(BrokerContract):
     @pytest.fixture

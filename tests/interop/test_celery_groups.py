@@ -15,6 +15,7 @@ pytest.importorskip("celery")
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.twin_neutral,  # groups in Redis: no compiled twin
     # Celery 5.7's redis backend still calls redis-py's deprecated setex
     pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning"),
     # Celery's AsyncResult.__del__ unsubscribes on a pub/sub connection of its own that

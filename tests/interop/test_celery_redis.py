@@ -18,7 +18,8 @@ from tests.interop.processes import ROOT, Proc
 
 pytest.importorskip("celery")
 
-pytestmark = pytest.mark.integration
+# no compiled twin in the Redis code
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 #: Task ids sent per queue, so the test's result keys can be deleted afterwards.
 SENT: dict[str, list[str]] = {}
