@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from fastq.brokers import mask_url
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONTENDERS = {
@@ -136,8 +138,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     celery = statistics.median(rates["celery"]) if rates.get("celery") else None
     celery_prefork = (statistics.median(rates["celery-prefork"])
                       if rates.get("celery-prefork") else None)
-    print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), RabbitMQ on "
-          f"loopback, median of {args.runs} run(s)")
+    from bench.apps import BROKER_URL
+
+    print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), broker "
+          f"{mask_url(BROKER_URL)}, median of {args.runs} run(s)")
     print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} {'vs celery':>10s}")
     for name in names:
         med = statistics.median(rates[name])
