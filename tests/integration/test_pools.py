@@ -154,3 +154,18 @@ def test_recycling_restarts_a_pooled_worker_in_place_losing_nothing(pool, worker
     assert all(len(w.runs(r.id)) == 1 for r in results)
     assert "recycling" in w.log()
     assert w.proc.poll() is None  # the same process, restarted in place
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_revoked_task_waiting_for_a_slot_is_not_run(pool, worker, producer):
+    w = worker("-P", pool, "-c", "2", "--prefetch-multiplier", "4")
+    busy = [producer.tasks["t.sleep"].delay(2.5) for _ in range(2)]
+    for r in busy:
+        _wait_for_runs(w, r.id)
+    held = producer.tasks["t.add"].delay(1, 2)  # taken and queued in the pool, not started
+    time.sleep(0.2)
+    held.revoke()  # the worker polls the SQLite control table about once a second
+    with pytest.raises(TaskRevokedError, match="revoked"):
+        held.get(timeout=20)
+    assert [r.get(timeout=20) for r in busy] == [2.5, 2.5]
+    assert w.runs(held.id) == []
