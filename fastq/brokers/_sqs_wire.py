@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .. import serialization
 from .._registry import mask_url
 from ..exceptions import ConfigurationError
+from ._kombu import envelope, unpack
 
 ATTR_NOT_BEFORE = "fastq-not-before"
 ATTR_REDELIVERIES = "fastq-redeliveries"
@@ -136,24 +137,10 @@ def parse_url(url: str) -> dict[str, Any]:
 
 def encode_body(message: Any, base64_encoding: bool = True) -> str:
     """The SQS message body for ``message``: kombu's full envelope (§0 #9), base64-encoded."""
-    properties = dict(message.properties)
-    content_type = properties.pop("content_type", None)
-    content_encoding = properties.pop("content_encoding", None)
-    properties["priority"] = properties.get("priority") or 0
-    # exchange "" + the queue: what a Celery worker needs to route a retry back here
-    properties["delivery_info"] = {"exchange": "", "routing_key": message.queue}
-    properties["body_encoding"] = "base64"
-    properties["delivery_tag"] = str(uuid.uuid4())
-    envelope = serialization.json_dumps({
-        "body": base64.b64encode(message.body).decode("ascii"),
-        "content-encoding": content_encoding,
-        "content-type": content_type,
-        "headers": message.headers,
-        "properties": properties,
-    })
+    data = envelope(message)
     if base64_encoding:
-        return base64.b64encode(envelope).decode("ascii")
-    return envelope.decode("utf-8")
+        return base64.b64encode(data).decode("ascii")
+    return data.decode("utf-8")
 
 
 def decode_body(raw: str) -> tuple[dict, dict, bytes]:
@@ -171,21 +158,12 @@ def decode_body(raw: str) -> tuple[dict, dict, bytes]:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError(f"neither JSON nor base64: {exc}") from None
-    envelope = serialization.json_loads(data)
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("properties"), dict):
+    decoded = serialization.json_loads(data)
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("properties"), dict):
         raise ValueError("not a kombu envelope")
-    properties = dict(envelope["properties"])
-    headers = envelope.get("headers") or {}
+    headers, properties, body = unpack(decoded)
     if not isinstance(headers, dict):
         raise ValueError("envelope headers are not an object")
-    body = envelope.get("body") or ""
-    if isinstance(body, str):
-        if properties.get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        else:
-            body = body.encode("utf-8")
-    properties["content_type"] = envelope.get("content-type")
-    properties["content_encoding"] = envelope.get("content-encoding")
     return headers, properties, body
 
 

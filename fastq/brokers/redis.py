@@ -13,7 +13,6 @@ scripts: ``fastq/brokers/_redis_lua.py``.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import logging
 import socket
@@ -33,6 +32,8 @@ from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
 from . import _redis_lua
+from ._kombu import envelope as kombu_envelope
+from ._kombu import unpack
 from ._lease import LeaseKeeping
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
@@ -315,22 +316,7 @@ class RedisBroker(LeaseKeeping, Broker):
     # -- producing -------------------------------------------------------------------
     def envelope(self, message: Any) -> bytes:
         """kombu's JSON envelope for ``message``, always complete (§0 #9)."""
-        properties = dict(message.properties)
-        content_type = properties.pop("content_type", None)
-        content_encoding = properties.pop("content_encoding", None)
-        properties["priority"] = properties.get("priority") or 0
-        # delivered straight into the queue: exchange "" + the queue is also what a Celery
-        # worker's restore needs to find the queue again without bindings
-        properties["delivery_info"] = {"exchange": "", "routing_key": message.queue}
-        properties["body_encoding"] = "base64"
-        properties["delivery_tag"] = str(uuid.uuid4())
-        return serialization.json_dumps({
-            "body": base64.b64encode(message.body).decode("ascii"),
-            "content-encoding": content_encoding,
-            "content-type": content_type,
-            "headers": message.headers,
-            "properties": properties,
-        })
+        return kombu_envelope(message)
 
     def publish_many(self, messages: Sequence[Any]) -> None:
         if not messages:
@@ -411,16 +397,7 @@ class RedisBroker(LeaseKeeping, Broker):
         (empty headers, raw body) so the worker can dead-letter it rather than lose it."""
         try:
             envelope = serialization.json_loads(raw)
-            properties = dict(envelope["properties"])
-            headers = envelope.get("headers") or {}
-            body = envelope.get("body") or ""
-            if isinstance(body, str):
-                if properties.get("body_encoding") == "base64":
-                    body = base64.b64decode(body)
-                else:
-                    body = body.encode("utf-8")
-            properties["content_type"] = envelope.get("content-type")
-            properties["content_encoding"] = envelope.get("content-encoding")
+            headers, properties, body = unpack(envelope)
             count = envelope.get("fastq-redeliveries")
             redeliveries = count if isinstance(count, int) else 0
             if not redeliveries and isinstance(headers, dict) and headers.get("redelivered"):
