@@ -99,8 +99,9 @@ def _unwrap(obj: Any) -> Any:
 
 
 def _has_envelope(data: bytes) -> bool:
-    # A cheap byte scan lets the common case (no envelopes) skip the tree walk.
-    return b'"__type__"' in data
+    # A cheap byte scan lets the common case (no envelopes) skip the tree walk. find, not
+    # `in`: `in` first tries the needle as an int and raises and clears a TypeError per call.
+    return data.find(b'"__type__"') != -1
 
 
 # orjson would otherwise turn these natively into strings, losing the type on the way back.

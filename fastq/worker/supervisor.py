@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -23,6 +24,11 @@ from .stacks import dump_stacks
 
 if TYPE_CHECKING:
     from ..app import App
+
+#: Collect the youngest generation after this many net allocations, not CPython's 700: a
+#: prefetch window of messages keeps a few thousand objects alive at once, so at 700 each
+#: pass scans live deliveries instead of finding garbage (it was ~6% of a no-op task).
+GC_YOUNG_THRESHOLD = 20_000
 
 logger = logging.getLogger("fastq.worker")
 
@@ -265,6 +271,11 @@ class Worker:
             health.start()
         if self.control is not None:
             self.control.start()  # before consuming: revokes the broker kept apply at once
+        # what start-up made (modules, the app, the pool) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise walk it every few
+        # thousand tasks
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         code = 0
         try:
             self.consumer.run()
