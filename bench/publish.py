@@ -11,9 +11,11 @@ Contenders, all publishing the same no-op task to the same queue ("bench.publish
 - fastq-py: the same on the py-amqp driver (FASTQ_NO_SPEEDUPS's twin);
 - celery:   Celery 5.7's ``send_task`` one message at a time, its normal API; with
             confirms, kombu's ``confirm_publish`` waits for each message's confirm;
-- raw:      the ceiling: one pre-built message's bytes published N times through
-            ``fastq._speedups._amqp.Connection.publish``, then a single
-            ``wait_for_confirms`` when confirmed.
+- raw:      the ceiling: one pre-built message published N times through rabbitmq-c's
+            own ``amqp_basic_publish`` (``Connection.publish`` with ``direct_writes``
+            off: three writes per message), then a single ``wait_for_confirms`` when
+            confirmed. fastq's driver frames publishes itself and writes a batch at
+            once, so fastq can pass this "ceiling".
 
 Every run starts on an empty queue with its connection already open (a warm-up message
 declares the queue and is purged), so connecting is not counted. Without confirms the
@@ -129,6 +131,7 @@ def _raw(confirm: bool, batch: int) -> Contender:
     from fastq import protocol
 
     conn = _c_driver()(**_conn_params())
+    conn.direct_writes = False  # rabbitmq-c's amqp_basic_publish, as a C program would
     conn.connect()
     if confirm:
         conn.confirm_select()

@@ -39,6 +39,14 @@ cdef class Connection:
     # deliveries read while waiting for something else (confirms); drain hands them out
     cdef object _buffer
 
+    # publish: frames are built here and sent with one send() (plain TCP); False makes
+    # every publish go through rabbitmq-c's amqp_basic_publish (three writes), as TLS does
+    cdef public bint direct_writes
+    # frames waiting to be sent, owned (PyMem); _out_len bytes of _out_cap are used
+    cdef char *_out
+    cdef size_t _out_len
+    cdef size_t _out_cap
+
     cdef int _enter(self) except -1
     cdef void _leave(self) noexcept
     cdef int _require(self) except -1
@@ -55,3 +63,10 @@ cdef class Connection:
     cdef int _dispatch_frame(self, rmq.amqp_frame_t *frame) except -1
     cdef int _consume_one(self, rmq.timeval *tv, list out) except -1
     cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1
+    cdef int _reserve(self, size_t more) except -1
+    cdef int _frame_publish(self, rmq.amqp_bytes_t exchange, rmq.amqp_bytes_t routing_key,
+                            bytes body, dict properties, object headers,
+                            bint mandatory) except -1
+    cdef int _send_out(self, str doing) except -1
+    cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
+                          bint mandatory, bint direct) except -1

@@ -1,6 +1,7 @@
 """Type stub for the rabbitmq-c driver; the interface is the py-amqp twin's (brokers/_amqp_py.py)."""
 
 from types import TracebackType
+from collections.abc import Iterable
 from typing import Any
 
 #: (delivery_tag, redelivered, exchange, routing_key, consumer_tag, properties, headers, body)
@@ -18,6 +19,8 @@ class Connection:
     frame_max: int
     connect_timeout: float
     ssl: bool | dict[str, Any] | None
+    #: False: every publish goes through rabbitmq-c's amqp_basic_publish (three writes)
+    direct_writes: bool
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -78,6 +81,12 @@ class Connection:
         body: bytes | bytearray | memoryview,
         properties: dict[str, Any],
         headers: dict[str, Any] | None,
+        mandatory: bool = False,
+    ) -> None: ...
+    def publish_batch(
+        self,
+        messages: Iterable[tuple[str, str, bytes | bytearray | memoryview, dict[str, Any],
+                                 dict[str, Any] | None]],
         mandatory: bool = False,
     ) -> None: ...
     def confirm_select(self) -> None: ...

@@ -18,8 +18,10 @@ the close itself.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport (INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
+                          uint64_t)
 from libc.string cimport memcmp, memcpy, memset
 
 from fastq._speedups.includes cimport rabbitmq as rmq
@@ -34,6 +36,25 @@ from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked, Pub
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
 
+cdef extern from "<errno.h>" nogil:
+    int errno
+    enum: EAGAIN, EINTR  # EWOULDBLOCK is EAGAIN on Linux
+
+cdef extern from "<string.h>" nogil:
+    char *strerror(int errnum)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    enum: MSG_NOSIGNAL
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum: POLLOUT
+
 #: the linked rabbitmq-c, for the worker banner ("accelerated (rabbitmq-c 0.11.0)")
 RABBITMQ_C_VERSION = rmq.amqp_version().decode("ascii")
 
@@ -44,6 +65,18 @@ cdef rmq.amqp_channel_t CHANNEL = 1
 cdef int MAX_DEPTH = 100
 # long waits are cut into slices so that Ctrl-C (signals) is seen within this many seconds
 cdef double WAIT_SLICE = 0.5
+# publish_batch sends what it has framed once this many bytes wait: big enough that a
+# batch costs a few send() calls, small enough that the broker starts on it early
+cdef size_t FLUSH_AT = 65536
+# AMQP frame types and the octet that ends every frame (AMQP 0-9-1, 4.2.3)
+cdef char FRAME_METHOD = 1
+cdef char FRAME_HEADER = 2
+cdef char FRAME_BODY = 3
+cdef char FRAME_END = <char>0xCE
+# basic.publish: class 60 (basic), method 40
+cdef uint16_t BASIC_CLASS = 60
+cdef uint16_t BASIC_PUBLISH = 40
+
 # connection.close reply code RabbitMQ uses when it closes us on purpose (shutdown,
 # rabbitmqctl close_connection): reconnecting is the right answer, as in py-amqp
 cdef int CONNECTION_FORCED = 320
@@ -470,6 +503,29 @@ cdef tuple _delivery(uint64_t delivery_tag, bint redelivered, str exchange, str 
             properties, headers, body)
 
 
+cdef inline void _put16(char *p, uint16_t v) noexcept:
+    p[0] = <char>(v >> 8)
+    p[1] = <char>v
+
+
+cdef inline void _put32(char *p, uint32_t v) noexcept:
+    p[0] = <char>(v >> 24)
+    p[1] = <char>(v >> 16)
+    p[2] = <char>(v >> 8)
+    p[3] = <char>v
+
+
+cdef inline void _put64(char *p, uint64_t v) noexcept:
+    _put32(p, <uint32_t>(v >> 32))
+    _put32(p + 4, <uint32_t>v)
+
+
+cdef inline size_t _put_shortstr(char *p, rmq.amqp_bytes_t s) noexcept:
+    p[0] = <char>s.len
+    memcpy(p + 1, s.bytes, s.len)
+    return 1 + s.len
+
+
 cdef inline void _set_timeval(rmq.timeval *tv, double seconds) noexcept:
     if seconds < 0:
         seconds = 0
@@ -487,6 +543,9 @@ cdef class Connection:
     def __cinit__(self, *args, **kwargs):
         self._state = NULL
         rmq.init_amqp_pool(&self._pool, 4096)
+        self.direct_writes = True
+        self._out = NULL
+        self._out_len = self._out_cap = 0
         self._unconfirmed = set()
         self._returned = []
         self._buffer = deque()
@@ -509,6 +568,8 @@ cdef class Connection:
             rmq.amqp_destroy_connection(self._state)
             self._state = NULL
         rmq.empty_amqp_pool(&self._pool)
+        PyMem_Free(self._out)
+        self._out = NULL
 
     def __repr__(self):
         state = "open" if self._state != NULL else "closed"
@@ -532,6 +593,7 @@ cdef class Connection:
 
     cdef void _leave(self) noexcept:
         rmq.recycle_amqp_pool(&self._pool)
+        self._out_len = 0  # frames left unsent by an error never go out later
         if self._state != NULL:
             rmq.amqp_maybe_release_buffers(self._state)
         self._busy = False
@@ -1165,6 +1227,54 @@ cdef class Connection:
         Raises:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
+        self._enter()
+        try:
+            self._ready()
+            self._publish_one(exchange, routing_key, body, properties, headers, mandatory,
+                              self.direct_writes and not self.ssl)
+            if self._out_len:
+                self._send_out(f"publish to {exchange!r}/{routing_key!r}")
+        finally:
+            self._leave()
+
+    def publish_batch(self, messages, mandatory=False):
+        """basic.publish each ``(exchange, routing_key, body, properties, headers)``.
+
+        The frames go out in as few writes as fit ``FLUSH_AT`` bytes each, rather than
+        three writes per message; in order, like as many ``publish`` calls. When a
+        message cannot be encoded, the ones before it are still sent, then the error
+        is raised.
+
+        Raises:
+            TypeError, ValueError: a header or property value AMQP cannot carry.
+        """
+        cdef bint direct
+        cdef object failure = None
+        self._enter()
+        try:
+            self._ready()
+            direct = self.direct_writes and not self.ssl
+            for exchange, routing_key, body, properties, headers in messages:
+                try:
+                    self._publish_one(exchange, routing_key, body, properties, headers,
+                                      mandatory, direct)
+                except (TypeError, ValueError) as exc:
+                    failure = exc
+                    break
+                rmq.recycle_amqp_pool(&self._pool)
+                if self._out_len >= FLUSH_AT:
+                    self._send_out("publish a batch")
+            if self._out_len:
+                self._send_out("publish a batch")
+            if failure is not None:
+                raise failure
+        finally:
+            self._leave()
+
+    cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
+                          bint mandatory, bint direct) except -1:
+        """Frame one publish into the output buffer (``direct``) or send it through
+        rabbitmq-c; counts it for confirms once it is committed to either."""
         cdef rmq.amqp_bytes_t v_exchange
         cdef rmq.amqp_bytes_t v_key
         # the strs returned own the buffers the views borrow: keep them until sent
@@ -1173,7 +1283,6 @@ cdef class Connection:
         cdef bytes b_body
         cdef rmq.amqp_bytes_t v_body
         cdef rmq.amqp_basic_properties_t props
-        cdef bint c_mandatory = mandatory
         cdef int status
         if type(body) is bytes:
             b_body = <bytes>body
@@ -1181,25 +1290,143 @@ cdef class Connection:
             b_body = bytes(body)
         else:
             raise TypeError(f"a message body must be bytes, not {type(body).__name__}")
-        v_body = _view(b_body)
         if type(properties) is not dict:
             properties = dict(properties or {})
-        self._enter()
-        try:
-            self._ready()
+        if direct:
+            self._frame_publish(v_exchange, v_key, b_body, <dict>properties, headers,
+                                mandatory)
+        else:
             _encode_properties(<dict>properties, headers, &props, &self._pool)
+            v_body = _view(b_body)
             with nogil:
                 status = rmq.amqp_basic_publish(self._state, CHANNEL, v_exchange,
-                                                v_key, c_mandatory, 0, &props,
-                                                v_body)
+                                                v_key, mandatory, 0, &props, v_body)
             if status != rmq.AMQP_STATUS_OK:
                 self._lost(f"publish to {exchange!r}/{routing_key!r}",
                            rmq.amqp_error_string2(status).decode())
-            if self._confirming:
-                self._next_seq += 1
-                self._unconfirmed.add(self._next_seq)
-        finally:
-            self._leave()
+        if self._confirming:
+            self._next_seq += 1
+            self._unconfirmed.add(self._next_seq)
+        return 0
+
+    cdef int _reserve(self, size_t more) except -1:
+        """Room for ``more`` bytes after what the output buffer holds."""
+        cdef size_t need = self._out_len + more
+        cdef size_t cap = self._out_cap if self._out_cap else 2 * FLUSH_AT
+        cdef char *grown
+        if need <= self._out_cap:
+            return 0
+        while cap < need:
+            cap *= 2
+        grown = <char *>PyMem_Realloc(self._out, cap)
+        if grown == NULL:
+            raise MemoryError()
+        self._out = grown
+        self._out_cap = cap
+        return 0
+
+    cdef int _frame_publish(self, rmq.amqp_bytes_t exchange, rmq.amqp_bytes_t routing_key,
+                            bytes body, dict properties, object headers,
+                            bint mandatory) except -1:
+        """Append the frames of one basic.publish: method, content header, body frames.
+
+        The same bytes amqp_basic_publish writes (tests compare them on the wire); the
+        properties are encoded by rabbitmq-c itself."""
+        cdef rmq.amqp_basic_properties_t props
+        cdef size_t frame_max = <size_t>rmq.amqp_get_frame_max(self._state)
+        # 7-byte frame header and the end octet around each payload
+        cdef size_t chunk = frame_max - 8
+        cdef size_t body_len = <size_t>PyBytes_GET_SIZE(body)
+        cdef const char *body_data = PyBytes_AS_STRING(body)
+        cdef size_t frames = (body_len + chunk - 1) // chunk
+        cdef size_t off, start, n
+        cdef rmq.amqp_bytes_t room
+        cdef int written
+        cdef char *p
+        _encode_properties(properties, headers, &props, &self._pool)
+        # method frame (at most 527 bytes), a header frame (at most frame_max), the body
+        self._reserve(600 + frame_max + body_len + 8 * frames)
+        p = self._out + self._out_len
+        # basic.publish: reserved short, exchange, routing key, mandatory/immediate bits
+        p[0] = FRAME_METHOD
+        _put16(p + 1, CHANNEL)
+        off = 7
+        _put16(p + off, BASIC_CLASS)
+        _put16(p + off + 2, BASIC_PUBLISH)
+        _put16(p + off + 4, 0)
+        off += 6
+        off += _put_shortstr(p + off, exchange)
+        off += _put_shortstr(p + off, routing_key)
+        p[off] = 1 if mandatory else 0
+        off += 1
+        _put32(p + 3, <uint32_t>(off - 7))
+        p[off] = FRAME_END
+        off += 1
+        # content header: class, weight 0, body size, then flags and properties
+        start = off
+        p[off] = FRAME_HEADER
+        _put16(p + off + 1, CHANNEL)
+        _put16(p + off + 7, BASIC_CLASS)
+        _put16(p + off + 9, 0)
+        _put64(p + off + 11, body_len)
+        room.bytes = <void *>(p + off + 19)
+        room.len = frame_max - 8 - 12
+        written = rmq.amqp_encode_properties(BASIC_CLASS, &props, room)
+        if written < 0:
+            raise ValueError(f"the message's properties and headers do not fit one AMQP "
+                             f"frame (frame_max {frame_max} bytes)")
+        _put32(p + start + 3, <uint32_t>(12 + written))
+        off = start + 19 + <size_t>written
+        p[off] = FRAME_END
+        off += 1
+        # body frames of at most frame_max bytes each
+        n = 0
+        while n < body_len:
+            start = body_len - n if body_len - n < chunk else chunk
+            p[off] = FRAME_BODY
+            _put16(p + off + 1, CHANNEL)
+            _put32(p + off + 3, <uint32_t>start)
+            memcpy(p + off + 7, body_data + n, start)
+            off += 7 + start
+            p[off] = FRAME_END
+            off += 1
+            n += start
+        self._out_len += off
+        return 0
+
+    cdef int _send_out(self, str doing) except -1:
+        """Write the output buffer to the socket; the connection is lost if that fails."""
+        cdef int fd = rmq.amqp_get_sockfd(self._state)
+        cdef const char *p = self._out
+        cdef size_t left = self._out_len
+        cdef ssize_t n
+        cdef int err = 0
+        cdef pollfd waiting
+        self._out_len = 0
+        with nogil:
+            while left:
+                n = send(fd, p, left, MSG_NOSIGNAL)
+                if n >= 0:
+                    p += n
+                    left -= <size_t>n
+                    continue
+                err = errno
+                if err == EINTR:
+                    continue
+                if err != EAGAIN:
+                    break
+                # the socket buffer is full (RabbitMQ reads slower, or blocked us)
+                waiting.fd = fd
+                waiting.events = POLLOUT
+                waiting.revents = 0
+                if poll(&waiting, 1, 500) < 0 and errno != EINTR:
+                    err = errno
+                    break
+                err = 0
+        if left:
+            self._lost(doing, strerror(err).decode("utf-8", "replace") if err
+                       else "the socket closed")
+        return 0
 
     def confirm_select(self):
         """Turn on publisher confirms for this channel (a RabbitMQ extension)."""

@@ -25,7 +25,7 @@ import select
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -571,6 +571,13 @@ class Connection:
         if self._confirming:
             self._next_seq += 1
             self._unconfirmed.add(self._next_seq)
+
+    def publish_batch(self, messages: Iterable[tuple], mandatory: bool = False) -> None:
+        """basic.publish each ``(exchange, routing_key, body, properties, headers)``, in
+        order. When a message cannot be encoded, the ones before it are sent, then the
+        error is raised."""
+        for exchange, routing_key, body, properties, headers in messages:
+            self.publish(exchange, routing_key, body, properties, headers, mandatory)
 
     def confirm_select(self) -> None:
         """Turn on publisher confirms for this channel (a RabbitMQ extension)."""

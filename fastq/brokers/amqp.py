@@ -426,10 +426,9 @@ class AMQPBroker(Broker):
         with self._producer_lock:
             try:
                 conn = self._producer_conn()
-                for m in messages:
-                    exchange = m.exchange or ""
-                    routing_key = m.routing_key if m.routing_key is not None else m.queue
-                    conn.publish(exchange, routing_key, m.body, m.properties, m.headers)
+                conn.publish_batch([
+                    (m.exchange or "", m.routing_key if m.routing_key is not None else m.queue,
+                     m.body, m.properties, m.headers) for m in messages])
                 if self.confirm_publish:
                     conn.wait_for_confirms(self.confirm_timeout)
             except BrokerError as exc:

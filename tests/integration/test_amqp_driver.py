@@ -464,6 +464,66 @@ class _RecordingProxy:
             offset += 7 + size + 1  # payload and the frame-end octet
         return headers
 
+    def publish_frames(self) -> list[bytes]:
+        """Every frame of the client's basic.publish calls: method, header, body frames."""
+        data = bytes(self.sent[8:])
+        frames = []
+        offset = 0
+        while offset + 7 <= len(data):
+            frame_type, _channel, size = struct.unpack_from(">BHI", data, offset)
+            frame = data[offset:offset + 7 + size + 1]
+            if frame_type in (2, 3) or (frame_type == 1 and frame[7:11] == b"\x00\x3c\x00\x28"):
+                frames.append(frame)
+            offset += 7 + size + 1
+        return frames
+
+
+def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
+    """The C driver frames publishes itself (one write per batch); the bytes must be
+    rabbitmq-c's own amqp_basic_publish bytes, body split over frames included."""
+    Connection = _driver_class("c")
+    queue = queues()
+    big = bytes(range(256)) * 40  # 10 KiB: three body frames at frame_max 4096
+    wire = {}
+    for direct in (False, True):
+        proxy = _RecordingProxy()
+        conn = Connection("127.0.0.1", proxy.port, frame_max=4096)
+        conn.direct_writes = direct
+        try:
+            conn.connect()
+            _declare(conn, queue)
+            conn.publish("", queue, b"same body", PROPERTIES, HEADERS)
+            conn.publish("", queue, b"", {"delivery_mode": 1}, None)
+            conn.publish("", queue, big, {"content_type": "application/octet-stream"}, None,
+                         mandatory=True)
+            conn.publish_batch([("", queue, b"one", PROPERTIES, HEADERS),
+                                ("amq.direct", "nowhere", big, {}, {"n": 2}),
+                                ("", queue, b"three", {}, None)])
+        finally:
+            conn.close()
+            proxy.close()
+        wire[direct] = proxy.publish_frames()
+    # three publishes with one body frame, one with none, two with three
+    assert len(wire[False]) == 3 * 3 + 2 + 2 * 5
+    assert wire[True] == wire[False]
+
+
+def test_publish_batch_sends_in_order_and_stops_at_a_bad_message(conn, queues):
+    queue = _declare(conn, queues())
+    conn.confirm_select()
+    conn.publish_batch([("", queue, str(i).encode(), {}, {"i": i}) for i in range(500)])
+    conn.wait_for_confirms(5.0)
+    with pytest.raises(TypeError, match="header 'bad'"):
+        conn.publish_batch([("", queue, b"kept", {}, None),
+                            ("", queue, b"refused", {}, {"bad": object()}),
+                            ("", queue, b"never", {}, None)])
+    conn.wait_for_confirms(5.0)  # what went out before the bad message is confirmed
+    got = [conn.get(queue, no_ack=True) for _ in range(502)]
+    assert [d[7] for d in got[:500]] == [str(i).encode() for i in range(500)]
+    assert [d[6]["i"] for d in got[:500]] == list(range(500))
+    assert got[500][7] == b"kept" and got[501] is None
+    assert conn.get(queue, no_ack=True) is None
+
 
 def test_both_drivers_put_identical_content_headers_on_the_wire(queues):
     wire = {}

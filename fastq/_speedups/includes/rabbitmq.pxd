@@ -153,6 +153,7 @@ cdef extern from "amqp.h" nogil:
     amqp_connection_state_t amqp_new_connection()
     int amqp_destroy_connection(amqp_connection_state_t state)
     int amqp_get_sockfd(amqp_connection_state_t state)
+    int amqp_get_frame_max(amqp_connection_state_t state)
     int amqp_set_handshake_timeout(amqp_connection_state_t state, const timeval *timeout)
     int amqp_set_rpc_timeout(amqp_connection_state_t state, const timeval *timeout)
     int amqp_socket_open_noblock(amqp_socket_t *self, const char *host, int port,
@@ -177,6 +178,10 @@ cdef extern from "amqp.h" nogil:
 
 
 cdef extern from "amqp_framing.h" nogil:
+    # writes the property flags and the properties present; returns the length written,
+    # or a negative amqp_status_enum when ``encoded`` is too short
+    int amqp_encode_properties(uint16_t class_id, void *decoded, amqp_bytes_t encoded)
+
     enum:
         AMQP_FRAME_METHOD
         AMQP_REPLY_SUCCESS
