@@ -1,10 +1,15 @@
 """Round trip of one task at a time, ``delay(...).get()``: fastq vs Celery, in microseconds.
 
-    python -m bench.latency [-n 2000] [--only fastq,celery]
+    python -m bench.latency [-n 2000] [--only fastq,celery,bare]
 
 Both run one solo worker on RabbitMQ with results in Redis (SETEX + PUBLISH, read by a
 subscribed waiter) or, with BENCH_RESULT_URL=rpc://, sent back over AMQP to the caller's
 reply queue. Prints p50/p90/p99/max.
+
+``bare`` is the broker's floor for the rpc round trip: the rabbitmq-c driver publishes a
+persistent message with ``reply_to`` (no confirm, as Celery publishes), ``bench.bare echo``
+publishes it back and acks, and the caller reads it from its exclusive reply queue: the
+same four broker hops as ``delay().get()`` over rpc://, with no task queue in between.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ WORKERS = {
     "celery": [sys.executable, "-m", "celery", "-A", "bench.apps", "worker", "-P", "solo",
                "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "-l", "warning"],
+    "bare": [sys.executable, "-m", "bench.bare", "echo"],
 }
 
 
@@ -46,6 +52,8 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
         proc = subprocess.Popen(WORKERS[flavour], env=env, cwd=tmp, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
+            if flavour == "bare":
+                return _bare_round_trips(QUEUE, count, warmup)
             noop = app.tasks["bench.echo"]
             for _ in range(warmup):  # connections up, caches warm, worker ready
                 noop.delay(1).get(timeout=60)
@@ -59,16 +67,44 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
             proc.terminate()
             proc.wait(30)
             log.close()
-            if flavour == "fastq":
+            if flavour != "celery":
                 app.close()
             del QUEUE
+
+
+def _bare_round_trips(queue: str, count: int, warmup: int) -> list[float]:
+    from bench.bare import connect
+
+    conn = connect()
+    try:
+        reply_to = f"bench.reply.{os.getpid()}"
+        conn.declare_queue(reply_to, durable=False, exclusive=True, auto_delete=True)
+        conn.declare_queue(queue, durable=True)
+        conn.consume(reply_to, no_ack=True)
+        samples = []
+        for i in range(warmup + count):
+            body = str(i).encode()
+            began = time.perf_counter()
+            conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": reply_to,
+                                           "correlation_id": str(i)}, None)
+            while True:
+                got = conn.drain(1, 10.0)
+                if not got:
+                    raise SystemExit("bench.bare echo did not answer within 10 s")
+                if got[0][7] == body:
+                    break
+            if i >= warmup:
+                samples.append((time.perf_counter() - began) * 1e6)
+        return samples
+    finally:
+        conn.close()
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     """Measure each flavour in turn; its round trips in microseconds, by flavour."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--tasks", type=int, default=2000)
-    parser.add_argument("--only", default="fastq,celery")
+    parser.add_argument("--only", default="fastq,celery,bare")
     args = parser.parse_args(argv)
     print(f"{'':8s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
           f"round trips one at a time, RabbitMQ, results via {RESULT_URL})")
