@@ -1,7 +1,7 @@
 """Type stub for the rabbitmq-c driver; the interface is the py-amqp twin's (brokers/_amqp_py.py)."""
 
-from types import TracebackType
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 
 #: (delivery_tag, redelivered, exchange, routing_key, consumer_tag, properties, headers, body)

@@ -1395,37 +1395,49 @@ cdef class Connection:
         return 0
 
     cdef int _send_out(self, str doing) except -1:
-        """Write the output buffer to the socket; the connection is lost if that fails."""
+        """Write the output buffer to the socket; the connection is lost if that fails.
+
+        While RabbitMQ does not read (it blocks publishers on a resource alarm), this
+        waits, seeing signals every WAIT_SLICE."""
         cdef int fd = rmq.amqp_get_sockfd(self._state)
         cdef const char *p = self._out
         cdef size_t left = self._out_len
         cdef ssize_t n
-        cdef int err = 0
+        cdef int err = 0, ready
+        cdef int slice_ms = <int>(WAIT_SLICE * 1000)
         cdef pollfd waiting
         self._out_len = 0
-        with nogil:
-            while left:
-                n = send(fd, p, left, MSG_NOSIGNAL)
-                if n >= 0:
-                    p += n
-                    left -= <size_t>n
-                    continue
-                err = errno
-                if err == EINTR:
-                    continue
-                if err != EAGAIN:
-                    break
-                # the socket buffer is full (RabbitMQ reads slower, or blocked us)
-                waiting.fd = fd
-                waiting.events = POLLOUT
-                waiting.revents = 0
-                if poll(&waiting, 1, 500) < 0 and errno != EINTR:
+        while left:
+            with nogil:
+                while left:
+                    n = send(fd, p, left, MSG_NOSIGNAL)
+                    if n >= 0:
+                        p += n
+                        left -= <size_t>n
+                        continue
                     err = errno
-                    break
-                err = 0
-        if left:
-            self._lost(doing, strerror(err).decode("utf-8", "replace") if err
-                       else "the socket closed")
+                    if err == EINTR:
+                        continue
+                    if err != EAGAIN:
+                        break
+                    # the socket buffer is full: RabbitMQ reads slower than we write
+                    waiting.fd = fd
+                    waiting.events = POLLOUT
+                    waiting.revents = 0
+                    ready = poll(&waiting, 1, slice_ms)
+                    if ready < 0 and errno != EINTR:
+                        err = errno
+                        break
+                    err = 0
+                    if ready == 0:
+                        break  # a slice without progress: look at signals
+            if err:
+                return self._lost(doing, strerror(err).decode("utf-8", "replace"))
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                self._drop()  # a frame may be half written: this stream cannot go on
+                raise
         return 0
 
     def confirm_select(self):

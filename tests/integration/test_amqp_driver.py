@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import socket
 import struct
 import threading
@@ -418,6 +419,7 @@ class _RecordingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.sent = bytearray()
+        self.stalled = threading.Event()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         accept = threading.Thread(target=self._accept, daemon=True)
@@ -439,6 +441,8 @@ class _RecordingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                while record and self.stalled.is_set():
+                    time.sleep(0.01)  # the client's writes pile up, as under an alarm
                 if record:
                     self.sent += data
                 dst.sendall(data)
@@ -523,6 +527,37 @@ def test_publish_batch_sends_in_order_and_stops_at_a_bad_message(conn, queues):
     assert [d[6]["i"] for d in got[:500]] == list(range(500))
     assert got[500][7] == b"kept" and got[501] is None
     assert conn.get(queue, no_ack=True) is None
+
+
+def test_c_signal_during_a_stalled_publish_raises_and_drops_the_connection(queues):
+    """A publish blocked because RabbitMQ stopped reading (a resource alarm) must still
+    see Ctrl-C; the frame may be half written, so the connection is given up."""
+    conn = _driver_class("c")("127.0.0.1", (proxy := _RecordingProxy()).port)
+    try:
+        conn.connect()
+        queue = _declare(conn, queues())
+        proxy.stalled.set()
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        start = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                conn.publish_batch([("", queue, b"x" * 65536, {}, None)] * 400)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert time.monotonic() - start < 3
+        assert not conn.is_open
+        with pytest.raises(BrokerConnectionLost):
+            conn.publish("", queue, b"after", {}, None)
+    finally:
+        proxy.stalled.clear()
+        conn.close()
+        proxy.close()
 
 
 def test_both_drivers_put_identical_content_headers_on_the_wire(queues):
