@@ -38,6 +38,10 @@ cdef class Connection:
     cdef list _returned
     # deliveries read while waiting for something else (confirms); drain hands them out
     cdef object _buffer
+    # the names of the last delivery, reused while the next one repeats them
+    cdef str _last_exchange
+    cdef str _last_routing_key
+    cdef str _last_consumer_tag
 
     # publish: frames are built here and sent with one send() (plain TCP); False makes
     # every publish go through rabbitmq-c's amqp_basic_publish (three writes), as TLS does
@@ -62,6 +66,10 @@ cdef class Connection:
     cdef int _discard_queued_frames(self) except -1
     cdef int _dispatch_frame(self, rmq.amqp_frame_t *frame) except -1
     cdef int _consume_one(self, rmq.timeval *tv, list out) except -1
+    cdef tuple _read_delivery(self, rmq.amqp_channel_t channel,
+                              rmq.amqp_basic_deliver_t *deliver)
+    cdef tuple _read_content(self, rmq.amqp_channel_t channel, str doing)
+    cdef int _next_frame(self, rmq.amqp_frame_t *frame, str doing) except -1
     cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1
     cdef int _reserve(self, size_t more) except -1
     cdef int _frame_publish(self, rmq.amqp_bytes_t exchange, rmq.amqp_bytes_t routing_key,

@@ -35,6 +35,10 @@ from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked, Pub
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
+    bint PyUnicode_IS_COMPACT_ASCII(object unicode)
+    const Py_ssize_t PY_SSIZE_T_MAX
+    Py_ssize_t PyUnicode_GET_LENGTH(object unicode)
+    void *PyUnicode_DATA(object unicode)
 
 cdef extern from "<errno.h>" nogil:
     int errno
@@ -132,6 +136,16 @@ cdef str _text(rmq.amqp_bytes_t b):
         return PyUnicode_DecodeUTF8(<char *>b.bytes, <Py_ssize_t>b.len, "surrogatepass")
     except UnicodeDecodeError:
         return PyUnicode_DecodeUTF8(<char *>b.bytes, <Py_ssize_t>b.len, "surrogateescape")
+
+
+cdef inline str _same_text(str last, rmq.amqp_bytes_t b):
+    """``last`` when ``b`` spells it (ASCII), else ``b`` decoded: the exchange, routing key
+    and consumer tag repeat from one delivery to the next, so most are never decoded."""
+    if (last is not None and PyUnicode_IS_COMPACT_ASCII(last)
+            and <size_t>PyUnicode_GET_LENGTH(last) == b.len
+            and memcmp(PyUnicode_DATA(last), b.bytes, b.len) == 0):
+        return last
+    return _text(b)
 
 
 cdef object _text_or_bytes(rmq.amqp_bytes_t b):
@@ -494,15 +508,6 @@ cdef tuple _decode_properties(const rmq.amqp_basic_properties_t *p):
     return props, headers
 
 
-cdef tuple _delivery(uint64_t delivery_tag, bint redelivered, str exchange, str routing_key,
-                     str consumer_tag, rmq.amqp_message_t *message):
-    """The delivery tuple both drivers return."""
-    properties, headers = _decode_properties(&message.properties)
-    body = PyBytes_FromStringAndSize(<char *>message.body.bytes, <Py_ssize_t>message.body.len)
-    return (delivery_tag, redelivered, exchange, routing_key, consumer_tag,
-            properties, headers, body)
-
-
 cdef inline void _put16(char *p, uint16_t v) noexcept:
     p[0] = <char>(v >> 8)
     p[1] = <char>v
@@ -730,14 +735,9 @@ cdef class Connection:
         cdef rmq.amqp_basic_ack_t *ack
         cdef rmq.amqp_basic_nack_t *nack
         cdef rmq.amqp_basic_return_t *returned
-        cdef rmq.amqp_basic_deliver_t *deliver
         cdef rmq.amqp_channel_flow_t *flow
         cdef rmq.amqp_channel_flow_ok_t flow_ok
-        cdef rmq.amqp_message_t message
-        cdef rmq.amqp_rpc_reply_t reply
         cdef rmq.amqp_channel_t channel = frame.channel
-        cdef uint64_t tag
-        cdef bint redelivered
         cdef int status, code
         if frame.frame_type != rmq.AMQP_FRAME_METHOD:
             return 0  # a stray content frame: its method was handled or discarded already
@@ -755,29 +755,14 @@ cdef class Connection:
             self._nacked += self._settle(nack.delivery_tag, nack.multiple)
         elif method == rmq.AMQP_BASIC_DELIVER_METHOD:  # basic.deliver (60, 60)
             # read while waiting for confirms: keep it for the next drain
-            deliver = <rmq.amqp_basic_deliver_t *>frame.payload.method.decoded
-            tag = deliver.delivery_tag
-            redelivered = deliver.redelivered
-            exchange = _text(deliver.exchange)
-            routing_key = _text(deliver.routing_key)
-            consumer_tag = _text(deliver.consumer_tag)
-            with nogil:
-                reply = rmq.amqp_read_message(self._state, channel, &message, 0)
-            self._raise_for_reply(reply, "receive a message")
-            try:
-                self._buffer.append(_delivery(tag, redelivered, exchange, routing_key,
-                                              consumer_tag, &message))
-            finally:
-                rmq.amqp_destroy_message(&message)
+            self._buffer.append(self._read_delivery(
+                channel, <rmq.amqp_basic_deliver_t *>frame.payload.method.decoded))
         elif method == rmq.AMQP_BASIC_RETURN_METHOD:  # basic.return (60, 50): unroutable
             returned = <rmq.amqp_basic_return_t *>frame.payload.method.decoded
             code = returned.reply_code
             text = _text(returned.reply_text)
             # the returned content follows; read it to keep the stream in step
-            with nogil:
-                reply = rmq.amqp_read_message(self._state, channel, &message, 0)
-            self._raise_for_reply(reply, "read a returned message")
-            rmq.amqp_destroy_message(&message)
+            self._read_content(channel, "read a returned message")
             self._returned.append((code, text))
         elif method == rmq.AMQP_CHANNEL_CLOSE_METHOD:  # channel.close (20, 40)
             return self._on_channel_close(
@@ -800,38 +785,91 @@ cdef class Connection:
         return 0
 
     cdef int _consume_one(self, rmq.timeval *tv, list out) except -1:
-        """One amqp_consume_message: 1 = a delivery appended, 2 = another frame handled,
-        0 = nothing within ``tv``."""
-        cdef rmq.amqp_envelope_t envelope
-        cdef rmq.amqp_rpc_reply_t reply
+        """One frame within ``tv``: 1 = a delivery appended, 2 = another frame handled,
+        0 = nothing came."""
         cdef rmq.amqp_frame_t frame
         cdef int status
         with nogil:
-            reply = rmq.amqp_consume_message(self._state, &envelope, tv, 0)
-        if reply.reply_type == rmq.AMQP_RESPONSE_NORMAL:
-            # the envelope owns malloc'd copies: destroy it whatever happens
-            try:
-                out.append(_delivery(envelope.delivery_tag, envelope.redelivered,
-                                     _text(envelope.exchange), _text(envelope.routing_key),
-                                     _text(envelope.consumer_tag), &envelope.message))
-            finally:
-                rmq.amqp_destroy_envelope(&envelope)
+            status = rmq.amqp_simple_wait_frame_noblock(self._state, &frame, tv)
+        if status == rmq.AMQP_STATUS_TIMEOUT:
+            return 0
+        if status != rmq.AMQP_STATUS_OK:
+            return self._lost("receive messages", rmq.amqp_error_string2(status).decode())
+        if (frame.frame_type == rmq.AMQP_FRAME_METHOD
+                and frame.payload.method.id == rmq.AMQP_BASIC_DELIVER_METHOD):
+            out.append(self._read_delivery(
+                frame.channel, <rmq.amqp_basic_deliver_t *>frame.payload.method.decoded))
             rmq.amqp_maybe_release_buffers(self._state)
             return 1
-        # on failure amqp_consume_message has freed the envelope itself
-        if reply.reply_type == rmq.AMQP_RESPONSE_LIBRARY_EXCEPTION:
-            if reply.library_error == rmq.AMQP_STATUS_TIMEOUT:
-                return 0
-            if reply.library_error == rmq.AMQP_STATUS_UNEXPECTED_STATE:
-                # not a basic.deliver: rabbitmq-c put the frame back; take it and handle it
-                status = rmq.amqp_simple_wait_frame(self._state, &frame)
-                if status != rmq.AMQP_STATUS_OK:
-                    return self._lost("receive messages", rmq.amqp_error_string2(status).decode())
-                self._dispatch_frame(&frame)
-                if self._state != NULL:
-                    rmq.amqp_maybe_release_buffers(self._state)
-                return 2
-        return self._raise_for_reply(reply, "receive messages")
+        self._dispatch_frame(&frame)
+        if self._state != NULL:
+            rmq.amqp_maybe_release_buffers(self._state)
+        return 2
+
+    cdef tuple _read_delivery(self, rmq.amqp_channel_t channel,
+                              rmq.amqp_basic_deliver_t *deliver):
+        """The delivery tuple both drivers return, for a basic.deliver just read."""
+        # read before the content frames: they may reuse the memory ``deliver`` is in
+        cdef uint64_t tag = deliver.delivery_tag
+        cdef bint redelivered = deliver.redelivered
+        exchange = self._last_exchange = _same_text(self._last_exchange, deliver.exchange)
+        routing_key = self._last_routing_key = _same_text(self._last_routing_key,
+                                                          deliver.routing_key)
+        consumer_tag = self._last_consumer_tag = _same_text(self._last_consumer_tag,
+                                                            deliver.consumer_tag)
+        properties, headers, body = self._read_content(channel, "receive a message")
+        return (tag, redelivered, exchange, routing_key, consumer_tag, properties, headers,
+                body)
+
+    cdef tuple _read_content(self, rmq.amqp_channel_t channel, str doing):
+        """(properties, headers, body) of the content that follows a method with one.
+
+        Decoded from the frames as they are read: rabbitmq-c's amqp_read_message would
+        first copy the properties, their header table and the body into a message of its
+        own, for each delivery."""
+        cdef rmq.amqp_frame_t frame
+        cdef uint64_t size, got = 0
+        cdef size_t n
+        cdef char *into
+        self._next_frame(&frame, doing)
+        if frame.frame_type != rmq.AMQP_FRAME_HEADER or frame.channel != channel:
+            self._lost(doing, f"expected a content header on channel {channel}, "
+                                            f"got a frame of type {frame.frame_type} on "
+                                            f"channel {frame.channel}")
+        size = frame.payload.properties.body_size
+        if size > <uint64_t>PY_SSIZE_T_MAX:
+            self._lost(doing, f"a message body of {size} bytes")
+        properties, headers = _decode_properties(
+            <rmq.amqp_basic_properties_t *>frame.payload.properties.decoded)
+        body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        into = PyBytes_AS_STRING(body)
+        while got < size:
+            self._next_frame(&frame, doing)
+            if frame.frame_type != rmq.AMQP_FRAME_BODY or frame.channel != channel:
+                self._lost(doing, f"expected a content body on channel {channel}, "
+                                                f"got a frame of type {frame.frame_type} on "
+                                                f"channel {frame.channel}")
+            n = frame.payload.body_fragment.len
+            if n > size - got:
+                self._lost(doing, f"the body is longer than the {size} bytes "
+                                                f"its header announced")
+            memcpy(into + got, frame.payload.body_fragment.bytes, n)
+            got += n
+        return properties, headers, body
+
+    cdef int _next_frame(self, rmq.amqp_frame_t *frame, str doing) except -1:
+        """The next frame of a content being read; connection-level methods in between
+        (connection.blocked, connection.close) are handled here."""
+        cdef int status
+        while True:
+            with nogil:
+                status = rmq.amqp_simple_wait_frame(self._state, frame)
+            if status != rmq.AMQP_STATUS_OK:
+                return self._lost(doing, rmq.amqp_error_string2(status).decode())
+            if frame.frame_type == rmq.AMQP_FRAME_METHOD and frame.channel == 0:
+                self._dispatch_frame(frame)  # raises for connection.close
+                continue
+            return 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -1149,7 +1187,6 @@ cdef class Connection:
         cdef rmq.amqp_bytes_t v_queue = _view(b_queue)
         cdef rmq.amqp_rpc_reply_t reply
         cdef rmq.amqp_basic_get_ok_t *ok
-        cdef rmq.amqp_message_t message
         cdef bint c_no_ack = no_ack, redelivered
         cdef uint64_t tag
         self._enter()
@@ -1167,13 +1204,9 @@ cdef class Connection:
             redelivered = ok.redelivered
             exchange = _text(ok.exchange)
             routing_key = _text(ok.routing_key)
-            with nogil:
-                reply = rmq.amqp_read_message(self._state, CHANNEL, &message, 0)
-            self._raise_for_reply(reply, f"get from {queue!r}")
-            try:
-                return _delivery(tag, redelivered, exchange, routing_key, "", &message)
-            finally:
-                rmq.amqp_destroy_message(&message)
+            properties, headers, body = self._read_content(CHANNEL, f"get from {queue!r}")
+            rmq.amqp_maybe_release_buffers(self._state)
+            return (tag, redelivered, exchange, routing_key, "", properties, headers, body)
         finally:
             self._leave()
 

@@ -184,6 +184,8 @@ cdef extern from "amqp_framing.h" nogil:
 
     enum:
         AMQP_FRAME_METHOD
+        AMQP_FRAME_HEADER
+        AMQP_FRAME_BODY
         AMQP_REPLY_SUCCESS
 
     # method ids, (class, method) as in the AMQP 0-9-1 spec
