@@ -10,6 +10,8 @@ reply queue. Prints p50/p90/p99/max.
 persistent message with ``reply_to`` (no confirm, as Celery publishes), ``bench.bare echo``
 publishes it back and acks, and the caller reads it from its exclusive reply queue: the
 same four broker hops as ``delay().get()`` over rpc://, with no task queue in between.
+``bare-confirm`` is that floor with a publisher confirm awaited after each publish, as
+fastq's ``delay()`` does by default (``confirm_publish``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ WORKERS = {
                "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "-l", "warning"],
     "bare": [sys.executable, "-m", "bench.bare", "echo"],
+    "bare-confirm": [sys.executable, "-m", "bench.bare", "echo"],
 }
 
 
@@ -52,8 +55,9 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
         proc = subprocess.Popen(WORKERS[flavour], env=env, cwd=tmp, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            if flavour == "bare":
-                return _bare_round_trips(QUEUE, count, warmup)
+            if flavour.startswith("bare"):
+                return _bare_round_trips(QUEUE, count, warmup,
+                                         confirm=flavour == "bare-confirm")
             noop = app.tasks["bench.echo"]
             for _ in range(warmup):  # connections up, caches warm, worker ready
                 noop.delay(1).get(timeout=60)
@@ -72,7 +76,7 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
             del QUEUE
 
 
-def _bare_round_trips(queue: str, count: int, warmup: int) -> list[float]:
+def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool) -> list[float]:
     from bench.bare import connect
 
     conn = connect()
@@ -81,12 +85,16 @@ def _bare_round_trips(queue: str, count: int, warmup: int) -> list[float]:
         conn.declare_queue(reply_to, durable=False, exclusive=True, auto_delete=True)
         conn.declare_queue(queue, durable=True)
         conn.consume(reply_to, no_ack=True)
+        if confirm:
+            conn.confirm_select()
         samples = []
         for i in range(warmup + count):
             body = str(i).encode()
             began = time.perf_counter()
             conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": reply_to,
                                            "correlation_id": str(i)}, None)
+            if confirm:
+                conn.wait_for_confirms(10.0)
             while True:
                 got = conn.drain(1, 10.0)
                 if not got:
@@ -106,12 +114,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("-n", "--tasks", type=int, default=2000)
     parser.add_argument("--only", default="fastq,celery,bare")
     args = parser.parse_args(argv)
-    print(f"{'':8s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
+    print(f"{'':12s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
           f"round trips one at a time, RabbitMQ, results via {RESULT_URL})")
     results: dict[str, list[float]] = {}
     for flavour in args.only.split(","):
         samples = results[flavour] = measure(flavour, args.tasks)
-        print(f"{flavour:8s} {statistics.median(samples):8.0f} {percentile(samples, 0.9):8.0f} "
+        print(f"{flavour:12s} {statistics.median(samples):8.0f} {percentile(samples, 0.9):8.0f} "
               f"{percentile(samples, 0.99):8.0f} {max(samples):8.0f}", flush=True)
     return results
 

@@ -142,14 +142,20 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
 
     print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), broker "
           f"{mask_url(BROKER_URL)}, median of {args.runs} run(s)")
-    print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} {'vs celery':>10s}")
+    print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} "
+          f"{'vs celery':>10s} {'vs bare':>8s}")
     for name in names:
         med = statistics.median(rates[name])
         # prefork contenders against Celery prefork, the others against Celery solo
         base = celery_prefork if name.endswith("-prefork") else celery
         ratio = f"{med / base:.1f}x" if base else "-"
+        # each run against the bare consumer of the same run, which met the same broker
+        # moods, then the median of those: steadier than a ratio of medians
+        of_bare = (f"{statistics.median(r / b for r, b in zip(rates[name], rates['bare'])):.0%}"
+                   if rates.get("bare") else "-")
         print(f"{name:14s} {med:>10,.0f} {med * 60:>12,.0f} "
-              f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s}")
+              f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s} "
+              f"{of_bare:>8s}")
     return rates
 
 
