@@ -1,6 +1,6 @@
 # The rabbitmq-c Connection's C-level state; behaviour and docstrings are in _amqp.pyx.
 
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint8_t, uint64_t
 
 from fastq._speedups.includes cimport rabbitmq as rmq
 
@@ -69,7 +69,8 @@ cdef class Connection:
     cdef tuple _read_delivery(self, rmq.amqp_channel_t channel,
                               rmq.amqp_basic_deliver_t *deliver)
     cdef tuple _read_content(self, rmq.amqp_channel_t channel, str doing)
-    cdef int _next_frame(self, rmq.amqp_frame_t *frame, str doing) except -1
+    cdef int _next_frame(self, rmq.amqp_frame_t *frame, uint8_t kind,
+                         rmq.amqp_channel_t channel, str doing) except -1
     cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1
     cdef int _reserve(self, size_t more) except -1
     cdef int _frame_publish(self, rmq.amqp_bytes_t exchange, rmq.amqp_bytes_t routing_key,

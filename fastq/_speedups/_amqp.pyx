@@ -831,11 +831,7 @@ cdef class Connection:
         cdef uint64_t size, got = 0
         cdef size_t n
         cdef char *into
-        self._next_frame(&frame, doing)
-        if frame.frame_type != rmq.AMQP_FRAME_HEADER or frame.channel != channel:
-            self._lost(doing, f"expected a content header on channel {channel}, "
-                                            f"got a frame of type {frame.frame_type} on "
-                                            f"channel {frame.channel}")
+        self._next_frame(&frame, rmq.AMQP_FRAME_HEADER, channel, doing)
         size = frame.payload.properties.body_size
         if size > <uint64_t>PY_SSIZE_T_MAX:
             self._lost(doing, f"a message body of {size} bytes")
@@ -844,22 +840,20 @@ cdef class Connection:
         body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
         into = PyBytes_AS_STRING(body)
         while got < size:
-            self._next_frame(&frame, doing)
-            if frame.frame_type != rmq.AMQP_FRAME_BODY or frame.channel != channel:
-                self._lost(doing, f"expected a content body on channel {channel}, "
-                                                f"got a frame of type {frame.frame_type} on "
-                                                f"channel {frame.channel}")
+            self._next_frame(&frame, rmq.AMQP_FRAME_BODY, channel, doing)
             n = frame.payload.body_fragment.len
             if n > size - got:
-                self._lost(doing, f"the body is longer than the {size} bytes "
-                                                f"its header announced")
+                self._lost(doing, f"the body is longer than the {size} bytes its header "
+                                  f"announced")
             memcpy(into + got, frame.payload.body_fragment.bytes, n)
             got += n
         return properties, headers, body
 
-    cdef int _next_frame(self, rmq.amqp_frame_t *frame, str doing) except -1:
-        """The next frame of a content being read; connection-level methods in between
-        (connection.blocked, connection.close) are handled here."""
+    cdef int _next_frame(self, rmq.amqp_frame_t *frame, uint8_t kind,
+                         rmq.amqp_channel_t channel, str doing) except -1:
+        """The next frame of a content being read, which must be a ``kind`` frame on
+        ``channel``; connection-level methods in between (connection.blocked,
+        connection.close) are handled here."""
         cdef int status
         while True:
             with nogil:
@@ -869,6 +863,10 @@ cdef class Connection:
             if frame.frame_type == rmq.AMQP_FRAME_METHOD and frame.channel == 0:
                 self._dispatch_frame(frame)  # raises for connection.close
                 continue
+            if frame.frame_type != kind or frame.channel != channel:
+                return self._lost(doing, f"expected a content frame of type {kind} on channel "
+                                         f"{channel}, got type {frame.frame_type} on channel "
+                                         f"{frame.channel}")
             return 0
 
     # -- lifecycle ----------------------------------------------------------------------------

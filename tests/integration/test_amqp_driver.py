@@ -482,6 +482,88 @@ class _RecordingProxy:
         return frames
 
 
+class _RewritingProxy(_RecordingProxy):
+    """The proxy, passing what RabbitMQ sends through ``rewrite(frame) -> bytes`` frame by
+    frame (unlike the client's, the server's stream is frames from its first byte)."""
+
+    def __init__(self, rewrite) -> None:
+        self.rewrite = rewrite
+        super().__init__()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        if record:
+            return super()._pump(src, dst, record)
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                pending += data
+                out = bytearray()
+                while len(pending) >= 7:
+                    size = struct.unpack_from(">I", pending, 3)[0]
+                    if len(pending) < 7 + size + 1:
+                        break
+                    frame, pending = pending[:7 + size + 1], pending[7 + size + 1:]
+                    out += self.rewrite(frame)
+                dst.sendall(out)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def _method_frame(channel: int, class_id: int, method_id: int, args: bytes) -> bytes:
+    payload = struct.pack(">HH", class_id, method_id) + args
+    return struct.pack(">BHI", 1, channel, len(payload)) + payload + b"\xce"
+
+
+def test_c_connection_blocked_between_content_frames_is_passed_over(queues):
+    """RabbitMQ may send connection.blocked at any point, also between a delivery's
+    header and body frames: the delivery must read back whole."""
+
+    def rewrite(frame: bytes) -> bytes:
+        if frame[0] == 2:  # after each content header: blocked, then unblocked
+            return (frame + _method_frame(0, 10, 60, b"\x09low disk!")
+                    + _method_frame(0, 10, 61, b""))
+        return frame
+
+    proxy = _RewritingProxy(rewrite)
+    conn = _driver_class("c")("127.0.0.1", proxy.port, frame_max=4096)
+    try:
+        conn.connect()
+        queue = _declare(conn, queues())
+        big = bytes(range(256)) * 40  # three body frames
+        conn.publish("", queue, big, PROPERTIES, HEADERS)
+        conn.publish("", queue, b"small", {}, None)
+        conn.consume(queue, no_ack=True)
+        got = _drain_n(conn, 2)
+        assert [d[7] for d in got] == [big, b"small"]
+        assert got[0][5] == PROPERTIES and got[0][6] == EXPECTED_HEADERS
+        assert conn.get(queue, no_ack=True) is None
+    finally:
+        conn.close()
+        proxy.close()
+
+
+def test_c_a_delivery_without_its_body_frames_loses_the_connection(queues):
+    """A broken stream (here: body frames missing) is reported, not misread."""
+
+    def rewrite(frame: bytes) -> bytes:
+        return b"" if frame[0] == 3 else frame
+
+    proxy = _RewritingProxy(rewrite)
+    conn = _driver_class("c")("127.0.0.1", proxy.port)
+    try:
+        conn.connect()
+        queue = _declare(conn, queues())
+        conn.publish("", queue, b"first", {}, None)
+        conn.publish("", queue, b"second", {}, None)
+        conn.consume(queue)
+        with pytest.raises(BrokerConnectionLost, match="expected a content frame of type 3"):
+            _drain_n(conn, 2)
+        assert not conn.is_open
+    finally:
+        conn.close()
+        proxy.close()
+
+
 def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
     """The C driver frames publishes itself (one write per batch); the bytes must be
     rabbitmq-c's own amqp_basic_publish bytes, body split over frames included."""
