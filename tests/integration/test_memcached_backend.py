@@ -63,7 +63,9 @@ class TestMemcachedBackend(BackendContract):
 
     @pytest.fixture
     def raw(self):
-        client = Client((HOST, PORT))
+        # noreply off: a write must have landed before the backend, on its own
+        # connection, looks (pymemcache otherwise sends sets without waiting)
+        client = Client((HOST, PORT), default_noreply=False)
         yield client
         client.close()
 
