@@ -1,10 +1,12 @@
 """Round trip of one task at a time, ``delay(...).get()``: fastq vs Celery, in microseconds.
 
-    python -m bench.latency [-n 2000] [--only fastq,celery,bare]
+    python -m bench.latency [-n 2000] [--runs 1] [--only fastq,celery,bare]
 
 Both run one solo worker on RabbitMQ with results in Redis (SETEX + PUBLISH, read by a
 subscribed waiter) or, with BENCH_RESULT_URL=rpc://, sent back over AMQP to the caller's
-reply queue. Prints p50/p90/p99/max.
+reply queue. Prints p50/p90/p99/max; with ``--runs`` above one, each run takes every
+flavour in turn (so a noisy minute touches them all alike) and a last table gives the
+median of each percentile over the runs, the range of p50, and p50 against ``bare``'s.
 
 ``bare`` is the broker's floor for the rpc round trip: the rabbitmq-c driver publishes a
 persistent message with ``reply_to`` (no confirm, as Celery publishes), ``bench.bare echo``
@@ -112,17 +114,51 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     """Measure each flavour in turn; its round trips in microseconds, by flavour."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--tasks", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", default="fastq,celery,bare")
     args = parser.parse_args(argv)
-    print(f"{'':12s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
+    if args.runs < 1 or args.tasks < 1:
+        parser.error("--runs and --tasks must be at least 1")
+    flavours = args.only.split(",")
+    unknown = [f for f in flavours if f not in WORKERS]
+    if unknown:
+        parser.error(f"unknown flavour(s) {', '.join(unknown)}; choose from {', '.join(WORKERS)}")
+    print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
           f"round trips one at a time, RabbitMQ, results via {RESULT_URL})")
-    results: dict[str, list[float]] = {}
-    for flavour in args.only.split(","):
-        samples = results[flavour] = measure(flavour, args.tasks)
-        print(f"{flavour:12s} {statistics.median(samples):8.0f} {percentile(samples, 0.9):8.0f} "
-              f"{percentile(samples, 0.99):8.0f} {max(samples):8.0f}", flush=True)
-    return results
+    samples: dict[str, list[float]] = {f: [] for f in flavours}
+    percentiles: dict[str, list[tuple[float, ...]]] = {f: [] for f in flavours}
+    for run in range(1, args.runs + 1):
+        for flavour in flavours:
+            measured = measure(flavour, args.tasks)
+            samples[flavour] += measured
+            figures = summarise(measured)
+            percentiles[flavour].append(figures)
+            label = f"run {run} {flavour}" if args.runs > 1 else flavour
+            print(f"{label:16s} " + " ".join(f"{v:8.0f}" for v in figures), flush=True)
+    if args.runs > 1:
+        print_medians(percentiles, args.runs)
+    return samples
 
+
+def summarise(samples: list[float]) -> tuple[float, float, float, float]:
+    """p50, p90, p99 and max of one run's round trips."""
+    return (statistics.median(samples), percentile(samples, 0.9), percentile(samples, 0.99),
+            max(samples))
+
+
+def print_medians(percentiles: dict[str, list[tuple[float, ...]]], runs: int) -> None:
+    """Median of each percentile over the runs; p50's range; p50 against bare's."""
+    print(f"\nmedian of {runs} runs (µs)")
+    print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s} {'p50 range':>14s}"
+          f" {'vs bare':>8s}")
+    bare_p50 = statistics.median(p[0] for p in percentiles["bare"]) \
+        if "bare" in percentiles else None
+    for flavour, per_run in percentiles.items():
+        medians = [statistics.median(column) for column in zip(*per_run)]
+        p50s = [p[0] for p in per_run]
+        over = f"{medians[0] - bare_p50:+8.0f}" if bare_p50 is not None else f"{'-':>8s}"
+        print(f"{flavour:16s} " + " ".join(f"{v:8.0f}" for v in medians)
+              + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over}")
 
 if __name__ == "__main__":
     main()

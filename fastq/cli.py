@@ -327,8 +327,6 @@ def demo(count, runs, results, broker, prefetch) -> None:
 
 #: The benchmark programs ``fastq bench`` runs, in this order, as modules of ``bench``.
 BENCHMARKS = ("throughput", "latency", "publish")
-#: Those whose ``main`` repeats its measurement ``--runs`` times (latency runs once).
-_TAKES_RUNS = ("throughput", "publish")
 
 
 def _parse_which(ctx, param, value: str) -> list[str]:
@@ -360,7 +358,7 @@ def _import_benchmark(name: str):
 @click.option("-n", "--tasks", "count", type=int, default=None,
               help="Messages per run (default: each benchmark's own).")
 @click.option("--runs", type=int, default=None,
-              help="Runs of throughput and publish (latency measures once).")
+              help="Runs of each benchmark (default: each benchmark's own).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw the figures into this image (needs matplotlib).")
 def bench(which, count, runs, plot_path) -> None:
@@ -378,7 +376,7 @@ def bench(which, count, runs, plot_path) -> None:
         argv = []
         if count is not None:
             argv += ["-n", str(count)]
-        if runs is not None and name in _TAKES_RUNS:
+        if runs is not None:
             argv += ["--runs", str(runs)]
         click.secho(f"\n[{number}/{len(which)}] {name} {' '.join(argv)}".rstrip(), bold=True)
         began = time.monotonic()
