@@ -160,5 +160,6 @@ def print_medians(percentiles: dict[str, list[tuple[float, ...]]], runs: int) ->
         print(f"{flavour:16s} " + " ".join(f"{v:8.0f}" for v in medians)
               + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over}")
 
+
 if __name__ == "__main__":
     main()
