@@ -31,6 +31,14 @@ def _register(app):
     def echo(value):
         return value
 
+    @app.task(name="bench.inc")
+    def inc(value):
+        return value + 1
+
+    @app.task(name="bench.tsum")
+    def tsum(values):
+        return sum(values)
+
     @app.task(name="bench.io")
     def io(seconds, stamp=None):
         time.sleep(seconds)  # patched under gevent: an I/O wait that yields

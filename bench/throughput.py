@@ -111,13 +111,18 @@ def run_one(name: str, count: int, timeout: float, contenders: dict | None = Non
             with open(end_path) as fh:
                 ended = float(fh.read())
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_worker(proc)
     return count / (ended - started)
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the worker is still there after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:

@@ -31,6 +31,15 @@ bash ci/services.sh
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 "$PYTHON" -m ruff check fastq tests bench
+
+if [ $# = 0 ]; then
+    # What a user gets from `pip install`: the binary wheel carries rabbitmq-c (checked in
+    # a fresh virtualenv against RabbitMQ), and a plain install with no extras runs the
+    # demo without a warning.
+    PYTHON="$PYTHON" bash ci/wheel.sh
+    PYTHON="$PYTHON" bash ci/fresh_install.sh
+fi
+
 set +e
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
 code=$?

@@ -6,6 +6,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._extras import require
+from .exceptions import ExtraNotInstalled
+
 GREEN_POOLS = ("gevent", "eventlet")
 
 #: the green library this process patched itself for, once it has
@@ -36,6 +39,7 @@ def patch(library: str) -> None:
     if patched is not None:
         raise RuntimeError(f"this process is already patched for {patched}")
     if library == "gevent":
+        require("gevent", "-P gevent")
         from gevent import monkey
 
         monkey.patch_all()
@@ -45,7 +49,7 @@ def patch(library: str) -> None:
         with warnings.catch_warnings():
             # the user chose eventlet; its deprecation notice is for new projects
             warnings.simplefilter("ignore")
-            import eventlet
+            eventlet = require("eventlet", "-P eventlet")
 
             eventlet.monkey_patch()
     else:
@@ -54,10 +58,15 @@ def patch(library: str) -> None:
 
 
 def patch_for_command_line(argv: Sequence[str] | None = None) -> None:
-    """Patch first thing when the command line runs a gevent or eventlet worker."""
+    """Patch first thing when the command line runs a gevent or eventlet worker; when
+    the library is missing, say which extra to install and exit 2, as the CLI does."""
     library = requested_green_pool(sys.argv if argv is None else argv)
     if library is not None:
-        patch(library)
+        try:
+            patch(library)
+        except ExtraNotInstalled as exc:
+            print(exc, file=sys.stderr)
+            sys.exit(2)
 
 
 def wait_readable(fd: int, timeout: float) -> None:

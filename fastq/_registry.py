@@ -6,7 +6,8 @@ import difflib
 import importlib
 from typing import Any
 
-from .exceptions import ConfigurationError, ImproperlyInstalled
+from . import _extras
+from .exceptions import ConfigurationError, ExtraNotInstalled, ImproperlyInstalled
 
 
 def scheme_of(url: str) -> str:
@@ -43,6 +44,9 @@ def load_scheme(kind: str, url: str, schemes: dict[str, str], extras: dict[str, 
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        known = _extras.error(exc, needed_by=f"the {scheme}:// {kind}")
+        if isinstance(known, ExtraNotInstalled):
+            raise known from None
         extra = extras.get(scheme)
         hint = f"; install it with: pip install 'fastq[{extra}]'" if extra else ""
         raise ImproperlyInstalled(f"{kind} {scheme}:// needs {exc.name}{hint}") from exc

@@ -2,48 +2,47 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import protocol
+from . import builtins, discovery, eager, protocol, signals
 from ._fork import getpid
+from ._registry import scheme_of
+from ._state import current_app, set_current_app
+from .app_support import Loader, Logging
 from .backends import create_backend
 from .backends.base import Backend
 from .brokers import DEFAULT_BROKER_URL, create_broker, mask_url
 from .brokers.base import Broker
 from .config import Settings
-from .exceptions import (
-    BrokerError,
-    ConfigurationError,
-    PublishTimeout,
-    TaskNotRegistered,
-)
+from .discovery import discover_when_ready, is_django_settings
+from .exceptions import ConfigurationError, TaskNotRegistered
 from .result import AsyncResult, GroupResult
+from .routing import QueueTable, Route, Router
 from .task import Request, Task, countdown_to_eta
 
 if TYPE_CHECKING:
-    from .worker.control import Control
+    from typing import ParamSpec, TypeVar
 
-_current_app: App | None = None
-_shared_tasks: list[tuple[Callable, dict]] = []
-_lock = threading.Lock()
+    from typing_extensions import Unpack
 
+    from .control import Control
+    from .task import (
+        TaskDecoratorOptions,
+        _BoundTaskDecorator,
+        _SendTaskOptions,
+        _TaskDecorator,
+    )
 
-def current_app() -> App:
-    """The most recently created App, or a default one made on first use."""
-    global _current_app
-    if _current_app is None:
-        with _lock:
-            if _current_app is None:
-                App("default")
-    assert _current_app is not None
-    return _current_app
+    _P = ParamSpec("_P")
+    _R = TypeVar("_R")
+    _TaskT = TypeVar("_TaskT", bound=Task[Any, Any])
+
+#: the functions and options of every ``@shared_task``, registered with each new App
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
 
 class App:
@@ -58,7 +57,6 @@ class App:
 
     def __init__(self, main: str | None = None, broker: str | None = None,
                  backend: str | None = None, **settings: Any) -> None:
-        global _current_app
         self.main = main
         self.conf = Settings()
         if broker is not None:
@@ -74,9 +72,20 @@ class App:
         self._origin: str | None = None
         #: task name -> (the settings it was made from, the template), for send_task
         self._templates: dict[str, tuple[tuple, protocol.TaskMessageTemplate]] = {}
+        #: (the settings version they came from, QueueTable, Router)
+        self._routing_cache: tuple | None = None
+        #: the task modules ``autodiscover_tasks`` found, imported by ``finalize()``
+        self._to_discover: list[str] = []
+        self.finalized = False
+        builtins.register_builtins(self)  # Celery's celery.chord_unlock, celery.chunks, ...
         for fun, options in list(_shared_tasks):
             self._register(fun, dict(options))
-        _current_app = self
+        #: Celery's hooks for setting up periodic tasks (``add_periodic_task``); sent
+        #: once, by ``send_periodic_task_hooks()``, which the beat calls at start
+        self.on_after_configure = signals.Signal("on_after_configure", {"source"})
+        self.on_after_finalize = signals.Signal("on_after_finalize")
+        self._periodic_hooks_sent = False
+        set_current_app(self)
 
     # -- configuration ---------------------------------------------------------------
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
@@ -88,8 +97,6 @@ class App:
         self.conf.from_object(obj, namespace=namespace)
         self.conf.apply_env()
         self._reset_connections()
-        from .contrib.django.discovery import discover_when_ready, is_django_settings
-
         if is_django_settings(obj):
             discover_when_ready(self)
 
@@ -121,7 +128,8 @@ class App:
                 max_redeliveries=self.conf.broker_max_redeliveries,
                 lease_seconds=self.conf.broker_lease_seconds,
                 **self._broker_tls(),
-                **self.conf.broker_transport_options,
+                **self._broker_retry_policy(),
+                **{**self._broker_routing_options(), **self.conf.broker_transport_options},
             )
         return self._broker
 
@@ -160,6 +168,24 @@ class App:
         self._reset_connections()
 
     # -- the registry ----------------------------------------------------------------
+    # The overloads type the result after the function: ``@app.task def add(x: int,
+    # y: int) -> int`` is a ``Task[[int, int], int]``; with ``bind=True`` the first
+    # parameter is the task (typed ``base`` when one is given) and not part of the call.
+    @overload
+    def task(self, fun: Callable[_P, _R], /) -> Task[_P, _R]: ...
+
+    @overload
+    def task(self, *, bind: Literal[False] = False, base: type[Task[Any, Any]] | None = None,
+             **options: Unpack[TaskDecoratorOptions]) -> _TaskDecorator: ...
+
+    @overload
+    def task(self, *, bind: Literal[True], base: type[_TaskT],
+             **options: Unpack[TaskDecoratorOptions]) -> _BoundTaskDecorator[_TaskT]: ...
+
+    @overload
+    def task(self, *, bind: Literal[True], base: None = None,
+             **options: Unpack[TaskDecoratorOptions]) -> _BoundTaskDecorator[Task[Any, Any]]: ...
+
     def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
         if len(args) == 1 and callable(args[0]) and not options:
@@ -168,8 +194,8 @@ class App:
             raise TypeError("use @app.task or @app.task(option=...), not positional arguments")
         return lambda fun: self._register(fun, options)
 
-    def _register(self, fun: Callable, options: dict) -> Task:
-        base = options.get("base") or Task
+    def _register(self, fun: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        base: type[Task[Any, Any]] = options.get("base") or self.Task
         task = base(self, fun, **options)
         if task.name.startswith("__main__.") and self.main:
             task.name = f"{self.main}.{task.name[len('__main__.'):]}"
@@ -190,21 +216,144 @@ class App:
         for module in modules:
             importlib.import_module(module)
 
+    # -- Celery's App methods ----------------------------------------------------------
+    def autodiscover_tasks(self, packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+                           related_name: str | None = "tasks", force: bool = False) -> None:
+        """Import ``<package>.<related_name>`` of each package that has one, so the tasks
+        it defines register (Celery's ``autodiscover_tasks``).
+
+        ``packages`` is a list or a callable returning one; without it, under Django,
+        every installed app (``INSTALLED_APPS``), once Django is set up. The modules are
+        found now and imported when the App is finalized: a worker imports them at start
+        (they join ``imports``), another process at ``app.finalize()``, or at once with
+        ``force=True``. A package without the module is skipped.
+        """
+        related = related_name or ""
+        if packages is None or (callable(packages) and discovery.django_pending()):
+            # a callable is often ``lambda: settings.INSTALLED_APPS``: under a Django not
+            # set up yet, the installed apps are what it stands for
+            if discovery.django_configured():
+                discovery.discover_when_ready(self, related or discovery.TASKS_MODULE)
+            return
+        found = discovery.task_modules(packages() if callable(packages) else packages,
+                                       related)
+        missing = [name for name in found if name not in self.conf.imports]
+        if missing:
+            self.conf.imports = (*self.conf.imports, *missing)
+        self._to_discover.extend(name for name in found if name not in self._to_discover)
+        if force or self.finalized:
+            self.finalize()
+
+    def setup_security(self, allowed_serializers: Iterable[str] | None = None,
+                       key: str | None = None, key_password: str | bytes | None = None,
+                       cert: str | None = None, store: str | None = None,
+                       digest: str | None = None, serializer: str = "json") -> None:
+        """Sign every task this process sends and accept only signed ones (Celery's
+        ``setup_security``; ``fastq.security.setup_security`` says what each argument is).
+        Needs ``task_serializer='auth'``, ``accept_content=['auth']`` and the
+        ``security_*`` settings (or the arguments); like Celery's, it holds for every app
+        in the process."""
+        from .security import setup_security
+
+        setup_security(self.conf, allowed_serializers, key, key_password, cert, store,
+                       digest, serializer)
+
+    def finalize(self, auto: bool = False) -> None:
+        """Import the task modules ``autodiscover_tasks`` found; idempotent."""
+        import importlib
+
+        while self._to_discover:
+            importlib.import_module(self._to_discover.pop(0))
+        self.finalized = True
+
+    def set_default(self) -> None:
+        """Make this the App that results and signatures without one use."""
+        set_current_app(self)
+
+    @functools.cached_property
+    def log(self) -> Logging:
+        """Logging set-up (Celery's ``app.log``): ``app.log.setup(loglevel="INFO")``."""
+        return Logging(self)
+
+    @functools.cached_property
+    def loader(self) -> Loader:
+        """Module imports (Celery's ``app.loader``): ``import_default_modules()``."""
+        return Loader(self)
+
+    # -- periodic tasks ----------------------------------------------------------------
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (),
+                          kwargs: dict[str, Any] | None = None, name: str | None = None,
+                          **options: Any) -> str:
+        """Add an entry to ``beat_schedule``: ``sig`` (a signature or task) on
+        ``schedule`` (seconds, a timedelta, ``crontab``, ``solar``); returns its name
+        (``name``, or the signature's repr as Celery names it)."""
+        if isinstance(sig, Task):
+            sig = sig.s(*args, **(kwargs or {}))
+        elif args or kwargs:
+            sig = type(sig)(sig.task, tuple(args) or sig.args,
+                            {**sig.kwargs, **(kwargs or {})}, sig.options)
+        key = name or repr(sig)
+        self.conf.beat_schedule = {**self.conf.beat_schedule, key: {
+            "task": sig.task, "schedule": schedule, "args": tuple(sig.args),
+            "kwargs": dict(sig.kwargs), "options": {**sig.options, **options}}}
+        return key
+
+    def send_periodic_task_hooks(self) -> None:
+        """Send ``on_after_configure`` then ``on_after_finalize``, once per App (the beat
+        calls it at start, after ``finalize()``, so the receivers can add entries)."""
+        if self._periodic_hooks_sent:
+            return
+        self._periodic_hooks_sent = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
     # -- routing ---------------------------------------------------------------------
     def route(self, name: str) -> str:
         """The queue ``task_routes`` sends ``name`` to, or the default queue."""
-        routes = self.conf.task_routes
-        if routes:
-            for table in routes if isinstance(routes, (list, tuple)) else (routes,):
-                if callable(table):
-                    found = table(name)
-                    if found:
-                        return found if isinstance(found, str) else found["queue"]
-                    continue
-                for pattern, target in table.items():
-                    if pattern == name or fnmatch.fnmatchcase(name, pattern):
-                        return target if isinstance(target, str) else target["queue"]
-        return self.conf.task_default_queue
+        return self.router.route(name).queue_name
+
+    @property
+    def queues(self) -> QueueTable:
+        """``task_queues`` by name, with the default queue and exchange settings applied
+        (made again when one of those settings changes)."""
+        return self._routing()[0]
+
+    @property
+    def router(self) -> Router:
+        """``task_routes`` over ``queues``: ``router.route(name, args, kwargs, options)``."""
+        return self._routing()[1]
+
+    def _routing(self) -> tuple[QueueTable, Router]:
+        conf = self.conf
+        # every delay() routes: a settings version, not the settings, is compared
+        key = conf.version
+        cached = self._routing_cache
+        if cached is None or cached[0] != key:
+            table = QueueTable(
+                conf.task_queues, default_queue=conf.task_default_queue,
+                default_exchange=conf.task_default_exchange,
+                default_exchange_type=conf.task_default_exchange_type,
+                default_routing_key=conf.task_default_routing_key,
+                create_missing=conf.task_create_missing_queues,
+                missing_exchange_type=conf.task_create_missing_queue_exchange_type,
+                missing_queue_type=conf.task_create_missing_queue_type,
+                max_priority=conf.task_queue_max_priority)
+            cached = self._routing_cache = (key, table, Router(conf.task_routes, table))
+        return cached[1], cached[2]
+
+    def _broker_routing_options(self) -> dict[str, Any]:
+        """The AMQP broker's options from the routing settings (transport options win)."""
+        if scheme_of(self.broker_url) not in ("amqp", "amqps", "pyamqp"):
+            return {}
+        conf = self.conf
+        options: dict[str, Any] = {}
+        if conf.task_queue_max_priority:
+            options["queue_max_priority"] = conf.task_queue_max_priority
+        if conf.task_default_queue_type != "classic":
+            options["queue_type"] = conf.task_default_queue_type
+        if conf.broker_heartbeat is not None:
+            options["heartbeat"] = conf.broker_heartbeat
+        return options
 
     # -- producing -------------------------------------------------------------------
     @property
@@ -231,9 +380,17 @@ class App:
                          root_id: str | None = None, parent_id: str | None = None,
                          chain: list | None = None, chord: Any = None,
                          group_id: str | None = None, group_index: int | None = None,
-                         reply_to: str | None = None,
+                         reply_to: str | None = None, exchange: Any = None,
+                         routing_key: str | None = None, exchange_type: str | None = None,
+                         retry: bool | None = None, retry_policy: dict | None = None,
+                         _route: Route | None = None,
                          **unknown: Any) -> protocol.TaskMessageTemplate:
-        """Task and app defaults merged with ``options``: the shared part of messages."""
+        """Task and app defaults merged with ``options``: the shared part of messages.
+
+        ``queue`` (a name or ``fastq.Queue``), ``exchange`` and ``routing_key`` win over
+        ``task_routes``; see ``fastq.routing.Router``. ``retry``/``retry_policy`` are
+        for ``publish_many`` and leave the template as it is.
+        """
         if unknown:
             raise TypeError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))}")
         task = _task if _task is not None else self.tasks.get(name)
@@ -254,8 +411,13 @@ class App:
             # only rpc:// replies go to the caller, so only then is there a queue to name
             # (Celery sets reply_to always, which makes rpc workers publish in vain)
             reply_to = self.backend.reply_queue  # type: ignore[attr-defined]
+        if _route is None:
+            _route = self.router.route(name, options={
+                "queue": queue, "exchange": exchange, "routing_key": routing_key,
+                "exchange_type": exchange_type}, task=task)
         return protocol.TaskMessageTemplate(
-            name, queue=queue or self.route(name), eta=eta, expires=expires,
+            name, queue=self.broker.prepare_route(_route, self.queues),
+            exchange=_route.exchange, routing_key=_route.routing_key, eta=eta, expires=expires,
             priority=conf.task_default_priority if priority is None else priority,
             retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
             root_id=root_id, parent_id=parent_id, group_id=group_id, group_index=group_index,
@@ -268,8 +430,9 @@ class App:
             compression=compression or conf.task_compression,
         )
 
-    def send_task(self, name: str, args: Iterable | None = None, kwargs: dict | None = None,
-                  **options: Any) -> AsyncResult:
+    def send_task(self, name: str, args: Iterable[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None,
+                  **options: Unpack[_SendTaskOptions]) -> AsyncResult[Any]:
         """Publish a task by name (it need not be registered here) and return its result.
 
         Options as in ``Task.apply_async``. With ``task_always_eager`` a registered task
@@ -280,6 +443,12 @@ class App:
             task = task if task is not None else self.get_task(name)
             options.pop("_task", None)
             return self.run_eagerly(task, args, kwargs, **options)
+        publishing = _publish_options(options) if (
+            "retry" in options or "retry_policy" in options) else _NO_OPTIONS
+        if self.router.takes_call_args and "_route" not in options:
+            # a router function may look at the arguments: ask it for this call
+            options["_route"] = self.router.route(  # type: ignore[typeddict-unknown-key]
+                name, args, kwargs, options, task)
         if options.keys() <= _TEMPLATE_FREE_OPTIONS:
             # no per-call option (delay()): the template made for the last such call
             # is reused, unless the settings it came from have changed since
@@ -288,7 +457,7 @@ class App:
             message = template.build(task_id, tuple(args or ()), dict(kwargs or {}))
         else:
             message = self.build_message(name, args, kwargs, **options)
-        self.publish_many([message])
+        self.publish_many([message], **publishing)
         return AsyncResult(message.headers["id"], app=self)
 
     def _default_template(self, name: str, task: Task | None) -> protocol.TaskMessageTemplate:
@@ -326,6 +495,7 @@ class App:
         """Publish many ``(name, args, kwargs)`` calls as one batch; options apply to all."""
         if "task_id" in options:
             raise TypeError("send_many gives every task its own id; task_id is not allowed")
+        publishing = _publish_options(options)
         templates: dict[str, protocol.TaskMessageTemplate] = {}
         new_id = protocol.new_task_id
         reuse = options.keys() <= _TEMPLATE_FREE_OPTIONS
@@ -337,31 +507,68 @@ class App:
                     self._default_template(name, options.get("_task")) if reuse
                     else self.message_template(name, **options))
             messages.append(template.build(new_id(), tuple(args or ()), dict(kwargs or {})))
-        self.publish_many(messages)
+        self.publish_many(messages, **publishing)
         return [AsyncResult(m.headers["id"], app=self) for m in messages]
 
-    def publish_many(self, messages: Sequence[protocol.Message]) -> None:
-        """Publish with the broker, retrying until ``broker_connection_timeout`` runs out.
+    def publish_many(self, messages: Sequence[protocol.Message], *, retry: bool | None = None,
+                     retry_policy: dict[str, Any] | None = None) -> None:
+        """Publish with the broker, which keeps trying an unreachable server for
+        ``broker_connection_timeout`` seconds (see ``_broker_retry_policy``).
+
+        ``retry``/``retry_policy`` are Celery's (default: ``task_publish_retry`` and
+        ``task_publish_retry_policy``): ``retry=False`` makes one attempt; the policy's
+        ``max_retries``, ``interval_*`` and ``timeout`` bound the wait.
 
         Raises:
             PublishTimeout: the broker was unreachable for the whole wait.
         """
-        deadline = time.monotonic() + self.conf.broker_connection_timeout
-        delay = 0.05
-        while True:
-            try:
-                self.broker.publish_many(messages)
-                return
-            except BrokerError as exc:
-                if not (exc.recoverable and self.conf.broker_connection_retry):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise PublishTimeout(
-                        f"could not publish {len(messages)} message(s) to "
-                        f"{mask_url(self.broker_url)} within "
-                        f"{self.conf.broker_connection_timeout}s: {exc}") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        if _BEFORE_PUBLISH:
+            for message in messages:
+                signals.before_task_publish.send(
+                    sender=message.headers.get("task"), body=message.body,
+                    exchange=message.exchange, routing_key=message.routing_key or message.queue,
+                    headers=message.headers, properties=message.properties,
+                    declare=[], retry_policy=None)
+        conf = self.conf
+        if retry is None and retry_policy is None and conf.task_publish_retry and \
+                not conf.task_publish_retry_policy:
+            self.broker.publish_many(messages)  # the common case, without a frame more
+        else:
+            self._publish_with_policy(messages, retry, retry_policy)
+        if _AFTER_PUBLISH:
+            for message in messages:
+                signals.after_task_publish.send(
+                    sender=message.headers.get("task"), body=message.body,
+                    exchange=message.exchange, routing_key=message.routing_key or message.queue,
+                    headers=message.headers)
+
+    def _publish_with_policy(self, messages: Sequence[protocol.Message], retry: bool | None,
+                             retry_policy: dict[str, Any] | None) -> None:
+        conf = self.conf
+        if retry is None:
+            retry = conf.task_publish_retry
+        policy = {**conf.task_publish_retry_policy, **(retry_policy or {})}
+        if retry and not policy:
+            self.broker.publish_many(messages)
+        else:
+            self.broker.publish_many(messages, retry=retry, retry_policy=policy or None)
+
+    def _broker_retry_policy(self) -> dict[str, Any]:
+        """How long the broker retries a publish, and how often its consumer reconnects.
+
+        ``broker_connection_retry=False`` means one attempt at each.
+        """
+        conf = self.conf
+        clash = {"publish_timeout", "connection_max_retries"} & set(
+            conf.broker_transport_options)
+        if clash:
+            raise ConfigurationError(
+                f"broker_transport_options may not set {', '.join(sorted(clash))}: use "
+                f"broker_connection_timeout and broker_connection_max_retries")
+        if not conf.broker_connection_retry:
+            return {"publish_timeout": 0.0, "connection_max_retries": 0}
+        return {"publish_timeout": conf.broker_connection_timeout,
+                "connection_max_retries": conf.broker_connection_max_retries}
 
     def publish_retry(self, request: Request, args: Sequence | None, kwargs: dict | None,
                       eta: datetime | None, countdown: float | None, **options: Any) -> None:
@@ -393,18 +600,16 @@ class App:
     def run_eagerly(self, task: Task, args: Iterable | None, kwargs: dict | None,
                     **options: Any) -> AsyncResult:
         """Run ``task`` in this thread as a worker would and return an EagerResult."""
-        from .worker.executor import run_eager
+        return eager.apply(self, task, args, kwargs, **options)
 
-        return run_eager(self, task, args, kwargs, **options)
-
-    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         """A result handle for ``task_id``."""
         return AsyncResult(task_id, app=self)
 
     @functools.cached_property
     def control(self) -> Control:
         """Remote control of the workers on this app's broker: ``control.revoke(id)``."""
-        from .worker.control import Control
+        from .control import Control
 
         return Control(self)
 
@@ -417,6 +622,19 @@ class App:
 
     def __repr__(self) -> str:
         return f"<fastq.App {self.main or '__main__'} broker={mask_url(self.broker_url)}>"
+
+    # Last in the class: below this line ``Task`` in an annotation would name the property.
+    @functools.cached_property
+    def Task(self) -> type[Task[Any, Any]]:  # noqa: N802 - Celery's name
+        """The default base class of this App's tasks (``class Base(app.Task)``); assign
+        another Task subclass to change what ``@app.task`` makes without ``base=``."""
+        return Task
+
+
+def _publish_options(options: Any) -> dict[str, Any]:
+    """``retry``/``retry_policy`` taken out of send_task's options, for publish_many."""
+    return {key: options.pop(key) for key in ("retry", "retry_policy")
+            if options.get(key) is not None}
 
 
 def _signature_list(value: Any) -> list | None:
@@ -434,14 +652,34 @@ def unknown_task_message(name: str, known: Iterable[str]) -> str:
     return f"unknown task {name!r}{hint}"
 
 
+@overload
+def shared_task(fun: Callable[_P, _R], /) -> Task[_P, _R]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[False] = False, base: type[Task[Any, Any]] | None = None,
+                **options: Unpack[TaskDecoratorOptions]) -> _TaskDecorator: ...
+
+
+@overload
+def shared_task(*, bind: Literal[True], base: type[_TaskT],
+                **options: Unpack[TaskDecoratorOptions]) -> _BoundTaskDecorator[_TaskT]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[True], base: None = None,
+                **options: Unpack[TaskDecoratorOptions]) -> _BoundTaskDecorator[Task[Any, Any]]: ...
+
+
 def shared_task(*args: Any, **options: Any) -> Any:
     """Define a task for every App, present and future (Celery's ``shared_task``).
 
     Returns a proxy that resolves to the task of the current App on each use, so a
-    library can define tasks before the application creates its App.
+    library can define tasks before the application creates its App. The proxy is typed
+    as the ``Task`` it stands for (it forwards every attribute to it).
     """
 
-    def register(fun: Callable) -> SharedTask:
+    def register(fun: Callable[..., Any]) -> SharedTask:
         _shared_tasks.append((fun, options))
         name = current_app()._register(fun, dict(options)).name
         return SharedTask(name)
@@ -451,8 +689,14 @@ def shared_task(*args: Any, **options: Any) -> Any:
     return register
 
 
+# The publish signals' receivers, bound once: nothing to pay per message when none listen.
+_BEFORE_PUBLISH = signals.before_task_publish.receivers
+_AFTER_PUBLISH = signals.after_task_publish.receivers
+
 #: send_task options that leave the message template as it is: only the id differs.
 _TEMPLATE_FREE_OPTIONS = frozenset({"_task", "task_id"})
+#: what ``_publish_options`` finds in the options of most calls
+_NO_OPTIONS: dict[str, Any] = {}
 
 
 @functools.lru_cache(maxsize=32)
@@ -461,13 +705,17 @@ def _is_rpc(url: str | None) -> bool:
     return bool(url) and url.split("://", 1)[0].lower() == "rpc"  # type: ignore[union-attr]
 
 
+#: Celery's name for the App: ``from fastq import Celery`` after ``from celery import Celery``.
+Celery = App
+
+
 class SharedTask:
     """Stands for the task called ``name`` in whichever App is current."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def _resolve(self) -> Task:
+    def _resolve(self) -> Task[Any, Any]:
         return current_app().get_task(self.name)
 
     def __getattr__(self, attr: str) -> Any:

@@ -1,4 +1,4 @@
-"""The fastq command: worker, call, result, purge, status, demo, bench."""
+"""The fastq command: worker, beat, schedule, call, result, purge, status, doctor, demo, bench."""
 
 from __future__ import annotations
 
@@ -8,93 +8,18 @@ if __name__ == "__main__":  # python -m fastq.cli: patch for a green pool before
     patch_for_command_line()
 
 import importlib
+import logging
 import os
 import sys
 import time
-import traceback
 from typing import Any
 
 import click
 import orjson
 
-from .app import App
 from .brokers import mask_url
-from .exceptions import ConfigurationError, FastqError
-
-
-class AppLoadError(click.ClickException):
-    """The -A target could not be imported or holds no App."""
-
-
-def load_app(spec: str | None) -> App:
-    """Find the App named by ``-A``: ``pkg.module``, ``pkg.module:attr``, or a package
-    whose ``celery``/``app`` submodule or attribute holds the App (Celery's lookup)."""
-    if not spec:
-        from .app import current_app
-
-        return current_app()
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attr = spec.partition(":")
-    module = _import_user_module(module_name)
-    if attr:
-        found: Any = module
-        for part in attr.split("."):
-            found = getattr(found, part, None)
-            if found is None:
-                raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}")
-        if callable(found) and not isinstance(found, App):
-            found = found()
-        if not isinstance(found, App):
-            raise AppLoadError(f"{spec!r} is a {type(found).__name__}, not a fastq App")
-        return found
-    for name in ("app", "celery"):
-        candidate = getattr(module, name, None)
-        if isinstance(candidate, App):
-            return candidate
-    apps = [v for v in vars(module).values() if isinstance(v, App)]
-    if len(apps) == 1:
-        return apps[0]
-    for sub in ("celery", "app"):
-        try:
-            submodule = importlib.import_module(f"{module_name}.{sub}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{module_name}.{sub}":
-                raise
-            continue
-        for name in ("app", "celery"):
-            candidate = getattr(submodule, name, None)
-            if isinstance(candidate, App):
-                return candidate
-    if len(apps) > 1:
-        raise AppLoadError(f"module {module_name!r} holds several Apps; name one with "
-                           f"-A {module_name}:NAME")
-    raise AppLoadError(f"no fastq App found in module {module_name!r}; name it with "
-                       f"-A {module_name}:NAME")
-
-
-def _import_user_module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            raise AppLoadError(f"cannot import {name!r}: no module named {exc.name!r} "
-                               f"(searched from {os.getcwd()})") from None
-        _raise_user_error(name)
-    except Exception:
-        _raise_user_error(name)
-
-
-def _raise_user_error(name: str):
-    # Show the user's own frames, not fastq's or importlib's.
-    exc_type, exc, tb = sys.exc_info()
-    frames = [f for f in traceback.extract_tb(tb)
-              if "importlib" not in f.filename and os.sep + "fastq" + os.sep not in f.filename]
-    text = "".join(traceback.format_list(frames)) + "".join(
-        traceback.format_exception_only(exc_type, exc))
-    raise AppLoadError(f"error while importing {name!r}:\nTraceback (most recent call last):\n"
-                       f"{text.rstrip()}")
-
+from .exceptions import ConfigurationError, FastqError, ImproperlyInstalled
+from .loader import AppLoadError, load_app
 
 app_option = click.option("-A", "--app", "app_spec", envvar="FASTQ_APP",
                           help="Module holding the App: pkg.module or pkg.module:attr.")
@@ -112,7 +37,25 @@ def _json_arg(value: str | None, what: str, kind: type) -> Any:
     return parsed
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Exit code for a missing optional package (or compiled module): an install problem,
+#: told apart from a task or broker failure (1), as click tells usage errors (2).
+EXIT_NOT_INSTALLED = 2
+
+
+class FastqGroup(click.Group):
+    """The command group; a missing extra ends any command with its one-line fix."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImproperlyInstalled as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(EXIT_NOT_INSTALLED)
+        except AppLoadError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=FastqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fastq")
 def main() -> None:
     """fastq: a fast task queue that speaks Celery's protocol."""
@@ -137,16 +80,20 @@ def main() -> None:
               help="Replace a worker process whose resident size passes this (KiB).")
 @click.option("--autoscale", default=None,
               help="MAX,MIN prefork children, grown when all are busy, shrunk when idle.")
+@click.option("-B", "--beat", "embed_beat", is_flag=True,
+              help="Also run the beat in this worker (the prefork parent only).")
 def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
            health_file, start_method, max_tasks_per_child, max_memory_per_child,
-           autoscale) -> None:
+           autoscale, embed_beat) -> None:
     """Run a worker that executes tasks."""
-    from .worker.supervisor import Worker, setup_logging
+    from .worker.supervisor import Worker, banner_logger, setup_logging
 
     try:
         setup_logging(loglevel)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--loglevel") from None
+    if banner_logger.getEffectiveLevel() > logging.INFO:
+        banner_logger.setLevel(logging.INFO)
     scale = None
     if autoscale is not None:
         from .worker.pools.prefork import parse_autoscale
@@ -166,10 +113,171 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
                    concurrency=concurrency, prefetch_multiplier=prefetch_multiplier,
                    hostname=hostname, health_file=health_file, app_spec=app_spec,
                    start_method=start_method, max_tasks_per_child=max_tasks_per_child,
-                   max_memory_per_child=max_memory_per_child, autoscale=scale)
+                   max_memory_per_child=max_memory_per_child, autoscale=scale,
+                   beat=embed_beat)
+    except ImproperlyInstalled:
+        raise  # the group prints it
     except FastqError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(w.run())
+
+
+@main.command()
+@app_option
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.option("--max-interval", type=click.FloatRange(min=0.01), default=None,
+              help="Longest sleep between looks at the schedule, in seconds "
+                   "(default: beat_max_loop_interval).")
+@click.option("--dry-run", is_flag=True, help="Print the coming runs and exit; send nothing.")
+@click.option("--until", default=None,
+              help="With --dry-run: the last date to show, e.g. 2026-12-31 (default: a day).")
+@click.option("-S", "--scheduler", default=None,
+              help="'django': also the periodic tasks of django-celery-beat's tables "
+                   "(Celery's django_celery_beat.schedulers:DatabaseScheduler works too).")
+def beat(app_spec, loglevel, max_interval, dry_run, until, scheduler) -> None:
+    """Send periodic tasks when due; safe to run on several machines at once."""
+    from datetime import datetime, timedelta, timezone
+
+    from .beat import Beat
+    from .worker.supervisor import setup_logging
+
+    app = load_app(app_spec)
+    sources = _beat_sources(scheduler)
+    if dry_run:
+        try:
+            end = (datetime.fromisoformat(until) if until else
+                   datetime.now(timezone.utc) + timedelta(days=1))
+        except ValueError:
+            raise click.BadParameter(f"not a date: {until!r}", param_hint="--until") from None
+        if end.tzinfo is None:
+            from .schedules import app_zone
+
+            end = end.replace(tzinfo=app_zone(app))
+        beat = Beat(app, max_interval, store=_schedule_store(app), sources=sources)
+        shown = 0
+        for at, entry in beat.upcoming(end):
+            click.echo(f"{at.isoformat()}  {entry.name}  {entry.task}")
+            shown += 1
+        click.echo(f"{shown} run(s) until {end.isoformat()}")
+        return
+    try:
+        setup_logging(loglevel)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--loglevel") from None
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        Beat(app, max_interval, sources=sources).run(stop)
+    except FastqError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _beat_sources(scheduler: str | None) -> tuple:
+    if scheduler is None:
+        return ()
+    from .contrib.django.beat import SCHEDULER_NAMES, DjangoBeatSource
+
+    if scheduler not in SCHEDULER_NAMES:
+        raise click.BadParameter(f"unknown scheduler {scheduler!r}; fastq has 'django' "
+                                 f"(django-celery-beat's tables)", param_hint="--scheduler")
+    try:
+        return (DjangoBeatSource(),)
+    except ImportError as exc:
+        raise click.ClickException(f"-S django needs django-celery-beat: {exc}") from None
+
+
+def _schedule_store(app):
+    from ._beat_store import MemoryStore, open_store
+
+    store = open_store(app)
+    return store if store is not None else MemoryStore()
+
+
+@main.group()
+def schedule() -> None:
+    """Edit the periodic tasks kept in the database (a running beat sees the change
+    within its --max-interval)."""
+
+
+@schedule.command("add")
+@app_option
+@click.argument("name")
+@click.option("--task", "task_name", required=True, help="Task name.")
+@click.option("--cron", default=None, help='Crontab "m h dom mon dow", e.g. "*/5 * * * *".')
+@click.option("--every", type=float, default=None, help="Interval in seconds.")
+@click.option("--args", "args_json", default=None, help='Positional args as JSON: "[1, 2]".')
+@click.option("--kwargs", "kwargs_json", default=None, help="Keyword args as JSON.")
+@click.option("--queue", "-Q", default=None)
+def schedule_add(app_spec, name, task_name, cron, every, args_json, kwargs_json,
+                 queue) -> None:
+    """Add (or replace) the periodic task NAME."""
+    from .beat import Entry
+    from .schedules import ParseException, crontab
+    from .schedules import schedule as interval
+
+    if (cron is None) == (every is None):
+        raise click.UsageError("give one of --cron and --every")
+    app = load_app(app_spec)
+    try:
+        when = crontab.from_string(cron, app=app) if cron else interval(every, app=app)
+    except (ParseException, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--cron") from None
+    entry = Entry(name, task_name, when, tuple(_json_arg(args_json, "--args", list)),
+                  _json_arg(kwargs_json, "--kwargs", dict), {"queue": queue} if queue else {})
+    store = _schedule_store(app)
+    try:
+        store.put_entry(name, entry.to_document())
+    finally:
+        store.close()
+    click.echo(f"added {name}: {task_name} {when!r}")
+
+
+@schedule.command("list")
+@app_option
+def schedule_list(app_spec) -> None:
+    """List the periodic tasks kept in the database."""
+    app = load_app(app_spec)
+    store = _schedule_store(app)
+    try:
+        entries = store.entries()
+    finally:
+        store.close()
+    for name, doc in sorted(entries.items()):
+        state = "enabled" if doc.get("enabled", True) else "paused"
+        click.echo(f"{name}  {doc['task']}  {orjson.dumps(doc['schedule']).decode()}  "
+                   f"args={orjson.dumps(doc.get('args', [])).decode()}  {state}")
+    if not entries:
+        click.echo("(no periodic tasks in the database)")
+
+
+def _schedule_edit_command(verb: str, help_text: str, action) -> None:
+    """``fastq schedule <verb> NAME``: ``action(store, name)`` says whether NAME was there."""
+
+    @schedule.command(verb, help=help_text)
+    @app_option
+    @click.argument("name")
+    def command(app_spec, name) -> None:
+        app = load_app(app_spec)
+        store = _schedule_store(app)
+        try:
+            found = action(store, name)
+        finally:
+            store.close()
+        if not found:
+            raise click.ClickException(f"no periodic task {name!r} in the database")
+        click.echo(f"{verb}d {name}")
+
+
+_schedule_edit_command("remove", "Remove the periodic task NAME.",
+                       lambda store, name: store.remove_entry(name))
+_schedule_edit_command("pause", "Stop sending NAME until it is resumed.",
+                       lambda store, name: store.set_enabled(name, False))
+_schedule_edit_command("resume", "Send NAME again.",
+                       lambda store, name: store.set_enabled(name, True))
 
 
 @main.command()
@@ -188,6 +296,8 @@ def call(app_spec, task_name, args_json, kwargs_json, countdown, queue, wait, ti
     kwargs = _json_arg(kwargs_json, "--kwargs", dict)
     try:
         result = app.send_task(task_name, args, kwargs, countdown=countdown, queue=queue)
+    except ImproperlyInstalled:
+        raise  # the group prints it
     except FastqError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.id)
@@ -307,6 +417,30 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return pid > 0
+
+
+@main.command()
+@app_option
+@click.option("--timeout", type=float, default=None,
+              help="Seconds the broker and result backend get to answer (default: 3).")
+def doctor(app_spec, timeout) -> None:
+    """Check the install and the app's broker and backend; exit 1 when something
+    configured cannot work."""
+    from . import doctor as checks
+
+    if app_spec:
+        app = load_app(app_spec)
+        title = f"app {app_spec}"
+    else:
+        app = load_app(None)
+        title = "app: default settings and FASTQ_* environment"
+    try:
+        lines, code = checks.run(app, title, checks.DEFAULT_TIMEOUT if timeout is None
+                                 else timeout)
+    finally:
+        app.close()
+    click.echo("\n".join(lines))
+    sys.exit(code)
 
 
 @main.command()

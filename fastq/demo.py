@@ -12,6 +12,7 @@ import time
 import click
 import orjson
 
+from . import _speedups
 from .app import App
 
 #: The demo App; the worker process finds its broker through FASTQ_BROKER_URL.
@@ -88,6 +89,9 @@ def one_run(count: int, results: bool, broker: str | None, workdir: str,
 def run_demo(count: int, runs: int, results: bool, broker: str | None,
              prefetch: int = 64) -> list[dict]:
     """Run the demo ``runs`` times and print each run and the median."""
+    # the worker inherits this environment, so it runs the consumer named here
+    click.echo(f"fastq demo: {count:,} tasks, {runs} run(s); the worker's consumer: "
+               f"{_speedups.status('_consumer').describe()}")
     figures = []
     for run in range(1, runs + 1):
         with tempfile.TemporaryDirectory(prefix="fastq-demo-") as workdir:

@@ -6,11 +6,18 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from . import serialization
-from .exceptions import ContentDisallowed, DecodeError, MessageRejected
+from ._time import format_datetime, parse_datetime
+from .exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    MessageRejected,
+    MessageTooLarge,
+    SecurityError,
+)
 
 
 @dataclass(slots=True)
@@ -35,61 +42,6 @@ class Message:
     @property
     def priority(self) -> int:
         return self.properties.get("priority") or 0
-
-
-# -- time ------------------------------------------------------------------------------
-
-_ISO_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
-
-
-def parse_datetime(value: str | datetime) -> datetime:
-    """An aware UTC datetime from an ISO-8601 string as Celery peers write them.
-
-    Naive values are UTC (§1.6.2); ``Z``, ``±HH:MM``, ``±HHMM`` and any number of
-    fractional digits are accepted.
-
-    Raises:
-        ValueError: ``value`` is not such a timestamp.
-    """
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        if not isinstance(value, str):
-            raise ValueError(f"expected an ISO-8601 string, got {type(value).__name__}")
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            dt = _parse_iso_slow(value)
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
-
-
-def _parse_iso_slow(value: str) -> datetime:
-    match = _ISO_RE.match(value.strip())
-    if match is None:
-        raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    tz = None
-    if offset:
-        if offset in ("Z", "z"):
-            tz = timezone.utc
-        else:
-            digits = offset[1:].replace(":", "")
-            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-            tz = timezone(-delta if offset[0] == "-" else delta)
-    return datetime(int(year), int(month), int(day), int(hour), int(minute),
-                    int(second or 0), micro, tzinfo=tz)
-
-
-def format_datetime(dt: datetime) -> str:
-    """ISO-8601 as fastq emits it: aware, UTC, with microseconds (§1.6.2)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 # -- building -------------------------------------------------------------------------
@@ -262,25 +214,58 @@ def build_task_message(name: str, task_id: str, args: tuple | list, kwargs: dict
 
 # -- parsing ------------------------------------------------------------------------
 
+#: ``accept`` when only signed bodies are accepted (the ``auth`` serializer's type).
+_SIGNED_ONLY = frozenset({"application/data"})
 _EMPTY_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
+def _check_embed(embed: dict) -> None:
+    """Refuse follow-ups a worker could not send after running the task: each must be a
+    signature (a mapping with a ``task`` name), in a list where Celery puts a list."""
+    for key in ("callbacks", "errbacks", "chain"):
+        value = embed.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise MessageRejected("invalid-body", f"embed {key} must be a list of signatures "
+                                                  f"or null, not {_describe(value)}")
+        for sig in value:
+            if not _is_signature(sig):
+                raise MessageRejected("invalid-body", f"embed {key} holds {sig!r:.80}, not a "
+                                                      f"signature (a mapping with a 'task')")
+    chord = embed.get("chord")
+    if chord is not None and not _is_signature(chord):
+        raise MessageRejected("invalid-body", f"embed chord must be a signature or null, "
+                                              f"not {chord!r:.80}")
+
+
+def _is_signature(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("task"), str) and bool(value["task"])
+
+
 def decode_task(headers: dict, properties: dict, body: bytes,
-                accept: frozenset[str] | None) -> tuple[dict, list, dict, dict]:
+                accept: frozenset[str] | None,
+                max_size: int | None = None) -> tuple[dict, list, dict, dict]:
     """Unpack a delivery into ``(headers, args, kwargs, embed)`` (§1.12 steps 2–6).
 
     v1 messages are converted as a Celery 5.7 worker does (§1.11); v2 "hybrid" bodies
-    are merged under the headers.
+    are merged under the headers. ``max_size`` bounds the body in bytes, before
+    decoding and again as it is decompressed (``worker_max_message_size``).
 
     Raises:
         MessageRejected: with a reason code saying what is wrong with the message.
     """
     if not isinstance(headers, dict):
         raise MessageRejected("invalid-headers", f"headers must be a table, not {headers!r:.80}")
+    if max_size is not None and len(body) > max_size:
+        raise MessageRejected("too-large", f"body of {len(body)} bytes is over "
+                                           f"worker_max_message_size ({max_size})")
     compression = headers.get("compression")
     if compression:
         try:
-            body = serialization.decompress(body, str(compression))
+            body = serialization.decompress(body, str(compression), max_size)
+        except MessageTooLarge as exc:
+            raise MessageRejected("too-large", str(exc)) from None
         except DecodeError as exc:
             reason = "unknown-compression" if "unknown" in str(exc) else "decode-error"
             raise MessageRejected(reason, str(exc)) from None
@@ -293,7 +278,12 @@ def decode_task(headers: dict, properties: dict, body: bytes,
             payload = serialization.loads(body, content_type,
                                           properties.get("content_encoding"), accept)
     except ContentDisallowed as exc:
+        if accept and _SIGNED_ONLY.issuperset(accept):
+            raise MessageRejected("signature", f"unsigned message ({content_type}); "
+                                               f"only signed (auth) tasks are accepted") from None
         raise MessageRejected("content-disallowed", str(exc)) from None
+    except SecurityError as exc:
+        raise MessageRejected("signature", str(exc)) from None
     except DecodeError as exc:
         raise MessageRejected("decode-error", f"{content_type} body: {exc}") from None
 
@@ -325,6 +315,9 @@ def decode_task(headers: dict, properties: dict, body: bytes,
     elif not isinstance(embed, dict):
         raise MessageRejected("invalid-body", f"embed must be a mapping or null, not "
                                               f"{_describe(embed)}")
+    elif embed.get("callbacks") or embed.get("errbacks") or embed.get("chain") \
+            or embed.get("chord"):
+        _check_embed(embed)
     task_id, name = headers.get("id"), headers.get("task")
     if not isinstance(task_id, str) or not task_id:
         raise MessageRejected("invalid-headers", f"the 'id' header must be a non-empty "

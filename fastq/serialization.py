@@ -20,7 +20,9 @@ from typing import Any
 
 import orjson
 
-from .exceptions import ContentDisallowed, DecodeError
+from ._extras import require
+from ._time import parse_datetime
+from .exceptions import ContentDisallowed, DecodeError, ImproperlyInstalled, MessageTooLarge
 
 # -- kombu's JSON envelopes ---------------------------------------------------------
 
@@ -52,8 +54,6 @@ def _envelope(obj: Any) -> Any:
 
 
 def _parse_iso(value: str, kind: type) -> Any:
-    from .protocol import parse_datetime
-
     if kind is datetime:
         # kombu keeps naive datetimes naive; the generic parser would make them UTC.
         try:
@@ -183,25 +183,11 @@ def json_loads(data: bytes | str) -> Any:
 
 
 def _msgpack() -> Any:
-    try:
-        import msgpack
-    except ImportError:
-        from .exceptions import ImproperlyInstalled
-
-        raise ImproperlyInstalled(
-            "the msgpack serializer needs msgpack: pip install 'fastq[msgpack]'") from None
-    return msgpack
+    return require("msgpack", "the msgpack serializer")
 
 
 def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError:
-        from .exceptions import ImproperlyInstalled
-
-        raise ImproperlyInstalled(
-            "the yaml serializer needs PyYAML: pip install 'fastq[yaml]'") from None
-    return yaml
+    return require("yaml", "the yaml serializer")
 
 
 def _msgpack_dumps(obj: Any) -> bytes:
@@ -260,14 +246,22 @@ BY_CONTENT_TYPE["text/yaml"] = CODECS["yaml"]
 BY_CONTENT_TYPE["application/x-pickle"] = CODECS["pickle"]
 
 
+def register(new: Codec) -> None:
+    """Add (or replace) a serializer, by name and by content type, for this process."""
+    CODECS[new.name] = new
+    BY_CONTENT_TYPE[new.content_type] = new
+
+
 def codec(name: str) -> Codec:
     """The codec for a serializer name or content type; ConfigurationError when unknown."""
     found = CODECS.get(name) or BY_CONTENT_TYPE.get(name)
     if found is None:
         from .exceptions import ConfigurationError
 
+        hint = ("; 'auth' (signed messages) exists once app.setup_security() has run"
+                if name in ("auth", "application/data") else "")
         raise ConfigurationError(
-            f"unknown serializer {name!r}; known: {', '.join(sorted(CODECS))}")
+            f"unknown serializer {name!r}; known: {', '.join(sorted(CODECS))}{hint}")
     return found
 
 
@@ -313,11 +307,9 @@ def loads(data: bytes, content_type: str | None, content_encoding: str | None = 
         return json_loads(data)
     try:
         return c.loads(data)
-    except DecodeError:
+    except (DecodeError, ImproperlyInstalled):
         raise
     except Exception as exc:  # codec libraries raise assorted types on garbage
-        if type(exc).__name__ == "ImproperlyInstalled":
-            raise
         raise DecodeError(f"invalid {c.name} payload: {exc}") from exc
 
 
@@ -334,11 +326,20 @@ COMPRESSION_ALIASES: dict[str, str] = {
     "xz": "application/x-lzma",
 }
 
-_COMPRESSORS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     # Celery's "gzip" is a zlib stream (RFC 1950), not a gzip file.
-    "application/x-gzip": (zlib.compress, zlib.decompress),
-    "application/x-bz2": (bz2.compress, bz2.decompress),
-    "application/x-lzma": (lzma.compress, lzma.decompress),
+    "application/x-gzip": zlib.compress,
+    "application/x-bz2": bz2.compress,
+    "application/x-lzma": lzma.compress,
+}
+
+#: MIME type -> a new incremental decompressor whose ``decompress(data, max_length)``
+#: stops at ``max_length`` bytes of output, so a bomb is caught after the bound, not after
+#: it has filled memory.
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "application/x-gzip": zlib.decompressobj,
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
 }
 
 
@@ -356,15 +357,30 @@ def compression_type(method: str) -> str:
 def compress(data: bytes, method: str) -> tuple[str, bytes]:
     """Compress with ``method`` (name or MIME type): ``(mime_type, compressed)``."""
     mime = compression_type(method)
-    return mime, _COMPRESSORS[mime][0](data)
+    return mime, _COMPRESSORS[mime](data)
 
 
-def decompress(data: bytes, mime: str) -> bytes:
-    """Undo ``compress``; DecodeError for unknown methods or corrupt data."""
-    entry = _COMPRESSORS.get(COMPRESSION_ALIASES.get(mime.lower(), mime.lower()))
-    if entry is None:
+def decompress(data: bytes, mime: str, max_size: int | None = None) -> bytes:
+    """Undo ``compress``, producing at most ``max_size`` bytes (None: no bound).
+
+    Raises:
+        MessageTooLarge: the data inflates to more than ``max_size`` bytes; found after
+            inflating ``max_size + 1`` bytes, whatever the data would inflate to.
+        DecodeError: unknown method, corrupt or truncated data.
+    """
+    make = _DECOMPRESSORS.get(COMPRESSION_ALIASES.get(mime.lower(), mime.lower()))
+    if make is None:
         raise DecodeError(f"unknown compression {mime!r}")
+    decompressor = make()
     try:
-        return entry[1](data)
+        out = (decompressor.decompress(data) if max_size is None
+               else decompressor.decompress(data, max_size + 1))
     except (zlib.error, OSError, ValueError, lzma.LZMAError, EOFError) as exc:
         raise DecodeError(f"corrupt {mime} body: {exc}") from exc
+    if max_size is not None and len(out) > max_size:
+        raise MessageTooLarge(f"{mime} body inflates to more than {max_size} bytes "
+                              f"(worker_max_message_size)")
+    # bz2 and lzma know where their stream ends; zlib says so through ``eof``
+    if not decompressor.eof:
+        raise DecodeError(f"corrupt {mime} body: truncated stream")
+    return out

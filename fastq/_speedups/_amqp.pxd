@@ -1,7 +1,8 @@
 # The rabbitmq-c Connection's C-level state; behaviour and docstrings are in _amqp.pyx.
 
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t
 
+from fastq._speedups._amqp_decisions cimport ConfirmTracker
 from fastq._speedups.includes cimport rabbitmq as rmq
 
 
@@ -29,13 +30,9 @@ cdef class Connection:
     # close() arrived from another thread during such a call; honoured in _leave
     cdef bint _close_requested
 
-    # publisher confirms on channel 1: sequence numbers not yet acked or nacked
-    cdef bint _confirming
-    cdef uint64_t _next_seq
-    cdef set _unconfirmed
-    cdef int _nacked
-    # (reply_code, reply_text) of mandatory publishes the broker returned
-    cdef list _returned
+    # publisher confirms on channel 1, nacks and returned mandatory publishes: the
+    # compiled build of the ConfirmTracker the py-amqp twin keeps (brokers/_amqp_decisions.py)
+    cdef ConfirmTracker _confirms
     # deliveries read while waiting for something else (confirms); drain hands them out
     cdef object _buffer
     # the names of the last delivery, reused while the next one repeats them
@@ -57,7 +54,7 @@ cdef class Connection:
     cdef int _ready(self) except -1
     cdef rmq.amqp_socket_t *_new_socket(self) except NULL
     cdef void _drop(self) noexcept
-    cdef void _reset_channel_state(self) noexcept
+    cdef int _reset_channel_state(self) except -1
     cdef int _lost(self, str doing, str detail) except -1
     cdef int _raise_for_rpc(self, str doing) except -1
     cdef int _raise_for_reply(self, rmq.amqp_rpc_reply_t reply, str doing) except -1
@@ -71,7 +68,6 @@ cdef class Connection:
     cdef tuple _read_content(self, rmq.amqp_channel_t channel, str doing)
     cdef int _next_frame(self, rmq.amqp_frame_t *frame, uint8_t kind,
                          rmq.amqp_channel_t channel, str doing) except -1
-    cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1
     cdef int _reserve(self, size_t more) except -1
     cdef int _frame_publish(self, rmq.amqp_bytes_t exchange, rmq.amqp_bytes_t routing_key,
                             bytes body, dict properties, object headers,

@@ -24,6 +24,7 @@ from libc.stdint cimport (INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint1
                           uint64_t)
 from libc.string cimport memcmp, memcpy, memset
 
+from fastq._speedups._amqp_decisions cimport ConfirmTracker
 from fastq._speedups.includes cimport rabbitmq as rmq
 
 import time
@@ -31,7 +32,7 @@ from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked, PublishTimeout
+from fastq.exceptions import AMQPError, BrokerConnectionLost
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
@@ -551,8 +552,7 @@ cdef class Connection:
         self.direct_writes = True
         self._out = NULL
         self._out_len = self._out_cap = 0
-        self._unconfirmed = set()
-        self._returned = []
+        self._confirms = ConfirmTracker()
         self._buffer = deque()
 
     def __init__(self, host="127.0.0.1", port=5672, vhost="/", user="guest",
@@ -626,13 +626,12 @@ cdef class Connection:
         self._channel_open = True
         return 0
 
-    cdef void _reset_channel_state(self) noexcept:
+    cdef int _reset_channel_state(self) except -1:
         # a new channel has no consumers, prefetch or confirm mode, and the old one's
         # delivery tags mean nothing on it
-        self._confirming = False
-        self._next_seq = 0
-        self._unconfirmed.clear()
+        self._confirms.new_channel()
         self._buffer.clear()
+        return 0
 
     cdef void _drop(self) noexcept:
         """Destroy the connection without a handshake (it is broken or being abandoned)."""
@@ -716,19 +715,6 @@ cdef class Connection:
                     <rmq.amqp_connection_close_t *>frame.payload.method.decoded)
         return 0
 
-    cdef int _settle(self, uint64_t delivery_tag, bint multiple) except -1:
-        """Forget confirmed sequence numbers; return how many were outstanding."""
-        cdef set unconfirmed = self._unconfirmed
-        cdef list settled
-        if multiple:
-            settled = [seq for seq in unconfirmed if seq <= delivery_tag]
-            unconfirmed.difference_update(settled)
-            return len(settled)
-        if delivery_tag in unconfirmed:
-            unconfirmed.discard(delivery_tag)
-            return 1
-        return 0
-
     cdef int _dispatch_frame(self, rmq.amqp_frame_t *frame) except -1:
         """Handle a frame that is not the reply a call waits for."""
         cdef rmq.amqp_method_number_t method
@@ -749,10 +735,10 @@ cdef class Connection:
             return 0  # connection.blocked / unblocked: nothing to answer
         if method == rmq.AMQP_BASIC_ACK_METHOD:  # basic.ack (60, 80): publisher confirm
             ack = <rmq.amqp_basic_ack_t *>frame.payload.method.decoded
-            self._settle(ack.delivery_tag, ack.multiple)
+            self._confirms.acked(ack.delivery_tag, ack.multiple)
         elif method == rmq.AMQP_BASIC_NACK_METHOD:  # basic.nack (60, 120)
             nack = <rmq.amqp_basic_nack_t *>frame.payload.method.decoded
-            self._nacked += self._settle(nack.delivery_tag, nack.multiple)
+            self._confirms.nacked(nack.delivery_tag, nack.multiple)
         elif method == rmq.AMQP_BASIC_DELIVER_METHOD:  # basic.deliver (60, 60)
             # read while waiting for confirms: keep it for the next drain
             self._buffer.append(self._read_delivery(
@@ -763,7 +749,7 @@ cdef class Connection:
             text = _text(returned.reply_text)
             # the returned content follows; read it to keep the stream in step
             self._read_content(channel, "read a returned message")
-            self._returned.append((code, text))
+            self._confirms.returned(code, text)
         elif method == rmq.AMQP_CHANNEL_CLOSE_METHOD:  # channel.close (20, 40)
             return self._on_channel_close(
                 <rmq.amqp_channel_close_t *>frame.payload.method.decoded)
@@ -901,8 +887,7 @@ cdef class Connection:
         try:
             self._channel_open = False
             self._reset_channel_state()
-            self._nacked = 0
-            self._returned.clear()
+            self._confirms.new_connection()
             self._state = rmq.amqp_new_connection()
             if self._state == NULL:
                 raise MemoryError("rabbitmq-c could not allocate a connection")
@@ -925,7 +910,11 @@ cdef class Connection:
                     self._state, c_vhost, 0, frame_max, heartbeat, &client_properties,
                     rmq.AMQP_SASL_METHOD_PLAIN, c_user, c_password)
             self._raise_for_reply(reply, "log in")
+            # channel.open is part of connecting: bounded like the handshake (a frame cut
+            # short here otherwise waited for ever); later RPCs wait as long as they need
+            rmq.amqp_set_rpc_timeout(self._state, &tv)
             self._ready()
+            rmq.amqp_set_rpc_timeout(self._state, NULL)
         except BaseException:
             self._drop()
             raise
@@ -1263,6 +1252,7 @@ cdef class Connection:
             self._ready()
             self._publish_one(exchange, routing_key, body, properties, headers, mandatory,
                               self.direct_writes and not self.ssl)
+            self._confirms.published()
             if self._out_len:
                 self._send_out(f"publish to {exchange!r}/{routing_key!r}")
         finally:
@@ -1281,6 +1271,7 @@ cdef class Connection:
         """
         cdef bint direct
         cdef object failure = None
+        cdef Py_ssize_t committed = 0
         self._enter()
         try:
             self._ready()
@@ -1292,6 +1283,7 @@ cdef class Connection:
                 except (TypeError, ValueError) as exc:
                     failure = exc
                     break
+                committed += 1
                 rmq.recycle_amqp_pool(&self._pool)
                 if self._out_len >= FLUSH_AT:
                     self._send_out("publish a batch")
@@ -1300,12 +1292,15 @@ cdef class Connection:
             if failure is not None:
                 raise failure
         finally:
+            # once per batch, not per message: nothing is read (no confirm can come in)
+            # before this returns
+            self._confirms.published(committed)
             self._leave()
 
     cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
                           bint mandatory, bint direct) except -1:
         """Frame one publish into the output buffer (``direct``) or send it through
-        rabbitmq-c; counts it for confirms once it is committed to either."""
+        rabbitmq-c; the caller counts it for confirms once it is committed to either."""
         cdef rmq.amqp_bytes_t v_exchange
         cdef rmq.amqp_bytes_t v_key
         # the strs returned own the buffers the views borrow: keep them until sent
@@ -1335,9 +1330,6 @@ cdef class Connection:
             if status != rmq.AMQP_STATUS_OK:
                 self._lost(f"publish to {exchange!r}/{routing_key!r}",
                            rmq.amqp_error_string2(status).decode())
-        if self._confirming:
-            self._next_seq += 1
-            self._unconfirmed.add(self._next_seq)
         return 0
 
     cdef int _reserve(self, size_t more) except -1:
@@ -1481,10 +1473,7 @@ cdef class Connection:
                 ok = rmq.amqp_confirm_select(self._state, CHANNEL)
             if ok == NULL:
                 self._raise_for_rpc("enable publisher confirms")
-            self._confirming = True
-            self._next_seq = 0
-            self._unconfirmed.clear()
-            self._nacked = 0
+            self._confirms.select()
         finally:
             self._leave()
 
@@ -1501,15 +1490,14 @@ cdef class Connection:
         cdef rmq.timeval tv
         cdef rmq.amqp_frame_t frame
         cdef int status
+        cdef ConfirmTracker confirms = self._confirms
         self._enter()
         try:
-            while self._unconfirmed:
+            while len(confirms):
                 self._require()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise PublishTimeout(
-                        f"RabbitMQ at {self.host}:{self.port} did not confirm "
-                        f"{len(self._unconfirmed)} publish(es) within {timeout}s")
+                    raise confirms.timed_out(f"{self.host}:{self.port}", timeout)
                 _set_timeval(&tv, remaining if remaining < WAIT_SLICE else WAIT_SLICE)
                 with nogil:
                     status = rmq.amqp_simple_wait_frame_noblock(self._state, &frame, &tv)
@@ -1524,11 +1512,6 @@ cdef class Connection:
                     rmq.amqp_maybe_release_buffers(self._state)
         finally:
             self._leave()
-        nacked, self._nacked = self._nacked, 0
-        returned, self._returned = self._returned, []
-        if nacked:
-            raise PublishNacked(f"RabbitMQ nacked {nacked} publish(es); publish them again")
-        if returned:
-            code, text = returned[0]
-            raise PublishNacked(f"RabbitMQ returned {len(returned)} unroutable "
-                                f"publish(es): {code} {text}")
+        failure = confirms.failure()
+        if failure is not None:
+            raise failure

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import abc
 import builtins
+import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .. import serialization
-from ..exceptions import DecodeError, ResultTimeout
-from ..result import EXCEPTION_STATES, PENDING, READY_STATES
+from ..exceptions import ChordError, DecodeError, ResultTimeout
+from ..states import EXCEPTION_STATES, PENDING, PROPAGATE_STATES, READY_STATES
+
+logger = logging.getLogger("fastq.backends")
 
 #: Default lifetime of a stored result, in seconds (Celery's ``result_expires``).
 DEFAULT_RESULT_EXPIRES = 86400.0
@@ -26,14 +29,46 @@ DEFAULT_RESULT_EXPIRES = 86400.0
 POLL_INTERVAL_MIN = 0.0005
 POLL_INTERVAL_MAX = 0.1
 
+#: Seconds a worker holds the claim on sending a chord's body; past it, a redelivered
+#: member may claim again (the claimer died between claiming and sending).
+CHORD_CLAIM_SECONDS = 60
+
+#: Seconds the "body sent" marker outlives a chord, so a member redelivered late finds
+#: the chord done instead of starting it again (Celery 5.7 keeps it 300 s too).
+CHORD_DONE_SECONDS = 300
+
+
+class ChordPart(NamedTuple):
+    """What the join needs of a finished chord member: a ``Request`` has these too."""
+
+    id: str
+    group: str | None
+    group_index: int | None
+    #: the wire embed; ``embed["chord"]`` is the body's signature dict
+    embed: dict
+
+
+class ChordReady(NamedTuple):
+    """A chord whose members are all in, handed to the worker to send its body."""
+
+    group_id: str
+    #: the body's signature dict (Celery's form), as the members carried it
+    body: dict
+    #: the members' results ordered by ``group_index``; None when ``error`` is set
+    results: list | None
+    #: "Dependency <id> raised <exc>" when a member failed or was revoked
+    error: ChordError | None
+
 
 class Backend(abc.ABC):
     """A result store.
 
     Subclasses implement ``_get_many``, ``_set_many``, ``_delete`` and ``_cleanup``;
     stores that can hold group results (capability ``groups``) also ``_get_group``,
-    ``_set_group`` and ``_delete_group``. Every write carries an expiry; a stored SUCCESS
-    is never overwritten.
+    ``_set_group`` and ``_delete_group``; stores that can join chords (capability
+    ``chords``) also ``_chord_set_size``, ``_chord_add``, ``_chord_entries`` and
+    ``_chord_finish``. Every write carries an expiry; a stored SUCCESS is never
+    overwritten.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
@@ -76,6 +111,35 @@ class Backend(abc.ABC):
     def _delete_group(self, group_id: str) -> None:
         """Remove a stored group document, if any."""
         raise NotImplementedError(self._no_groups())
+
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        """Record a new run of chord ``group_id`` with ``size`` members (clearing a done
+        marker left by an earlier run of the same id)."""
+        raise NotImplementedError(self._no_chords())
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        """Record ``entry`` for member ``task_id`` at ``index`` unless that pair is recorded
+        already, in one atomic step with the rest.
+
+        Returns True when every member is in and the claim on sending the body was taken
+        for ``token`` (or is held by ``token`` already: the claimer's own redelivery). A
+        chord marked done, or one whose size is unknown, returns False.
+        """
+        raise NotImplementedError(self._no_chords())
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        """The recorded entries of ``group_id``, ordered by index."""
+        raise NotImplementedError(self._no_chords())
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        """If ``token`` holds the claim: drop the chord's data and mark it done (for
+        ``CHORD_DONE_SECONDS``); return whether it did."""
+        raise NotImplementedError(self._no_chords())
+
+    def _no_chords(self) -> str:
+        return (f"the {type(self).__name__} result backend cannot join chords itself; "
+                "Celery's celery.chord_unlock task polls for it instead")
 
     def _no_groups(self) -> str:
         return (f"the {type(self).__name__} result backend cannot store group results; "
@@ -197,9 +261,136 @@ class Backend(abc.ABC):
         self._require_groups()
         self._delete_group(group_id)
 
+    # -- chords: the join (celery-protocol.md §3.5.5) --------------------------------
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Record that chord ``group_id`` has ``size`` members; called by the client before
+        it sends the header. Raises NotImplementedError without the ``chords`` capability
+        (the client then sends ``celery.chord_unlock`` instead)."""
+        if "chords" not in self.capabilities:
+            raise NotImplementedError(self._no_chords())
+        self._chord_set_size(group_id, int(size), self._expires_at())
+
+    def on_chord_part_return(self, part: ChordPart, state: str, result: Any,
+                             dispatch: Callable[[ChordReady], None]) -> bool:
+        """Count a finished chord member (after its own result is stored) and, when it is
+        the last one in, call ``dispatch`` with the body and the ordered results.
+
+        ``part`` is the member's ``Request`` (or a ``ChordPart``): its id, ``group``,
+        ``group_index`` and ``embed["chord"]``. Members are counted by the set of
+        (task id, index) pairs, so a redelivered member counts once; ``dispatch`` runs
+        at most once per chord run, under a claim that is released (the chord marked
+        done) when it returns or raises. Returns whether this call dispatched.
+
+        Raises:
+            ValueError: the member carries no group id or a malformed body.
+        """
+        body = part.embed.get("chord") if part.embed else None
+        if not part.group:
+            raise ValueError(f"chord member {part.id} has no group id: its chord cannot "
+                             f"be joined")
+        if not isinstance(body, dict) or not isinstance(body.get("task"), str):
+            raise ValueError(f"chord member {part.id} carries a malformed chord body: "
+                             f"{body!r:.200}")
+        if "chords" not in self.capabilities:
+            return False  # celery.chord_unlock, sent by the client, polls instead
+        if state in EXCEPTION_STATES and isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        entry = serialization.json_dumps([1, part.id, state, result])
+        index = "+inf" if part.group_index is None else str(int(part.group_index))
+        # the member's own id: its redelivery (the claimer died) may take the claim back
+        token = part.id
+        if not self._chord_add(part.group, part.id, index, entry, token, self._expires_at()):
+            return False
+        try:
+            dispatch(self._chord_ready(part.group, body))
+        finally:
+            if not self._chord_finish(part.group, token):
+                logger.warning("chord %s: the claim on its body lapsed before it was marked "
+                               "done; its data is left to expire", part.group)
+        return True
+
+    def _chord_ready(self, group_id: str, body: dict) -> ChordReady:
+        saved = self._saved_header(group_id)
+        if saved is not None:
+            return self._nested_chord_ready(group_id, body, saved)
+        results = []
+        for raw in self._chord_entries(group_id):
+            try:
+                _, task_id, state, value = serialization.json_loads(raw)
+            except (ValueError, TypeError) as exc:
+                return ChordReady(group_id, body, None, ChordError(
+                    f"chord {group_id}: unreadable member entry {raw[:80]!r}: {exc}"))
+            if state in PROPAGATE_STATES:
+                exc = exception_from_dict(value) if state in EXCEPTION_STATES else value
+                return ChordReady(group_id, body, None,
+                                  ChordError(f"Dependency {task_id} raised {exc!r}"))
+            results.append(value)
+        return ChordReady(group_id, body, results, None)
+
+    def _saved_header(self, group_id: str) -> list | None:
+        """The header saved under the chord's group id when it holds groups (Celery's
+        ``apply_chord`` saves it so the body gets nested lists), else None."""
+        if "groups" not in self.capabilities:
+            return None
+        try:
+            saved = self.restore_group(group_id)
+        except DecodeError:
+            return None
+        try:
+            members = saved[1]
+            if any(member[1] is not None for member in members):
+                return members
+        except (TypeError, IndexError):
+            pass
+        return None
+
+    def _nested_chord_ready(self, group_id: str, body: dict, members: list) -> ChordReady:
+        """The body's argument shaped like the saved header: a list for each group in it,
+        read from the members' stored results."""
+        def leaves(node: Any) -> Iterable[str]:
+            (node_id, _parent), nodes = node
+            if nodes is None:
+                yield node_id
+            else:
+                for child in nodes:
+                    yield from leaves(child)
+
+        ids = [leaf for member in members for leaf in leaves(member)]
+        metas = dict(zip(ids, self.get_many(ids)))
+        for task_id in ids:
+            meta = metas[task_id]
+            if meta["status"] in PROPAGATE_STATES:
+                exc = exception_from_dict(meta["result"])
+                return ChordReady(group_id, body, None,
+                                  ChordError(f"Dependency {task_id} raised {exc!r}"))
+            if meta["status"] not in READY_STATES:
+                return ChordReady(group_id, body, None, ChordError(
+                    f"chord {group_id}: every member reported, but {task_id} is "
+                    f"{meta['status']}"))
+
+        def shape(node: Any) -> Any:
+            (node_id, _parent), nodes = node
+            return metas[node_id]["result"] if nodes is None else [shape(n) for n in nodes]
+
+        return ChordReady(group_id, body, [shape(member) for member in members], None)
+
+    def _expires_at(self) -> float | None:
+        return None if not self.expires else time.time() + self.expires
+
     def _require_groups(self) -> None:
         if "groups" not in self.capabilities:
             raise NotImplementedError(self._no_groups())
+
+
+def chord_claimable(size: int | None, count: int, claim: str | None, claim_until: float,
+                    token: str, now: float) -> bool:
+    """Whether a chord with ``count`` of ``size`` members recorded may now be claimed by
+    ``token``: complete, and unclaimed, claimed by ``token`` itself (the claimer's own
+    redelivery), or claimed by a lease that lapsed (its holder died before sending).
+    For the stores that keep the claim in a row (memory, SQLite, SQL)."""
+    if size is None or count < size or claim == "done":
+        return False
+    return claim is None or claim == token or claim_until <= now
 
 
 def pending_meta(task_id: str) -> dict:
@@ -239,6 +430,7 @@ _CELERY_NAME_MAP = {
     ("celery.exceptions", "NotRegistered"): "TaskNotRegistered",
     ("celery.exceptions", "TaskRevokedError"): "TaskRevokedError",
     ("celery.exceptions", "MaxRetriesExceededError"): "MaxRetriesExceededError",
+    ("celery.exceptions", "ChordError"): "ChordError",
     ("billiard.exceptions", "TimeLimitExceeded"): "TimeLimitExceeded",
     ("billiard.exceptions", "SoftTimeLimitExceeded"): "SoftTimeLimitExceeded",
 }

@@ -4,6 +4,10 @@ Keys (Celery's cache backend, so either side reads the other's results)::
 
     [global_keyprefix]celery-task-meta-<task id>      the meta document, JSON (flags 0)
     [global_keyprefix]celery-taskset-meta-<group id>  {"result": GroupResult.as_tuple()}
+    [global_keyprefix]celery-taskset-meta-<group id>.fastq-chord
+        a chord's join: {"size": n, "parts": {"<task id>:<index>": [index, entry]},
+        "claim": token | "done" | null, "claim_until": unix time}; fastq's own (Celery's
+        cache backend counts with INCR, which a redelivered member would count twice)
 
 Every key is written with an expiry: ``result_expires`` rounded up to whole seconds,
 plus one because memcached's clock ticks once a second and could otherwise drop a key
@@ -13,7 +17,10 @@ Expiries beyond memcached's 30-day limit for relative times go as absolute unix 
 A stored SUCCESS is never overwritten: each write reads the key with ``gets`` and then
 either ``add``s it (absent: fails if another writer got there first) or ``cas``es it
 (fails if it changed since the read), and starts over from a fresh ``gets`` on failure.
-Several servers (``host1:port;host2:port``) are spread over by key hash.
+Several servers (``host1:port;host2:port``) are spread over by key hash. A chord's
+document changes the same way, by ``gets`` then ``add``/``cas`` until one wins; it
+holds every member's result, so a chord is bounded by memcached's item size (1 MiB by
+default: some thousands of small results).
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from .. import serialization
 from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import ConfigurationError
-from ..result import SUCCESS
-from .base import Backend
+from ..states import SUCCESS
+from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend, chord_claimable
 
 _T = TypeVar("_T")
 
@@ -50,6 +57,9 @@ RELATIVE_EXPIRY_LIMIT = 30 * 86400
 #: writer changed the key in between).
 CAS_ATTEMPTS = 20
 
+#: Rounds for a chord's document, which all its members change as they finish.
+CHORD_CAS_ATTEMPTS = 500
+
 
 class MemcachedBackend(Backend):
     """``cache+memcached://host[:port][;host2[:port]]/``.
@@ -59,7 +69,7 @@ class MemcachedBackend(Backend):
     raise ``ConnectionError``.
     """
 
-    capabilities = frozenset({"groups"})
+    capabilities = frozenset({"groups", "chords"})
 
     def __init__(self, url: str, **options: Any) -> None:
         prefix = str(options.pop("global_keyprefix", "") or "")
@@ -186,6 +196,74 @@ class MemcachedBackend(Backend):
     def _delete_group(self, group_id: str) -> None:
         self._call("forget group", self._client.delete, self.group_prefix + group_id,
                    noreply=False)
+
+
+    # -- chords: one document per chord, changed by compare-and-set -------------------
+    def _chord_change(self, group_id: str, change: Callable[[dict | None], tuple[dict | None, _T]],
+                      expires_at: float | None) -> _T:
+        """Apply ``change`` (document -> (new document or None for no write, answer))
+        to the chord's document, again from a fresh read whenever another writer won."""
+        key = self.group_prefix + group_id + ".fastq-chord"
+        client = self._client
+        for attempt in range(CHORD_CAS_ATTEMPTS):
+            value, token = self._call("join chord", client.gets, key)
+            document, answer = change(None if value is None else serialization.json_loads(value))
+            if document is None:
+                return answer
+            data = serialization.json_dumps(document)
+            exptime = self.exptime(expires_at)
+            if value is None:
+                stored = self._call("join chord", client.add, key, data, expire=exptime,
+                                    noreply=False)
+            else:
+                stored = self._call("join chord", client.cas, key, data, token,
+                                    expire=exptime, noreply=False)
+            if stored:
+                return answer
+            time.sleep(min(0.0005 * attempt, 0.01))  # spread the members that collided
+        raise ConnectionError(f"result backend {mask_url(self.url)}: chord {group_id} kept "
+                              f"changing under {CHORD_CAS_ATTEMPTS} attempts to join it")
+
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        def change(document: dict | None) -> tuple[dict, None]:
+            parts = (document or {}).get("parts") or {}
+            return {"size": size, "parts": parts, "claim": None, "claim_until": 0}, None
+
+        self._chord_change(group_id, change, expires_at)
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        member = f"{task_id}:{index}"
+
+        def change(document: dict | None) -> tuple[dict | None, bool]:
+            if document is not None and document.get("claim") == "done":
+                return None, False
+            document = document or {"size": None, "parts": {}, "claim": None, "claim_until": 0}
+            parts = document["parts"]
+            parts.setdefault(member, [index, entry.decode()])
+            now = time.time()
+            if not chord_claimable(document["size"], len(parts), document["claim"],
+                                   document["claim_until"], token, now):
+                return document, False
+            document.update(claim=token, claim_until=now + CHORD_CLAIM_SECONDS)
+            return document, True
+
+        return self._chord_change(group_id, change, expires_at)
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        value = self._call("read chord", self._client.get,
+                           self.group_prefix + group_id + ".fastq-chord")
+        parts = serialization.json_loads(value).get("parts", {}) if value is not None else {}
+        return [entry.encode() for _index, entry in sorted(
+            parts.values(), key=lambda part: float(part[0]))]
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        def change(document: dict | None) -> tuple[dict | None, bool]:
+            if document is None or document.get("claim") != token:
+                return None, False
+            return {"size": None, "parts": {}, "claim": "done", "claim_until": 0}, True
+
+        return self._chord_change(group_id, change, time.time() + CHORD_DONE_SECONDS)
 
 
 def _is_success(value: bytes) -> bool:

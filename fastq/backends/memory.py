@@ -8,8 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..exceptions import ResultTimeout
-from ..result import PENDING, READY_STATES, SUCCESS
-from .base import Backend, decode_meta
+from ..states import PENDING, READY_STATES, SUCCESS
+from .base import (
+    CHORD_CLAIM_SECONDS,
+    CHORD_DONE_SECONDS,
+    Backend,
+    chord_claimable,
+    decode_meta,
+)
 
 
 class _Store:
@@ -21,6 +27,8 @@ class _Store:
         self.documents: dict[str, tuple[str, bytes, float | None]] = {}
         #: group id -> (document, expires_at)
         self.groups: dict[str, tuple[bytes, float | None]] = {}
+        #: chord group id -> its join state; the lock makes each step atomic
+        self.chords: dict[str, _Chord] = {}
 
     def lookup(self, task_id: str, now: float) -> tuple[str, bytes, float | None] | None:
         """The unexpired record of ``task_id``; lock held."""
@@ -28,6 +36,21 @@ class _Store:
         if record is None or (record[2] is not None and record[2] < now):
             return None
         return record
+
+
+class _Chord:
+    """One chord run: its size, members by (task id, index), the claim or "done"."""
+
+    __slots__ = ("size", "entries", "claim", "claim_until", "expires_at")
+
+    def __init__(self) -> None:
+        self.size: int | None = None
+        #: (task id, index) -> (sort key, entry)
+        self.entries: dict[tuple[str, str], tuple[float, bytes]] = {}
+        #: the claimer's token, or "done" once the body is sent
+        self.claim: str | None = None
+        self.claim_until = 0.0
+        self.expires_at: float | None = None
 
 
 _stores: dict[str, _Store] = {}
@@ -49,7 +72,7 @@ class MemoryBackend(Backend):
     ``wait`` sleeps on a condition that each write notifies instead of polling.
     """
 
-    capabilities = frozenset({"groups"})
+    capabilities = frozenset({"groups", "chords"})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -93,6 +116,10 @@ class MemoryBackend(Backend):
                               if expires_at is not None and expires_at < now]
             for group_id in expired_groups:
                 del groups[group_id]
+            chords = self._store.chords
+            for group_id in [g for g, chord in chords.items()
+                             if chord.expires_at is not None and chord.expires_at < now]:
+                del chords[group_id]
             return len(expired) + len(expired_groups)
 
     def _get_group(self, group_id: str) -> bytes | None:
@@ -109,6 +136,50 @@ class MemoryBackend(Backend):
     def _delete_group(self, group_id: str) -> None:
         with self._store.lock:
             self._store.groups.pop(group_id, None)
+
+    def _chord(self, group_id: str, now: float) -> _Chord:
+        """The live chord ``group_id``, made when missing or expired; lock held."""
+        chord = self._store.chords.get(group_id)
+        if chord is None or (chord.expires_at is not None and chord.expires_at < now):
+            chord = self._store.chords[group_id] = _Chord()
+        return chord
+
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        with self._store.lock:
+            chord = self._chord(group_id, time.time())
+            chord.size, chord.claim, chord.expires_at = size, None, expires_at
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        now = time.time()
+        with self._store.lock:
+            chord = self._chord(group_id, now)
+            if chord.claim == "done":
+                return False
+            chord.entries.setdefault((task_id, index), (float(index), entry))
+            chord.expires_at = expires_at
+            if not chord_claimable(chord.size, len(chord.entries), chord.claim,
+                                   chord.claim_until, token, now):
+                return False
+            chord.claim, chord.claim_until = token, now + CHORD_CLAIM_SECONDS
+            return True
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        with self._store.lock:
+            chord = self._store.chords.get(group_id)
+            entries = [] if chord is None else sorted(chord.entries.values(),
+                                                      key=lambda item: item[0])
+        return [entry for _key, entry in entries]
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        with self._store.lock:
+            chord = self._store.chords.get(group_id)
+            if chord is None or chord.claim != token:
+                return False
+            chord.entries.clear()
+            chord.size, chord.claim = None, "done"
+            chord.expires_at = time.time() + CHORD_DONE_SECONDS
+            return True
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:

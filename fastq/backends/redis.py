@@ -9,6 +9,19 @@ Keys (``celery-protocol.md`` §3.5)::
     [global_keyprefix]celery-taskset-meta-<group id> STRING {"result": GroupResult tuple},
                                                             by GroupResult.save(); expires
 
+Chords use Celery 5.7's keys (§3.5.5), so a chord joins whichever of Celery's and
+fastq's workers run its members::
+
+    celery-taskset-meta-<gid>.s   STRING  chord size (the client, at apply time)
+    celery-taskset-meta-<gid>.t   STRING  size adjustment (Celery's add_to_chord INCR)
+    celery-taskset-meta-<gid>.j   ZSET    JSON [1, "<tid>", "<state>", <result>], scored
+                                          by group_index (+inf when unknown); a LIST in
+                                          finishing order with Celery's transport option
+                                          result_chord_ordered=False
+    celery-taskset-meta-<gid>.d   SET     "<tid>:<index>" of the members recorded
+    celery-taskset-meta-<gid>.c   STRING  the token of the worker sending the body
+                                          (SET NX EX), then "done" for 300 s
+
 A write is one Lua script per batch: for each task, skip it if a SUCCESS is stored,
 else ``SET ... PX`` and ``PUBLISH`` on the channel named like the key. A script runs
 atomically like Celery's ``MULTI``/``EXEC``, and also makes the SUCCESS check and the
@@ -27,8 +40,8 @@ import redis
 from .. import serialization
 from .._registry import mask_url
 from ..exceptions import ResultTimeout
-from ..result import READY_STATES
-from .base import Backend, decode_meta
+from ..states import READY_STATES
+from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend, decode_meta
 
 #: Celery's key (and channel) name for a task's result, after the optional prefix.
 KEY_PREFIX = "celery-task-meta-"
@@ -70,18 +83,78 @@ return written
 """
 
 
+#: KEYS: .j .t .s .d .c and the group key. ARGV: task id, entry, index (score), expiry
+#: in s (0 = none), claim token, claim lease in s, "1" for a ZSET .j ("0": a LIST).
+#: Returns 1 when every member is in and the claim is this token's.
+_CHORD_ADD = r"""
+local jkey, tkey, skey, dkey, ckey, gkey = unpack(KEYS)
+local ttl = tonumber(ARGV[4])
+local token, lease, ordered = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
+if redis.call('GET', ckey) == 'done' then
+    return 0
+end
+-- counted by (task id, index): a redelivered member adds nothing
+if redis.call('SADD', dkey, ARGV[1] .. ':' .. ARGV[3]) == 1 then
+    if ordered then
+        redis.call('ZADD', jkey, ARGV[3], ARGV[2])
+    else
+        redis.call('RPUSH', jkey, ARGV[2])
+    end
+end
+if ttl > 0 then
+    for _, key in ipairs({jkey, tkey, skey, dkey, gkey}) do
+        redis.call('EXPIRE', key, ttl)
+    end
+end
+local size = redis.call('GET', skey)
+if not size then
+    return 0
+end
+local total = tonumber(size) + tonumber(redis.call('GET', tkey) or '0')
+local count
+if ordered then
+    count = redis.call('ZCARD', jkey)
+else
+    count = redis.call('LLEN', jkey)
+end
+if count < total then
+    return 0
+end
+local holder = redis.call('GET', ckey)
+if holder and holder ~= token then
+    return 0
+end
+redis.call('SET', ckey, token, 'EX', lease)
+return 1
+"""
+
+#: KEYS: .c .j .t .s .d. ARGV: claim token, seconds to keep "done". Drops the chord's
+#: data and marks it done if the token still holds the claim; returns 1 if so.
+_CHORD_FINISH = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+
 class RedisBackend(Backend):
     """``redis://[user:password@]host[:port]/db`` or ``rediss://`` (TLS).
 
     Options: ``global_keyprefix`` (Celery's ``result_backend_transport_options`` name;
-    ``_`` is appended unless it ends in one of ``:_-.``), ``socket_timeout``,
+    ``_`` is appended unless it ends in one of ``:_-.``), ``result_chord_ordered``
+    (Celery's: False keeps a chord's results in finishing order), ``socket_timeout``,
     ``socket_connect_timeout``. Connection failures raise ``ConnectionError``.
     """
 
-    capabilities = frozenset({"notify", "groups"})
+    capabilities = frozenset({"notify", "groups", "chords"})
 
     def __init__(self, url: str, **options: Any) -> None:
         prefix = str(options.pop("global_keyprefix", "") or "")
+        #: a chord's results in a ZSET by index (Celery's default), else a LIST
+        self.chord_ordered = bool(options.pop("result_chord_ordered", True))
         socket_timeout = options.pop("socket_timeout", 5.0)
         connect_timeout = options.pop("socket_connect_timeout", 2.0)
         super().__init__(url, **options)
@@ -93,6 +166,8 @@ class RedisBackend(Backend):
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
         self._client = redis.Redis(connection_pool=self._pool)
         self._store = self._client.register_script(_STORE)
+        self._chord_add_script = self._client.register_script(_CHORD_ADD)
+        self._chord_finish_script = self._client.register_script(_CHORD_FINISH)
 
     def key(self, task_id: str) -> str:
         return self.prefix + task_id
@@ -136,6 +211,34 @@ class RedisBackend(Backend):
     def _delete_group(self, group_id: str) -> None:
         self._call("forget group", self._client.delete, self.group_prefix + group_id)
 
+    def _chord_keys(self, group_id: str, *suffixes: str) -> list[str]:
+        base = self.group_prefix + group_id
+        return [base + suffix for suffix in suffixes]
+
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        skey, ckey = self._chord_keys(group_id, ".s", ".c")
+        with self._client.pipeline() as pipe:
+            pipe.delete(ckey)  # the same group id applied again is a new run
+            pipe.set(skey, size, ex=_seconds_left(expires_at))
+            self._call("set chord size", pipe.execute)
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        keys = [*self._chord_keys(group_id, ".j", ".t", ".s", ".d", ".c"),
+                self.group_prefix + group_id]
+        return bool(self._call("join chord", self._chord_add_script, keys=keys, args=[
+            task_id, entry, index, _seconds_left(expires_at) or 0, token,
+            CHORD_CLAIM_SECONDS, 1 if self.chord_ordered else 0]))
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        read = self._client.zrange if self.chord_ordered else self._client.lrange
+        return self._call("read chord", read, self.group_prefix + group_id + ".j", 0, -1)
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        keys = self._chord_keys(group_id, ".c", ".j", ".t", ".s", ".d")
+        return bool(self._call("finish chord", self._chord_finish_script, keys=keys,
+                               args=[token, CHORD_DONE_SECONDS]))
+
     def close(self) -> None:
         self._client.close()
         self._pool.disconnect()
@@ -173,6 +276,13 @@ class RedisBackend(Backend):
             return meta
         finally:
             pubsub.close()
+
+
+def _seconds_left(expires_at: float | None) -> int | None:
+    """Whole seconds until ``expires_at`` (at least 1), or None for no expiry."""
+    if expires_at is None:
+        return None
+    return max(1, int(expires_at - time.time()))
 
 
 def _uncompress(value: bytes) -> bytes:

@@ -28,7 +28,7 @@ from .._registry import mask_url
 from ..brokers._amqp_tls import for_driver
 from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, connection_params, load_driver, parse_url
 from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
-from ..result import READY_STATES
+from ..states import READY_STATES
 from .base import Backend, decode_meta, pending_meta
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,25 @@ Tables, created on first use (names: ``table_prefix`` + ``taskmeta``/``tasksetme
         document   BLOB NOT NULL,           -- {"result": GroupResult.as_tuple()}, JSON
         expires_at DOUBLE
     )
+    fastq_chord(                            -- one chord run (Backend.on_chord_part_return)
+        group_id    VARCHAR(155) PRIMARY KEY,
+        size        INTEGER,                -- members; NULL once the body is sent
+        claim       VARCHAR(155),           -- the token sending the body, or 'done'
+        claim_until DOUBLE NOT NULL,        -- unix time the claim lapses
+        expires_at  DOUBLE
+    )
+    fastq_chordpart(
+        group_id   VARCHAR(155),
+        member     VARCHAR(200),            -- "<task id>:<index>": a redelivery adds no row
+        position   DOUBLE NOT NULL,         -- group_index: the order of the body's argument
+        entry      BLOB NOT NULL,           -- JSON [1, task id, state, result]
+        expires_at DOUBLE,
+        PRIMARY KEY (group_id, member)
+    )
+
+A chord member's step is one transaction: the chord's row locked (``FOR UPDATE``), the
+part inserted unless present (``ON CONFLICT DO NOTHING``; MySQL ``INSERT IGNORE``),
+the parts counted and the claim taken.
 
 The names echo Celery's ``celery_taskmeta``/``celery_tasksetmeta``, but the columns do
 not: Celery pickles its result column, fastq stores the same JSON document every other
@@ -51,11 +70,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from .. import _extras
 from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import ConfigurationError
-from ..result import SUCCESS
-from .base import Backend
+from ..states import SUCCESS
+from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend, chord_claimable
 
 _T = TypeVar("_T")
 
@@ -102,7 +122,7 @@ class SQLBackend(Backend):
     raises ``ConnectionError``.
     """
 
-    capabilities = frozenset({"groups"})
+    capabilities = frozenset({"groups", "chords"})
 
     def __init__(self, url: str, **options: Any) -> None:
         prefix = str(options.pop("table_prefix", None) or DEFAULT_TABLE_PREFIX)
@@ -120,6 +140,7 @@ class SQLBackend(Backend):
         self.metadata = sa.MetaData()
         self.tasks, self.groups = _define_tables(
             self.metadata, self.task_table_name, self.group_table_name)
+        self.chords, self.chord_parts = _define_chord_tables(self.metadata, prefix)
         self._upsert_task = self._task_upsert_statement()
         self._upsert_group = self._group_upsert_statement()
         tasks = self.tasks
@@ -277,7 +298,7 @@ class SQLBackend(Backend):
 
     def _delete_expired(self, conn: Connection, now: float) -> int:
         removed = 0
-        for table in (self.tasks, self.groups):
+        for table in (self.tasks, self.groups, self.chords, self.chord_parts):
             removed += conn.execute(table.delete().where(table.c.expires_at < now)).rowcount
         return removed
 
@@ -305,6 +326,74 @@ class SQLBackend(Backend):
         groups = self.groups
         self._run("forget group", lambda conn: conn.execute(
             groups.delete().where(groups.c.group_id == group_id)), write=True)
+
+    # -- chords ----------------------------------------------------------------------
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        chords = self.chords
+
+        def work(conn: Connection) -> None:
+            # the same group id applied again is a new run: its done marker goes
+            conn.execute(chords.delete().where(chords.c.group_id == group_id))
+            conn.execute(chords.insert().values(group_id=group_id, size=size, claim=None,
+                                                claim_until=0.0, expires_at=expires_at))
+
+        self._run("set chord size", work, write=True)
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        chords, parts = self.chords, self.chord_parts
+        now = time.time()
+        this = chords.c.group_id == group_id
+        if self.dialect in ("mysql", "mariadb"):
+            insert_part = parts.insert().prefix_with("IGNORE")
+        else:
+            insert_part = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+                parts).on_conflict_do_nothing(index_elements=[parts.c.group_id, parts.c.member])
+
+        def work(conn: Connection) -> bool:
+            # the row lock orders the members of one chord: each counts after the last
+            row = conn.execute(
+                sa.select(chords.c.size, chords.c.claim, chords.c.claim_until).where(this)
+                .where(sa.or_(chords.c.expires_at.is_(None), chords.c.expires_at >= now))
+                .with_for_update()).first()
+            if row is not None and row.claim == "done":
+                return False
+            conn.execute(insert_part, {"group_id": group_id, "member": f"{task_id}:{index}",
+                                       "position": float(index), "entry": entry,
+                                       "expires_at": expires_at})
+            if row is None:
+                return False
+            count = conn.execute(sa.select(sa.func.count()).select_from(parts)
+                                 .where(parts.c.group_id == group_id)).scalar_one()
+            claimed = chord_claimable(row.size, count, row.claim, row.claim_until, token, now)
+            values: dict[str, Any] = {"expires_at": expires_at}
+            if claimed:
+                values.update(claim=token, claim_until=now + CHORD_CLAIM_SECONDS)
+            conn.execute(chords.update().where(this).values(**values))
+            return claimed
+
+        return self._run("join chord", work, write=True)
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        parts = self.chord_parts
+        return self._run("read chord", lambda conn: [bytes(entry) for (entry,) in conn.execute(
+            sa.select(parts.c.entry).where(parts.c.group_id == group_id)
+            .order_by(parts.c.position))], write=False)
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        chords, parts = self.chords, self.chord_parts
+
+        def work(conn: Connection) -> bool:
+            done = conn.execute(
+                chords.update().where(chords.c.group_id == group_id)
+                .where(chords.c.claim == token)
+                .values(size=None, claim="done",
+                        expires_at=time.time() + CHORD_DONE_SECONDS)).rowcount
+            if done:
+                conn.execute(parts.delete().where(parts.c.group_id == group_id))
+            return bool(done)
+
+        return self._run("finish chord", work, write=True)
 
     def drop_tables(self) -> None:
         """Drop this backend's tables (for tests and uninstalling)."""
@@ -340,10 +429,34 @@ def _define_tables(metadata: sa.MetaData, task_name: str,
     return tasks, groups
 
 
+def _define_chord_tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
+    entry = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    chords = sa.Table(
+        prefix + "chord", metadata,
+        sa.Column("group_id", sa.String(155), primary_key=True),
+        sa.Column("size", sa.Integer(), nullable=True),
+        sa.Column("claim", sa.String(155), nullable=True),
+        sa.Column("claim_until", sa.Double(), nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=True),
+    )
+    parts = sa.Table(
+        prefix + "chordpart", metadata,
+        sa.Column("group_id", sa.String(155), primary_key=True),
+        sa.Column("member", sa.String(200), primary_key=True),
+        sa.Column("position", sa.Double(), nullable=False),
+        sa.Column("entry", entry, nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=True),
+    )
+    return chords, parts
+
+
 def _create_engine(url: str, options: dict) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, **options)
+        try:
+            return sa.create_engine(url, **options)
+        except ImportError as exc:  # the DB-API driver (psycopg, PyMySQL) is missing
+            raise _extras.error(exc, f"the db+{parsed.drivername}:// result backend") from None
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         directory = os.path.dirname(os.path.abspath(database))

@@ -14,6 +14,21 @@ Schema (the file may also hold the SQLite broker's tables)::
         document   BLOB NOT NULL,      -- {"result": GroupResult.as_tuple()}, JSON
         expires_at REAL
     )
+    fastq_chords(                      -- one chord run (``Backend.on_chord_part_return``)
+        group_id    TEXT PRIMARY KEY,
+        size        INTEGER,           -- members; NULL once the body is sent
+        claim       TEXT,              -- token of the member sending the body, or 'done'
+        claim_until REAL NOT NULL,     -- unix time the claim lapses
+        expires_at  REAL
+    )
+    fastq_chord_parts(
+        group_id   TEXT NOT NULL,
+        member     TEXT NOT NULL,      -- "<task id>:<index>": a redelivery adds no row
+        position   REAL NOT NULL,      -- group_index, the order of the body's argument
+        entry      BLOB NOT NULL,      -- JSON [1, task id, state, result]
+        expires_at REAL,
+        PRIMARY KEY (group_id, member)
+    )
 
 A row is expired when ``expires_at < now``; expired rows are invisible to reads and are
 deleted by ``cleanup()`` and, at most once a minute per instance, after a write.
@@ -30,7 +45,7 @@ from typing import Any, TypeVar
 from .._fork import getpid
 from ..brokers import sqlite_path
 from ..brokers.sqlite import open_database
-from .base import Backend
+from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend, chord_claimable
 
 _T = TypeVar("_T")
 
@@ -60,6 +75,21 @@ _SCHEMA = (
         document BLOB NOT NULL,
         expires_at REAL
     )""",
+    """CREATE TABLE IF NOT EXISTS fastq_chords (
+        group_id TEXT PRIMARY KEY,
+        size INTEGER,
+        claim TEXT,
+        claim_until REAL NOT NULL,
+        expires_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS fastq_chord_parts (
+        group_id TEXT NOT NULL,
+        member TEXT NOT NULL,
+        position REAL NOT NULL,
+        entry BLOB NOT NULL,
+        expires_at REAL,
+        PRIMARY KEY (group_id, member)
+    )""",
 )
 
 # An expired SUCCESS is treated as absent, as reads do, so a reused task id can be stored.
@@ -73,6 +103,10 @@ _UPSERT = """
 
 _DELETE_EXPIRED = "DELETE FROM fastq_results WHERE expires_at IS NOT NULL AND expires_at < ?"
 _DELETE_EXPIRED_GROUPS = "DELETE FROM fastq_groups WHERE expires_at IS NOT NULL AND expires_at < ?"
+_DELETE_EXPIRED_CHORDS = (
+    "DELETE FROM fastq_chords WHERE expires_at IS NOT NULL AND expires_at < ?",
+    "DELETE FROM fastq_chord_parts WHERE expires_at IS NOT NULL AND expires_at < ?",
+)
 
 
 class SQLiteBackend(Backend):
@@ -82,7 +116,7 @@ class SQLiteBackend(Backend):
     child never touches its parent's connections.
     """
 
-    capabilities = frozenset({"groups"})
+    capabilities = frozenset({"groups", "chords"})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -211,8 +245,7 @@ class SQLiteBackend(Backend):
         def work(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPSERT, rows)
             if cleanup:  # in the same transaction: one lock, one fsync
-                conn.execute(_DELETE_EXPIRED, (now,))
-                conn.execute(_DELETE_EXPIRED_GROUPS, (now,))
+                self._delete_expired(conn, now)
 
         self._write(work)
 
@@ -220,9 +253,13 @@ class SQLiteBackend(Backend):
         self._write(lambda conn: conn.execute(
             "DELETE FROM fastq_results WHERE task_id = ?", (task_id,)))
 
+    @staticmethod
+    def _delete_expired(conn: sqlite3.Connection, now: float) -> int:
+        return sum(conn.execute(statement, (now,)).rowcount for statement in (
+            _DELETE_EXPIRED, _DELETE_EXPIRED_GROUPS, *_DELETE_EXPIRED_CHORDS))
+
     def _cleanup(self, now: float) -> int:
-        return self._write(lambda conn: conn.execute(_DELETE_EXPIRED, (now,)).rowcount
-                           + conn.execute(_DELETE_EXPIRED_GROUPS, (now,)).rowcount)
+        return self._write(lambda conn: self._delete_expired(conn, now))
 
     def _get_group(self, group_id: str) -> bytes | None:
         def read() -> bytes | None:
@@ -241,3 +278,56 @@ class SQLiteBackend(Backend):
     def _delete_group(self, group_id: str) -> None:
         self._write(lambda conn: conn.execute(
             "DELETE FROM fastq_groups WHERE group_id = ?", (group_id,)))
+
+    # -- chords: each step one write transaction (BEGIN IMMEDIATE: the file's one writer)
+    def _chord_set_size(self, group_id: str, size: int, expires_at: float | None) -> None:
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO fastq_chords (group_id, size, claim, claim_until, expires_at)"
+            " VALUES (?, ?, NULL, 0, ?) ON CONFLICT(group_id) DO UPDATE SET"
+            " size = excluded.size, claim = NULL, claim_until = 0,"
+            " expires_at = excluded.expires_at", (group_id, size, expires_at)))
+
+    def _chord_add(self, group_id: str, task_id: str, index: str, entry: bytes, token: str,
+                   expires_at: float | None) -> bool:
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT size, claim, claim_until FROM fastq_chords WHERE group_id = ?"
+                " AND (expires_at IS NULL OR expires_at >= ?)", (group_id, now)).fetchone()
+            if row is not None and row[1] == "done":
+                return False
+            conn.execute(
+                "INSERT INTO fastq_chord_parts (group_id, member, position, entry, expires_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (group_id, f"{task_id}:{index}", float(index), entry, expires_at))
+            if row is None:
+                return False
+            count = conn.execute("SELECT COUNT(*) FROM fastq_chord_parts WHERE group_id = ?",
+                                 (group_id,)).fetchone()[0]
+            conn.execute("UPDATE fastq_chords SET expires_at = ? WHERE group_id = ?",
+                         (expires_at, group_id))
+            if not chord_claimable(row[0], count, row[1], row[2], token, now):
+                return False
+            conn.execute("UPDATE fastq_chords SET claim = ?, claim_until = ? WHERE group_id = ?",
+                         (token, now + CHORD_CLAIM_SECONDS, group_id))
+            return True
+
+        return self._write(work)
+
+    def _chord_entries(self, group_id: str) -> list[bytes]:
+        return self._retry(lambda: [bytes(entry) for (entry,) in self._connection().execute(
+            "SELECT entry FROM fastq_chord_parts WHERE group_id = ? ORDER BY position",
+            (group_id,))])
+
+    def _chord_finish(self, group_id: str, token: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            done = conn.execute(
+                "UPDATE fastq_chords SET size = NULL, claim = 'done', expires_at = ?"
+                " WHERE group_id = ? AND claim = ?",
+                (time.time() + CHORD_DONE_SECONDS, group_id, token)).rowcount
+            if done:
+                conn.execute("DELETE FROM fastq_chord_parts WHERE group_id = ?", (group_id,))
+            return bool(done)
+
+        return self._write(work)

@@ -1,12 +1,16 @@
-"""Decisions of the AMQP broker kept apart from I/O: which acks to send, prefetch, backoff.
+"""Decisions of the AMQP broker and its drivers kept apart from I/O: acks, prefetch, confirms.
 
 Everything here works on plain integers so it is unit-tested with lists of ints
-(tests/unit/test_amqp_ack_tracker.py); the broker only carries out what it is told.
+(tests/unit/test_amqp_ack_tracker.py, tests/unit/test_amqp_confirms.py); the broker and
+both drivers (rabbitmq-c in ``fastq/_speedups/_amqp.pyx``, py-amqp in ``_amqp_py.py``)
+only carry out what they are told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from ..exceptions import PublishNacked, PublishTimeout
 
 
 class AckTracker:
@@ -83,28 +87,109 @@ def plan_prefetch(held_since_subscribe: int, limit: int, current: int) -> int | 
     return None
 
 
-class Backoff:
-    """Delays between reconnect attempts: ``initial`` seconds doubling up to ``maximum``."""
+class ConfirmTracker:
+    """Publisher confirms on one channel (a RabbitMQ extension): the publishes waiting for
+    basic.ack or basic.nack, and what waiting for them comes to.
 
-    __slots__ = ("initial", "maximum", "delay", "next_attempt")
+    After confirm.select RabbitMQ numbers the channel's publishes 1, 2, 3, ... and
+    answers each number once, with basic.ack or basic.nack; with ``multiple`` set, one
+    frame answers every number up to its tag. Both drivers keep one tracker per
+    connection and tell it what they publish and read; ``wait_for_confirms`` waits while
+    ``len(tracker)`` is not 0, then raises what ``failure()`` returns.
 
-    def __init__(self, initial: float = 0.1, maximum: float = 2.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.delay = initial
-        self.next_attempt = 0.0
+    Compiled for the rabbitmq-c driver as ``fastq._speedups._amqp_decisions``, a cdef
+    class whose fields and methods ``fastq/_speedups/_amqp_decisions.pxd`` declares: keep
+    the two in step.
+    """
 
-    def due(self, now: float) -> bool:
-        """Whether an attempt may be made at monotonic time ``now``."""
-        return now >= self.next_attempt
+    __slots__ = ("selected", "_published", "_waiting", "_nacked", "_returned")
 
-    def failed(self, now: float) -> float:
-        """Record a failed attempt at ``now``; the delay until the next one."""
-        delay = self.delay
-        self.next_attempt = now + delay
-        self.delay = min(delay * 2, self.maximum)
-        return delay
+    def __init__(self) -> None:
+        #: confirm.select went through on the current channel: publishes are numbered
+        self.selected = False
+        self._published = 0
+        self._waiting: set[int] = set()
+        self._nacked = 0
+        self._returned: list[tuple[int, str]] = []
 
-    def succeeded(self) -> None:
-        self.delay = self.initial
-        self.next_attempt = 0.0
+    def __len__(self) -> int:
+        """How many publishes are neither acked nor nacked yet."""
+        return len(self._waiting)
+
+    def select(self) -> None:
+        """confirm.select-ok arrived: numbering starts again at 1, earlier nacks are forgotten."""
+        self.selected = True
+        self._published = 0
+        self._waiting.clear()
+        self._nacked = 0
+
+    def new_channel(self) -> None:
+        """The channel was (re)opened: not in confirm mode, and the old channel's numbers
+        mean nothing on it."""
+        self.selected = False
+        self._published = 0
+        self._waiting.clear()
+
+    def new_connection(self) -> None:
+        """A new connection: nothing from the old one counts, nacks and returns included."""
+        self.new_channel()
+        self._nacked = 0
+        self._returned.clear()
+
+    def published(self, count: int = 1) -> None:
+        """``count`` more publishes went out (numbered only in confirm mode)."""
+        if self.selected:
+            last = self._published
+            self._published = last + count
+            if count == 1:  # delay()'s case, where building a range() costs more than this
+                self._waiting.add(last + 1)
+            elif count > 1:
+                self._waiting.update(range(last + 1, last + count + 1))
+
+    def acked(self, tag: int, multiple: bool) -> None:
+        """basic.ack (60, 80) from RabbitMQ."""
+        self._answer(tag, multiple)
+
+    def nacked(self, tag: int, multiple: bool) -> None:
+        """basic.nack (60, 120) from RabbitMQ: those publishes were lost."""
+        self._nacked += self._answer(tag, multiple)
+
+    def returned(self, reply_code: int, reply_text: str) -> None:
+        """basic.return (60, 50): a ``mandatory`` publish no queue was bound to take."""
+        self._returned.append((reply_code, reply_text))
+
+    def _answer(self, tag: int, multiple: bool) -> int:
+        """Forget the numbers one frame answers; how many were waiting."""
+        waiting = self._waiting
+        if not multiple:
+            if tag in waiting:
+                waiting.discard(tag)
+                return 1
+            return 0
+        if tag >= self._published:  # all of them, the usual case: no scan
+            answered = len(waiting)
+            waiting.clear()
+            return answered
+        below = [number for number in waiting if number <= tag]
+        waiting.difference_update(below)
+        return len(below)
+
+    def timed_out(self, server: str, timeout: float) -> PublishTimeout:
+        """The error for confirms still missing after ``timeout`` seconds."""
+        return PublishTimeout(f"RabbitMQ at {server} did not confirm {len(self._waiting)} "
+                              f"publish(es) within {timeout}s")
+
+    def failure(self) -> PublishNacked | None:
+        """What the publishes answered since the last call came to: None when RabbitMQ
+        took them all, else the error to raise. Either way they are forgotten."""
+        if not self._nacked and not self._returned:
+            return None
+        nacked, self._nacked = self._nacked, 0
+        returned, self._returned = self._returned, []
+        if nacked:
+            return PublishNacked(f"RabbitMQ nacked {nacked} publish(es); publish them again")
+        if returned:
+            code, text = returned[0]
+            return PublishNacked(f"RabbitMQ returned {len(returned)} unroutable "
+                                 f"publish(es): {code} {text}")
+        return None

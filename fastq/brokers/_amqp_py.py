@@ -34,7 +34,8 @@ from amqp import exceptions as amqp_exceptions
 from amqp import spec
 from amqp.transport import SSLTransport
 
-from ..exceptions import AMQPError, BrokerConnectionLost, PublishNacked, PublishTimeout
+from ..exceptions import AMQPError, BrokerConnectionLost
+from ._amqp_decisions import ConfirmTracker
 from ._amqp_tls import client_context
 
 #: Delivery tuple: (delivery_tag, redelivered, exchange, routing_key, consumer_tag,
@@ -281,11 +282,7 @@ class Connection:
         self._conn: amqp.Connection | None = None
         self._channel: Any = None
         self._buffer: deque[DeliveryTuple] = deque()
-        self._confirming = False
-        self._next_seq = 0
-        self._unconfirmed: set[int] = set()
-        self._nacked = 0
-        self._returned: list[tuple[int, str]] = []
+        self._confirms = ConfirmTracker()
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -365,11 +362,7 @@ class Connection:
     def _forget(self) -> None:
         self._channel = None
         self._buffer.clear()
-        self._confirming = False
-        self._next_seq = 0
-        self._unconfirmed.clear()
-        self._nacked = 0
-        self._returned.clear()
+        self._confirms.new_connection()
 
     def _abandon(self) -> None:
         """Drop a broken connection without a handshake (the socket is closed)."""
@@ -393,9 +386,7 @@ class Connection:
         channel.events["basic_nack"].add(self._on_confirm_nack)
         channel.events["basic_return"].add(self._on_return)
         self._channel = channel
-        self._confirming = False
-        self._next_seq = 0
-        self._unconfirmed.clear()
+        self._confirms.new_channel()
         return channel
 
     @property
@@ -568,9 +559,7 @@ class Connection:
         message = _Outgoing(body, encode_properties(properties, headers))
         with self._guard(f"publish to {exchange!r}/{routing_key!r}"):
             self._ch.basic_publish(message, exchange, routing_key, mandatory)
-        if self._confirming:
-            self._next_seq += 1
-            self._unconfirmed.add(self._next_seq)
+        self._confirms.published()
 
     def publish_batch(self, messages: Iterable[tuple], mandatory: bool = False) -> None:
         """basic.publish each ``(exchange, routing_key, body, properties, headers)``, in
@@ -583,10 +572,7 @@ class Connection:
         """Turn on publisher confirms for this channel (a RabbitMQ extension)."""
         with self._guard("enable publisher confirms"):
             self._ch.confirm_select()
-        self._confirming = True
-        self._next_seq = 0
-        self._unconfirmed.clear()
-        self._nacked = 0
+        self._confirms.select()
 
     def wait_for_confirms(self, timeout: float) -> None:
         """Wait until RabbitMQ has confirmed every publish so far.
@@ -596,41 +582,23 @@ class Connection:
                 (``mandatory``).
             PublishTimeout: not all confirms arrived within ``timeout`` seconds.
         """
+        confirms = self._confirms
         deadline = time.monotonic() + max(0.0, timeout)
         with self._guard("wait for publisher confirms"):
-            while self._unconfirmed:
+            while len(confirms):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    missing = len(self._unconfirmed)
-                    raise PublishTimeout(
-                        f"RabbitMQ at {self.host}:{self.port} did not confirm {missing} "
-                        f"publish(es) within {timeout}s")
+                    raise confirms.timed_out(f"{self.host}:{self.port}", timeout)
                 self._read_one(remaining)
-        nacked, self._nacked = self._nacked, 0
-        returned, self._returned = self._returned, []
-        if nacked:
-            raise PublishNacked(f"RabbitMQ nacked {nacked} publish(es); publish them again")
-        if returned:
-            code, text = returned[0]
-            raise PublishNacked(f"RabbitMQ returned {len(returned)} unroutable "
-                                f"publish(es): {code} {text}")
-
-    def _settle(self, delivery_tag: int, multiple: bool) -> int:
-        unconfirmed = self._unconfirmed
-        if multiple:
-            settled = {seq for seq in unconfirmed if seq <= delivery_tag}
-            unconfirmed.difference_update(settled)
-            return len(settled)
-        if delivery_tag in unconfirmed:
-            unconfirmed.discard(delivery_tag)
-            return 1
-        return 0
+        failure = confirms.failure()
+        if failure is not None:
+            raise failure
 
     def _on_confirm_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple)
+        self._confirms.acked(delivery_tag, multiple)
 
     def _on_confirm_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked += self._settle(delivery_tag, multiple)
+        self._confirms.nacked(delivery_tag, multiple)
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
-        self._returned.append((getattr(exc, "reply_code", 312), str(exc)))
+        self._confirms.returned(getattr(exc, "reply_code", 312), str(exc))

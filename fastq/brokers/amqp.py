@@ -22,7 +22,6 @@ Quorum queues' own ``x-delivery-count`` is used when present.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .. import _extras, _green, _speedups, serialization
 from .._fork import getpid
 from ..exceptions import (
     AMQPError,
@@ -38,8 +38,10 @@ from ..exceptions import (
     ConfigurationError,
     ImproperlyInstalled,
 )
+from ..routing import Queue, QueueTable, Route
 from . import _amqp_tls
-from ._amqp_decisions import AckTracker, Backoff, plan_prefetch
+from ._amqp_decisions import AckTracker, plan_prefetch
+from ._mailbox import PIDBOX_EXCHANGE, REPLY_EXCHANGE, Mailbox, decode_command, pidbox_headers
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,11 @@ DEFAULT_CONNECT_TIMEOUT = 4.0
 DEAD_LETTER_PEEK_MAX = 10_000
 #: How many released messages are remembered so their return is not counted.
 RELEASED_MEMORY = 100_000
+#: A worker's pidbox queue outlives its connection by this long, and holds a request this
+#: long, in milliseconds (Celery's ``control_queue_expires`` 10 s, ``control_queue_ttl``
+#: 300 s).
+PIDBOX_QUEUE_EXPIRES_MS = 10_000
+PIDBOX_MESSAGE_TTL_MS = 300_000
 
 _OPTIONS = ("connect_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
             "lease_seconds", "queue_max_priority", "frame_max", "driver", "queue_type",
@@ -83,36 +90,43 @@ QUEUE_TYPES = ("classic", "quorum")
 _DRIVERS = {"rabbitmq-c": "rabbitmq-c", "c": "rabbitmq-c", "py-amqp": "py-amqp", "py": "py-amqp"}
 
 
+_noted_visibility_timeout = False
+
+
+def _note_visibility_timeout() -> None:
+    """Celery configs often set Redis's/SQS's ``visibility_timeout`` for every broker; on
+    RabbitMQ it means nothing (Celery ignores it there too): dropped with one note."""
+    global _noted_visibility_timeout
+    if not _noted_visibility_timeout:
+        _noted_visibility_timeout = True
+        logger.info("broker_transport_options visibility_timeout is ignored on RabbitMQ: "
+                    "a worker's unacknowledged messages return when its connection closes")
+
+
 def load_driver(scheme: str = "amqp", prefer: str | None = None) -> tuple[type, str]:
     """The driver class and its name: rabbitmq-c when built and allowed, else py-amqp.
 
     ``pyamqp://`` and ``FASTQ_NO_SPEEDUPS=1`` force py-amqp; ``prefer`` ("rabbitmq-c" or
     "py-amqp") asks for one explicitly (an error when rabbitmq-c is asked for and
-    missing). ``FASTQ_REQUIRE_SPEEDUPS=1`` makes a missing rabbitmq-c binding an error.
+    missing). ``FASTQ_REQUIRE_SPEEDUPS=1`` makes a missing rabbitmq-c binding an error
+    (see ``fastq._speedups``).
     """
     want = _DRIVERS.get(prefer or "", None)
     if prefer and want is None:
         raise ConfigurationError(f"unknown AMQP driver {prefer!r} (known: rabbitmq-c, py-amqp)")
     if want is None:
-        forced_py = scheme == "pyamqp" or os.environ.get("FASTQ_NO_SPEEDUPS") == "1"
-        want = "py-amqp" if forced_py else "rabbitmq-c?"
+        want = "py-amqp" if scheme == "pyamqp" else "rabbitmq-c?"
     if want.startswith("rabbitmq-c"):
-        try:
-            from .._speedups._amqp import Connection as CConnection
+        compiled = _speedups.load("_amqp", asked=want == "rabbitmq-c")
+        if compiled is not None:
+            return compiled.Connection, "rabbitmq-c"
+        why = _speedups.status("_amqp").reason
+        needed_by = f"{scheme}:// while the rabbitmq-c driver is {why}"
+    else:
+        needed_by = "pyamqp://" if scheme == "pyamqp" else "driver=py-amqp"
+    _extras.require("amqp", needed_by)
+    from ._amqp_py import Connection as PyConnection
 
-            return CConnection, "rabbitmq-c"
-        except ImportError as exc:
-            if want == "rabbitmq-c" or os.environ.get("FASTQ_REQUIRE_SPEEDUPS") == "1":
-                raise ImproperlyInstalled(
-                    f"the rabbitmq-c AMQP driver (fastq._speedups._amqp) is not built: {exc}; "
-                    f"install librabbitmq-dev and reinstall fastq, or use pyamqp://"
-                ) from exc
-    try:
-        from ._amqp_py import Connection as PyConnection
-    except ImportError as exc:
-        raise ImproperlyInstalled(
-            f"amqp:// needs py-amqp ({exc}); install it with: pip install 'fastq[amqp]'",
-            name="amqp") from exc
     return PyConnection, "py-amqp"
 
 
@@ -183,21 +197,23 @@ class AMQPBroker(Broker):
     TTL, dead-lettered back to the queue), neither holding it in memory nor circulating it.
     """
 
-    capabilities = frozenset({"priority", "dead_letter", "ack_multiple"})
+    capabilities = frozenset({"priority", "dead_letter", "ack_multiple", "control",
+                              "exchanges"})
 
     #: The driver ``amqp://`` selects in this process (an instance may differ).
     driver_name = "py-amqp"
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
                  **options: Any) -> None:
-        query = parse_url(url)[1]
-        merged = {**query, **options}
+        super().__init__(url, max_redeliveries=max_redeliveries, **options)
+        merged = {**parse_url(url)[1], **self.options}
+        if merged.pop("visibility_timeout", None) is not None:
+            _note_visibility_timeout()
         unknown = set(merged) - set(_OPTIONS)
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) for the AMQP broker: {', '.join(sorted(unknown))} "
                 f"(known: {', '.join(_OPTIONS)})")
-        super().__init__(url, max_redeliveries=max_redeliveries, **options)
         scheme = url.split("://", 1)[0].lower()
         self._driver_cls, self.driver_name = load_driver(scheme, merged.get("driver"))
         self.connect_timeout = float(merged.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
@@ -236,8 +252,11 @@ class AMQPBroker(Broker):
         #: last (re)started: deliveries above it count against their prefetch
         self._last_tag = 0
         self._subscribed_after = 0
-        self._backoff = Backoff(0.1, 2.0)
         self._declared: set[str] = set()
+        #: queues of task_queues by name: declared with their own exchanges and bindings
+        self._topology: dict[str, Queue] = {}
+        #: exchanges (name, type) and routed queues declared for publishing
+        self._routes_declared: set[tuple] = set()
         #: dead-letter and delay queues declared here
         self._side_declared: set[str] = set()
         self._released: OrderedDict[tuple, None] = OrderedDict()
@@ -316,6 +335,9 @@ class AMQPBroker(Broker):
 
     def _forget_channel(self) -> None:
         """Everything tied to the consumer channel, which has gone."""
+        # an auto-delete queue (a Broadcast's) went with its consumers: declare it again
+        self._declared.difference_update(
+            name for name, queue in self._topology.items() if queue.auto_delete)
         self._acks.forget()
         self._held.clear()
         self._consumers.clear()
@@ -340,8 +362,8 @@ class AMQPBroker(Broker):
                 conn.close()
                 raise
         except BrokerError as exc:
-            delay = self._backoff.failed(time.monotonic())
             self.state = "reconnecting"
+            delay = self._reconnect_failed(exc)
             logger.warning("cannot connect to RabbitMQ at %s:%s (%s); retrying in %.1fs",
                            self._params["host"], self._params["port"], exc, delay)
             return False
@@ -351,7 +373,7 @@ class AMQPBroker(Broker):
         self._consumer = conn
         self._gen += 1
         self._forget_channel()
-        self._backoff.succeeded()
+        self.reconnect_backoff.succeeded()
         self.state = "consuming"
         return True
 
@@ -362,7 +384,7 @@ class AMQPBroker(Broker):
                        "%d unacked delivery(ies) will be redelivered by RabbitMQ", exc, held)
         self._close_consumer()
         self.state = "reconnecting"
-        self._backoff.failed(time.monotonic())
+        self._reconnect_failed(exc)
 
     # -- topology ----------------------------------------------------------------------
     def declare(self, queue: str, **arguments: Any) -> None:
@@ -371,6 +393,9 @@ class AMQPBroker(Broker):
         A queue that already exists with other arguments (Celery's
         ``task_queue_max_priority``, a quorum queue) is used as it is.
         """
+        if queue in self._topology and not arguments:
+            self._declare_entity(self._topology[queue])
+            return
         with self._producer_lock:
             conn = self._producer_conn()
             args = dict(arguments)
@@ -403,6 +428,95 @@ class AMQPBroker(Broker):
                 raise
             self._declared.add(queue)
 
+    def _declare_entity(self, queue: Queue, bind: bool = True) -> None:
+        """Declare a ``task_queues`` queue as kombu does: its exchanges, the queue with
+        its arguments, its bindings. An exchange or queue that exists with other
+        arguments is used as it is (406), as in ``declare``."""
+        args = dict(queue.arguments)
+        if self.queue_max_priority and "x-max-priority" not in args:
+            args["x-max-priority"] = self.queue_max_priority
+        if self.queue_type == "quorum" and not queue.auto_delete:
+            args.setdefault("x-queue-type", "quorum")
+        with self._producer_lock:
+            for exchange, _key in queue.bindings:
+                self._declare_exchange(exchange.name, exchange.type, exchange.durable,
+                                       exchange.auto_delete)
+            conn = self._producer_conn()
+            try:
+                conn.declare_queue(queue.name, durable=queue.durable, exclusive=queue.exclusive,
+                                   auto_delete=queue.auto_delete, arguments=args or None)
+            except AMQPError as exc:
+                self._on_producer_error(exc)
+                if exc.reply_code != 406:
+                    raise
+                logger.info("queue %r exists with other arguments (%s); using it as declared",
+                            queue.name, exc.reply_text)
+                conn = self._producer_conn()
+                conn.declare_queue(queue.name, passive=True)
+            except BrokerConnectionLost as exc:
+                self._on_producer_error(exc)
+                raise
+            if bind:
+                for exchange, key in queue.bindings:
+                    if exchange.name:
+                        self._guarded(lambda c, q=queue.name, e=exchange.name, k=key:
+                                      c.bind_queue(q, e, k))
+            self._declared.add(queue.name)
+
+    def _declare_exchange(self, name: str, type_: str, durable: bool = True,
+                          auto_delete: bool = False) -> None:
+        if not name or (name, type_) in self._routes_declared:
+            return
+        try:
+            self._guarded(lambda c: c.declare_exchange(name, type_, durable=durable,
+                                                       auto_delete=auto_delete))
+        except AMQPError as exc:
+            if exc.reply_code != 406:
+                raise
+            logger.info("exchange %r exists with other arguments (%s); using it as declared",
+                        name, exc.reply_text)
+        self._routes_declared.add((name, type_))
+
+    def _guarded(self, action: Any) -> None:
+        """Run ``action(conn)`` on the producer connection; on an error let it go."""
+        with self._producer_lock:
+            conn = self._producer_conn()
+            try:
+                action(conn)
+            except BrokerError as exc:
+                self._on_producer_error(exc)
+                raise
+
+    def prepare_route(self, route: Route, table: QueueTable) -> str:
+        """Declare what ``route`` publishes to (its exchange, and its queue with the
+        queue's bindings, as Celery's producer does, except a Broadcast's); the queue."""
+        queue = route.queue
+        if route.exchange:
+            self._declare_exchange(route.exchange, route.exchange_type,
+                                   *((queue.exchange.durable, queue.exchange.auto_delete)
+                                     if queue is not None and queue.exchange is not None
+                                     and queue.exchange.name == route.exchange else ()))
+        # the queue, or when only an exchange is named the task_queues entries bound to
+        # it, so that the first messages are not dropped for want of a binding; never an
+        # auto-delete queue (a Broadcast's): it belongs to its consumer, and declared here
+        # it would fill up with no consumer
+        targets = [queue] if queue is not None else table.bound_to_exchange(route.exchange)
+        for target in targets:
+            if not target.auto_delete:
+                self._topology.setdefault(target.name, target)
+                if route.exchange and target.name not in self._declared:
+                    self._declare_entity(target)
+        return route.queue_name
+
+    def prepare_consume(self, queues: Sequence[Queue]) -> list[str]:
+        """Note how to declare the queues a worker consumes (with their exchanges and
+        bindings): ``fetch`` declares them when it subscribes, and again after a
+        reconnect, so a broker down at start is waited for as usual."""
+        for queue in queues:
+            self._topology[queue.name] = queue
+            self._declared.discard(queue.name)
+        return [queue.name for queue in queues]
+
     def _declare_dead(self, queue: str) -> str:
         dead = queue + DEAD_SUFFIX
         if dead not in self._side_declared:
@@ -417,9 +531,7 @@ class AMQPBroker(Broker):
         return dead
 
     # -- producing ---------------------------------------------------------------------
-    def publish_many(self, messages: Sequence[Any]) -> None:
-        if not messages:
-            return
+    def _publish(self, messages: Sequence[Any]) -> None:
         for message in messages:
             if message.queue not in self._declared and message.exchange in ("", message.queue):
                 self.declare(message.queue)
@@ -471,11 +583,12 @@ class AMQPBroker(Broker):
     def _wait_for_reconnect(self, timeout: float) -> bool:
         """Try to (re)connect within ``timeout``, honouring the backoff; True when connected."""
         deadline = time.monotonic() + max(0.0, timeout)
+        backoff = self.reconnect_backoff
         while True:
             now = time.monotonic()
-            if self._backoff.due(now) and self._open_consumer():
+            if backoff.due(now) and self._open_consumer():
                 return True
-            wake = min(deadline, self._backoff.next_attempt)
+            wake = min(deadline, backoff.next_attempt)
             now = time.monotonic()
             if now >= deadline:
                 return False
@@ -755,6 +868,84 @@ class AMQPBroker(Broker):
                 conn.nack(last, True, True)  # back where they were, in order
         return letters
 
+    # -- remote control ----------------------------------------------------------------
+    def mailbox(self, expires: float) -> AMQPMailbox:
+        return AMQPMailbox(self, expires)
+
+
+class AMQPMailbox(Mailbox):
+    """Celery's pidbox (``celery-protocol.md`` §6.1-6.3), on a connection of its own.
+
+    Requests go to the ``celery.pidbox`` fanout exchange; each worker consumes (no ack)
+    its own auto-delete queue ``<node>.celery.pidbox``, so Celery's ``control.revoke``
+    reaches fastq workers and the other way round. A worker started after a request
+    does not see it: the queue lives only while its worker does.
+    """
+
+    broker: AMQPBroker
+
+    def __init__(self, broker: AMQPBroker, expires: float) -> None:
+        super().__init__(broker, expires)
+        self._conn: Any = None
+        self._queue = ""
+
+    def _connection(self) -> Any:
+        if self._conn is None or not self._conn.is_open:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.broker._new_connection()
+            self._conn.declare_exchange(PIDBOX_EXCHANGE, "fanout", durable=False)
+        return self._conn
+
+    def send(self, command: dict) -> None:
+        self._connection().publish(
+            PIDBOX_EXCHANGE, "", serialization.json_dumps(command),
+            {"content_type": "application/json", "content_encoding": "utf-8",
+             "delivery_mode": 2}, pidbox_headers())
+
+    def open(self, node: str) -> list[tuple[dict, float]]:
+        conn = self._connection()
+        self._queue = f"{node}.{PIDBOX_EXCHANGE}"
+        conn.declare_queue(self._queue, durable=False, exclusive=True, auto_delete=True,
+                           arguments={"x-expires": PIDBOX_QUEUE_EXPIRES_MS,
+                                      "x-message-ttl": PIDBOX_MESSAGE_TTL_MS})
+        conn.bind_queue(self._queue, PIDBOX_EXCHANGE, "")
+        conn.consume(self._queue, no_ack=True)
+        return []
+
+    def receive(self, timeout: float) -> list[dict]:
+        conn = self._connection()
+        if _green.patched and type(conn).__module__ == "fastq._speedups._amqp":
+            # this "thread" is a greenlet: waiting inside rabbitmq-c would stall the hub
+            deliveries = conn.drain(100, 0.0)
+            if not deliveries:
+                _green.wait_readable(conn.fileno(), timeout)
+                deliveries = conn.drain(100, 0.0)
+        else:
+            deliveries = conn.drain(100, timeout)
+        commands = []
+        for delivery in deliveries:
+            properties, body = delivery[5], delivery[7]
+            command = decode_command(body, properties.get("content_type"))
+            if command is not None:
+                commands.append(command)
+        return commands
+
+    def reply(self, command: dict, body: dict) -> None:
+        reply_to = command["reply_to"]
+        exchange = reply_to.get("exchange") or REPLY_EXCHANGE
+        conn = self._connection()
+        conn.declare_exchange(exchange, "direct", durable=False)
+        conn.publish(exchange, reply_to["routing_key"], serialization.json_dumps(body),
+                     {"content_type": "application/json", "content_encoding": "utf-8",
+                      "delivery_mode": 1},
+                     {"ticket": command["ticket"], "clock": 1})
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
 
 def _to_int(value: Any) -> int:
     try:
@@ -769,8 +960,8 @@ def _fingerprint(queue: str, headers: dict, count: int) -> tuple:
 
 try:
     AMQPBroker.driver_name = load_driver("amqp")[1]
-except ImproperlyInstalled as _exc:
-    if os.environ.get("FASTQ_REQUIRE_SPEEDUPS") != "1":
-        raise
+except ImproperlyInstalled:
+    if not _speedups.required():
+        raise  # neither driver: importing this module says which extra to install
     # rabbitmq-c is required and missing: creating a broker reports it
     AMQPBroker.driver_name = "rabbitmq-c"

@@ -1,16 +1,81 @@
-"""The Broker interface: what a transport must do for producers and the consumer loop."""
+"""The Broker interface: what a transport must do for producers and the consumer loop,
+and the policy every transport shares (retrying a publish, backing off a reconnect)."""
 
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._registry import mask_url
+from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
+
 if TYPE_CHECKING:
     from ..protocol import Message
+    from ..routing import Queue, QueueTable, Route
+    from ._mailbox import Mailbox
 
 #: Deliveries a broker keeps unacked past this many redeliveries go to the dead letters.
 DEFAULT_MAX_REDELIVERIES = 5
+#: Seconds ``publish_many`` keeps trying an unreachable broker (the App passes its
+#: ``broker_connection_timeout``).
+DEFAULT_PUBLISH_TIMEOUT = 4.0
+#: First and longest pause between two attempts of one publish, in seconds.
+PUBLISH_RETRY_DELAYS = (0.05, 0.5)
+#: The keys of Celery's ``retry_policy`` (``task_publish_retry_policy``).
+_RETRY_POLICY_KEYS = frozenset({"max_retries", "interval_start", "interval_step",
+                                "interval_max", "timeout"})
+
+
+class Backoff:
+    """Pauses between attempts at something that keeps failing: ``initial`` seconds,
+    doubling up to ``maximum``, back to ``initial`` after a success.
+
+    ``failures`` counts the failures since the last success. No clock of its own: the
+    caller passes monotonic time, so it is tested with plain numbers.
+    """
+
+    __slots__ = ("initial", "maximum", "step", "delay", "next_attempt", "failures")
+
+    def __init__(self, initial: float = 0.1, maximum: float = 2.0,
+                 step: float | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        #: added to the pause after each failure; None doubles it instead
+        self.step = step
+        self.delay = initial
+        self.next_attempt = 0.0
+        self.failures = 0
+
+    def due(self, now: float) -> bool:
+        """Whether an attempt may be made at monotonic time ``now``."""
+        return now >= self.next_attempt
+
+    def failed(self, now: float) -> float:
+        """Record a failed attempt at ``now``; the delay until the next one."""
+        delay = self.delay
+        self.failures += 1
+        self.next_attempt = now + delay
+        grown = delay * 2 if self.step is None else delay + self.step
+        self.delay = min(grown, self.maximum)
+        return delay
+
+    def succeeded(self) -> None:
+        self.delay = self.initial
+        self.next_attempt = 0.0
+        self.failures = 0
+
+
+class PartlyPublished(BrokerConnectionLost):
+    """Raised by ``Broker._publish`` when the connection failed after the first
+    ``published`` messages certainly reached the broker, so that the retry sends only
+    the rest and no copies (as ``BlockingIOError.characters_written`` reports a
+    partial write)."""
+
+    def __init__(self, message: str, published: int) -> None:
+        super().__init__(message)
+        self.published = published
 
 
 class Delivery:
@@ -47,15 +112,31 @@ class Broker(abc.ABC):
 
     Capabilities a worker may ask about (``"delay"``: holds messages until
     ``Message.not_before`` itself; ``"priority"``; ``"lease"``: claimed messages return
-    to the queue when their holder dies; ``"dead_letter"``).
+    to the queue when their holder dies; ``"dead_letter"``; ``"control"``: ``mailbox()``
+    carries remote control requests, such as revoke, to the workers).
+
+    Options every broker takes: ``max_redeliveries``; ``publish_timeout`` (seconds
+    ``publish_many`` retries an unreachable broker; 0: one attempt, its error as it is);
+    ``connection_max_retries`` (reconnect attempts of a consumer before ``fetch`` gives
+    up with a ``BrokerError``; None: forever). The App sets the last two from
+    ``broker_connection_timeout``, ``broker_connection_max_retries`` and
+    ``broker_connection_retry``; the rest of ``options`` is the implementation's.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: First and longest pause between a consumer's reconnect attempts, in seconds.
+    reconnect_delays: ClassVar[tuple[float, float]] = (0.1, 2.0)
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
-                 **options: Any) -> None:
+                 publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+                 connection_max_retries: int | None = None, **options: Any) -> None:
         self.url = url
         self.max_redeliveries = max_redeliveries
+        self.publish_timeout = float(publish_timeout)
+        self.connection_max_retries = (None if connection_max_retries is None
+                                       else int(connection_max_retries))
+        #: the consumer's reconnect pauses; ``_reconnect_failed`` records into it
+        self.reconnect_backoff = Backoff(*self.reconnect_delays)
         self.options = options
 
     # -- lifecycle -------------------------------------------------------------------
@@ -76,13 +157,131 @@ class Broker(abc.ABC):
     def declare(self, queue: str, **arguments: Any) -> None:  # noqa: B027 - optional
         """Make sure ``queue`` exists. Brokers without declared queues do nothing."""
 
-    # -- producing -------------------------------------------------------------------
-    @abc.abstractmethod
-    def publish_many(self, messages: Sequence[Message]) -> None:
-        """Publish ``messages`` durably, in order, as one batch where the broker allows.
+    def prepare_route(self, route: Route, table: QueueTable) -> str:
+        """The queue a message routed by ``route`` lands in; brokers with exchanges
+        (``"exchanges"`` capability) declare what the route needs instead.
+
+        Without exchanges only direct routing maps: the default exchange keyed by a
+        queue's name, or a direct exchange whose routing key binds (in ``task_queues``)
+        or names the queue.
 
         Raises:
-            PublishTimeout: the broker stayed unreachable past the configured bound.
+            ConfigurationError: a topic/fanout/headers exchange, named by ``route.source``.
+        """
+        if route.exchange_type != "direct":
+            raise ConfigurationError(
+                f"{type(self).__name__} ({mask_url(self.url)}) has no exchanges: "
+                f"{route.exchange_type} exchange {route.exchange!r} (from {route.source}) "
+                f"cannot be routed; use RabbitMQ, or route to a queue by name "
+                f"(a direct exchange)")
+        if not route.exchange:
+            return route.routing_key
+        bound = table.bound_to(route.exchange, route.routing_key)
+        if len(bound) > 1:
+            raise ConfigurationError(
+                f"{type(self).__name__} has no exchanges: direct exchange {route.exchange!r} "
+                f"binds key {route.routing_key!r} to {len(bound)} queues in task_queues "
+                f"({', '.join(q.name for q in bound)}), which only RabbitMQ copies to each")
+        return bound[0].name if bound else route.queue_name
+
+    def prepare_consume(self, queues: Sequence[Queue]) -> list[str]:
+        """Get ``queues`` (``task_queues`` entries) ready to consume; their names.
+
+        Raises:
+            ConfigurationError: a queue bound to an exchange this broker cannot honour.
+        """
+        for queue in queues:
+            for exchange, _key in queue.bindings:
+                if exchange.type != "direct":
+                    raise ConfigurationError(
+                        f"{type(self).__name__} ({mask_url(self.url)}) has no exchanges: "
+                        f"queue {queue.name!r} of task_queues is bound to "
+                        f"{exchange.type} exchange {exchange.name!r}; use RabbitMQ, or a "
+                        f"direct exchange")
+        return [queue.name for queue in queues]
+
+    # -- producing -------------------------------------------------------------------
+    def publish_many(self, messages: Sequence[Message], *, retry: bool | None = None,
+                     retry_policy: dict[str, Any] | None = None) -> None:
+        """Publish ``messages`` durably, in order, as one batch where the broker allows.
+
+        While the broker is unreachable (a recoverable error) the attempt is repeated,
+        with growing pauses, until ``publish_timeout`` seconds have passed since the
+        call; an attempt already under way is not cut short (each is bounded by its
+        broker's own connect timeout). This is the only retry of a publish.
+
+        Parameters:
+            retry: False makes one attempt (Celery's ``apply_async(retry=False)``).
+            retry_policy: Celery's ``retry_policy``: ``max_retries`` (attempts after the
+                first), ``interval_start``, ``interval_step``, ``interval_max`` (seconds
+                of the pauses) and ``timeout`` (seconds in all; default
+                ``publish_timeout``).
+
+        Raises:
+            PublishTimeout: the broker stayed unreachable for ``publish_timeout`` seconds
+                (or through the policy's retries).
+            BrokerError: the broker refused the messages, or was unreachable and
+                ``publish_timeout`` is 0 or ``retry`` False (not retried).
+        """
+        if not messages:
+            return
+        started = time.monotonic()
+        try:
+            self._publish(messages)
+        except BrokerError as exc:
+            if not exc.recoverable or retry is False:
+                raise
+            policy = dict(retry_policy or {})
+            unknown = set(policy) - _RETRY_POLICY_KEYS
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown retry_policy key(s) {', '.join(sorted(unknown))} (known: "
+                    f"{', '.join(sorted(_RETRY_POLICY_KEYS))})") from exc
+            timeout = float(policy.pop("timeout", None) or self.publish_timeout)
+            if timeout <= 0 or policy.get("max_retries") == 0:
+                raise
+            self._retry_publish(messages, started, exc, timeout, **policy)
+
+    def _retry_publish(self, messages: Sequence[Message], started: float,
+                       error: BrokerError, timeout: float, max_retries: int | None = None,
+                       interval_start: float | None = None,
+                       interval_step: float | None = None,
+                       interval_max: float | None = None) -> None:
+        deadline = started + timeout
+        first, longest = PUBLISH_RETRY_DELAYS
+        backoff = Backoff(first if interval_start is None else float(interval_start),
+                          longest if interval_max is None else float(interval_max),
+                          None if interval_step is None else float(interval_step))
+        unsent = messages
+        while True:
+            if isinstance(error, PartlyPublished):
+                unsent = unsent[error.published:]
+                if not unsent:
+                    return
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0 or (max_retries is not None and backoff.failures >= max_retries):
+                raise PublishTimeout(
+                    f"could not publish {len(messages)} message(s): {mask_url(self.url)} "
+                    f"unreachable within {timeout}s ({backoff.failures} retries; {error}); "
+                    f"start the broker or raise broker_connection_timeout") from error
+            time.sleep(max(0.0, min(backoff.failed(now), left)))
+            try:
+                self._publish(unsent)
+                return
+            except BrokerError as exc:
+                if not exc.recoverable:
+                    raise
+                error = exc
+
+    @abc.abstractmethod
+    def _publish(self, messages: Sequence[Message]) -> None:
+        """One attempt at publishing ``messages`` (never empty); ``publish_many`` retries.
+
+        Raises:
+            BrokerConnectionLost: the broker could not be reached (retried);
+                ``PartlyPublished`` when the first messages did reach it.
+            BrokerError: the broker refused the messages (not retried).
         """
 
     def publish(self, message: Message) -> None:
@@ -113,6 +312,24 @@ class Broker(abc.ABC):
         this broker's own waiting happens in C where monkey-patching cannot reach; None
         when ``fetch`` already yields to a patched hub."""
         return None
+
+    def _reconnect_failed(self, error: BaseException) -> float:
+        """Record that the consumer lost the broker or failed to reach it again; the
+        pause before the next attempt (``reconnect_backoff``).
+
+        Raises:
+            BrokerError: more than ``connection_max_retries`` failures in a row (Celery's
+                ``broker_connection_max_retries``): the worker stops rather than wait on.
+        """
+        backoff = self.reconnect_backoff
+        delay = backoff.failed(time.monotonic())
+        limit = self.connection_max_retries
+        if limit is not None and backoff.failures > limit:
+            raise BrokerError(
+                f"gave up reconnecting to {mask_url(self.url)} after {limit} retries "
+                f"({error}); start the broker, or set broker_connection_max_retries=None "
+                f"to retry forever") from error
+        return delay
 
     def consume(self, queues: Sequence[str], prefetch: int,
                 timeout: float = 1.0) -> Iterator[list[Delivery]]:
@@ -166,3 +383,19 @@ class Broker(abc.ABC):
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[dict]:
         """Dead-lettered messages, newest first: dicts with at least queue, reason, headers."""
         return []
+
+    # -- remote control --------------------------------------------------------------
+    def mailbox(self, expires: float) -> Mailbox:
+        """A new mailbox carrying remote control requests over this broker (one per
+        thread); requests older than ``expires`` seconds are no longer current.
+
+        Brokers with the ``"control"`` capability override this.
+
+        Raises:
+            ConfigurationError: this broker has no way to reach the workers.
+        """
+        raise ConfigurationError(
+            f"remote control (revoke) is not available on {type(self).__name__} "
+            f"({mask_url(self.url)}): it lacks the 'control' capability; use a broker that "
+            f"has it (RabbitMQ, Redis, SQLite, memory), or set "
+            f"worker_enable_remote_control=False on its workers")

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from ..protocol import Message
+from ._mailbox import Mailbox
 from .base import Broker, Delivery
 
 
@@ -68,6 +69,9 @@ class _State:
         self.dead: list[dict] = []
         self.seqs = itertools.count()
         self.tags = itertools.count(1)
+        #: remote control requests, oldest first: (number, sent_at, command)
+        self.control: list[tuple[int, float, dict]] = []
+        self.control_numbers = itertools.count(1)
 
     def queue(self, name: str) -> _Queue:
         queue = self.queues.get(name)
@@ -96,7 +100,8 @@ class MemoryBroker(Broker):
     a worker thread holding different instances keep talking to each other.
     """
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"delay", "priority", "dead_letter"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"delay", "priority", "dead_letter",
+                                                        "control"})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -106,7 +111,7 @@ class MemoryBroker(Broker):
         with self._state.lock:
             self._state.queue(queue)
 
-    def publish_many(self, messages: Sequence[Message]) -> None:
+    def _publish(self, messages: Sequence[Message]) -> None:
         state = self._state
         now = time.time()
         with state.lock:
@@ -245,3 +250,44 @@ class MemoryBroker(Broker):
                     found.append(dict(record, headers=dict(record["headers"]),
                                       properties=dict(record["properties"])))
             return found
+
+    def mailbox(self, expires: float) -> MemoryMailbox:
+        return MemoryMailbox(self, expires)
+
+
+class MemoryMailbox(Mailbox):
+    """Control requests in the broker's shared state: seen by every broker on its URL in
+    this process, kept ``expires`` seconds for workers that start later."""
+
+    broker: MemoryBroker
+
+    def __init__(self, broker: MemoryBroker, expires: float) -> None:
+        super().__init__(broker, expires)
+        self._state = broker._state
+        self._last = 0
+
+    def send(self, command: dict) -> None:
+        state = self._state
+        now = time.time()
+        with state.lock:
+            requests = state.control
+            # as short as the workers' memory of revokes
+            while requests and requests[0][1] < now - self.expires:
+                requests.pop(0)
+            requests.append((next(state.control_numbers), now, command))
+
+    def open(self, node: str) -> list[tuple[dict, float]]:
+        cutoff = time.time() - self.expires
+        with self._state.lock:
+            requests = list(self._state.control)
+        self._last = requests[-1][0] if requests else 0
+        return [(command, sent_at) for _n, sent_at, command in requests if sent_at >= cutoff]
+
+    def receive(self, timeout: float) -> list[dict]:
+        time.sleep(timeout)
+        last = self._last
+        with self._state.lock:
+            new = [(n, command) for n, _sent_at, command in self._state.control if n > last]
+        if new:
+            self._last = new[-1][0]
+        return [command for _n, command in new]

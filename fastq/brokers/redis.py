@@ -13,6 +13,7 @@ scripts: ``fastq/brokers/_redis_lua.py``.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import logging
 import socket
@@ -30,11 +31,12 @@ from redis.retry import Retry
 from .. import serialization
 from .._fork import getpid
 from .._registry import mask_url
-from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
+from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import _redis_lua
 from ._kombu import envelope as kombu_envelope
 from ._kombu import unpack
 from ._lease import LeaseKeeping
+from ._mailbox import PIDBOX_EXCHANGE, REPLY_EXCHANGE, Mailbox, decode_command, pidbox_headers
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -46,16 +48,12 @@ DEFAULT_POLL_INTERVAL_MAX = 0.05
 #: kombu's priority bands and the separator in their list names (§2.5).
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
-#: Seconds a publish keeps retrying while Redis is unreachable before PublishTimeout.
-DEFAULT_PUBLISH_TIMEOUT = 4.0
 #: Dead-letter lists are capped at this many records and expire this long after the last.
 DEFAULT_DEAD_LETTER_MAX = 10_000
 DEFAULT_DEAD_LETTER_TTL = 30 * 86400
 #: Lapsed claims restored, and due delayed messages promoted per band, by one fetch.
 RESTORE_LIMIT = 100
 PROMOTE_LIMIT = 1000
-#: Longest sleep between attempts while Redis is unreachable, in seconds.
-RECONNECT_BACKOFF_MAX = 1.0
 
 #: Options that may also be given in the URL's query string.
 _URL_OPTIONS = {"global_keyprefix": str, "master_name": str, "lease_seconds": float,
@@ -63,8 +61,8 @@ _URL_OPTIONS = {"global_keyprefix": str, "master_name": str, "lease_seconds": fl
 _KNOWN_OPTIONS = frozenset({
     "lease_seconds", "poll_interval_max", "global_keyprefix", "priority_steps",
     "master_name", "sentinel_kwargs", "socket_timeout", "socket_connect_timeout",
-    "socket_keepalive", "max_connections", "publish_timeout", "dead_letter_max",
-    "dead_letter_ttl", "health_check_interval", "client_name"})
+    "socket_keepalive", "max_connections", "dead_letter_max", "dead_letter_ttl",
+    "health_check_interval", "client_name"})
 
 #: Errors after which the same command can succeed once Redis is reachable again.
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -161,6 +159,22 @@ def connect_client(url: str, parsed: dict[str, Any], options: dict[str, Any]) ->
     return redis.Redis(connection_pool=pool)
 
 
+_noted_visibility_timeout = False
+
+
+def _note_visibility_timeout() -> None:
+    """Celery-on-Redis configs nearly all set ``visibility_timeout``; it has nothing to
+    do here, so it is dropped with one note per process rather than refused."""
+    global _noted_visibility_timeout
+    if not _noted_visibility_timeout:
+        _noted_visibility_timeout = True
+        logger.warning(
+            "broker_transport_options visibility_timeout is not needed and is ignored: the "
+            "Redis broker leases each claimed message to its worker, which extends the lease "
+            "while the task runs, so a long task is never redelivered early and a dead "
+            "worker's tasks return after broker_lease_seconds")
+
+
 class RedisBroker(LeaseKeeping, Broker):
     """``redis://host:port/db``, ``rediss://`` (TLS), ``redis+socket:///path``,
     ``redis+sentinel://host:port;sentinel://host:port/db`` (with ``master_name``).
@@ -169,26 +183,25 @@ class RedisBroker(LeaseKeeping, Broker):
     prefixes every key), ``priority_steps`` (kombu's bands, default ``[0, 3, 6, 9]``),
     ``master_name``/``sentinel_kwargs`` (sentinel), ``socket_timeout``,
     ``socket_connect_timeout``, ``socket_keepalive``, ``max_connections``,
-    ``health_check_interval``, ``client_name``, ``publish_timeout``, ``dead_letter_max``,
-    ``dead_letter_ttl``.
+    ``health_check_interval``, ``client_name``, ``dead_letter_max``, ``dead_letter_ttl``,
+    and those of every broker (``publish_timeout``, also in the URL's query).
 
     Priorities follow kombu on Redis: **0 is served first**, 9 last (§0 #3).
     ``self.state`` is ``"consuming"`` or ``"reconnecting"`` (Redis unreachable: fetch
     returns ``[]`` and retries with backoff; acks are kept and sent once it is back).
     """
 
-    capabilities = frozenset({"delay", "priority", "lease", "dead_letter"})
+    capabilities = frozenset({"delay", "priority", "lease", "dead_letter", "control"})
+    reconnect_delays = (0.05, 1.0)
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
                  **options: Any) -> None:
         parsed = parse_url(url)
         options = {**parsed["options"], **options}
         super().__init__(url, max_redeliveries=max_redeliveries, **options)
-        unknown = set(options) - _KNOWN_OPTIONS
-        if "visibility_timeout" in unknown:
-            raise ConfigurationError(
-                "the Redis broker uses leases a live worker extends, not a visibility "
-                "timeout: drop visibility_timeout and set broker_lease_seconds instead")
+        if self.options.pop("visibility_timeout", None) is not None:
+            _note_visibility_timeout()
+        unknown = set(self.options) - _KNOWN_OPTIONS
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) for the Redis broker: {', '.join(sorted(unknown))} "
@@ -198,7 +211,6 @@ class RedisBroker(LeaseKeeping, Broker):
             raise ConfigurationError(f"lease_seconds must be positive, not {self.lease_seconds!r}")
         self.poll_interval_max = float(options.get("poll_interval_max",
                                                    DEFAULT_POLL_INTERVAL_MAX))
-        self.publish_timeout = float(options.get("publish_timeout", DEFAULT_PUBLISH_TIMEOUT))
         self.prefix = str(options.get("global_keyprefix") or "")
         steps = sorted({int(s) for s in options.get("priority_steps", DEFAULT_PRIORITY_STEPS)})
         if not steps or steps[0] != 0:
@@ -223,7 +235,6 @@ class RedisBroker(LeaseKeeping, Broker):
         self._rotation = 0
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self._backoff = 0.05
         self._can_block: bool | None = None
 
     # -- connections -------------------------------------------------------------------
@@ -318,9 +329,7 @@ class RedisBroker(LeaseKeeping, Broker):
         """kombu's JSON envelope for ``message``, always complete (§0 #9)."""
         return kombu_envelope(message)
 
-    def publish_many(self, messages: Sequence[Any]) -> None:
-        if not messages:
-            return
+    def _publish(self, messages: Sequence[Any]) -> None:
         now = time.time()
         prefix = self.prefix
         commands: list[tuple[str, str, Any]] = []
@@ -344,20 +353,8 @@ class RedisBroker(LeaseKeeping, Broker):
                         pipe.zadd(key, {value[0]: value[1]})
                 pipe.execute()
 
-        deadline = time.monotonic() + self.publish_timeout
-        sleep = 0.05
-        while True:
-            try:
-                self._call("publish", send)
-                return
-            except BrokerConnectionLost as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PublishTimeout(f"could not publish {len(messages)} message(s): Redis "
-                                         f"{mask_url(self.url)} unreachable for "
-                                         f"{self.publish_timeout}s ({exc.__cause__})") from exc
-                time.sleep(min(sleep, left))
-                sleep = min(sleep * 2, 0.5)
+        # one MULTI/EXEC: all of the batch or none of it (base.publish_many retries)
+        self._call("publish", send)
 
     # -- consuming -------------------------------------------------------------------
     def _claim(self, queues: Sequence[str], limit: int) -> list[Delivery]:
@@ -426,11 +423,11 @@ class RedisBroker(LeaseKeeping, Broker):
                 wait = min(wait * 2, self.poll_interval_max)
             except BrokerConnectionLost as exc:
                 self._on_unreachable(exc)
+                delay = self._reconnect_failed(exc)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return []
-                time.sleep(min(self._backoff, left))
-                self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_MAX)
+                time.sleep(min(delay, left))
 
     def _idle_wait(self, key: str, seconds: float) -> None:
         """Wait up to ``seconds``, returning early when ``key`` (the first queue) gets work.
@@ -460,7 +457,7 @@ class RedisBroker(LeaseKeeping, Broker):
         if self.state != "consuming":
             logger.info("Redis %s is reachable again; consuming", mask_url(self.url))
             self.state = "consuming"
-        self._backoff = 0.05
+            self.reconnect_backoff.succeeded()
 
     # -- settling --------------------------------------------------------------------
     def _settle(self, mode: str, tags: list[str], extra: tuple = ("", "", "", "")) -> int:
@@ -615,3 +612,94 @@ class RedisBroker(LeaseKeeping, Broker):
                 letters.append(record)
         letters.sort(key=lambda r: r.get("dead_lettered_at") or 0, reverse=True)
         return letters[:limit]
+
+    # -- remote control --------------------------------------------------------------
+    def mailbox(self, expires: float) -> RedisMailbox:
+        return RedisMailbox(self, expires)
+
+
+class RedisMailbox(Mailbox):
+    """kombu's fanout over Redis pub/sub (``celery-protocol.md`` §2.6): requests are
+    PUBLISHed on ``<prefix>/<db>.celery.pidbox``, workers PSUBSCRIBE; replies are LPUSHed
+    to the caller's list. Nothing persists: only running workers hear a request."""
+
+    broker: RedisBroker
+
+    def __init__(self, broker: RedisBroker, expires: float) -> None:
+        super().__init__(broker, expires)
+        self._pubsub: Any = None
+        self.channel = f"{broker.prefix}/{broker._parsed['db']}.{PIDBOX_EXCHANGE}"
+
+    @staticmethod
+    def _envelope(body: dict, headers: dict, exchange: str, routing_key: str) -> bytes:
+        return serialization.json_dumps({
+            "body": base64.b64encode(serialization.json_dumps(body)).decode("ascii"),
+            "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": headers,
+            "properties": {"delivery_mode": 2, "priority": 0, "body_encoding": "base64",
+                           "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+                           "delivery_tag": str(uuid.uuid4())}})
+
+    def send(self, command: dict) -> None:
+        broker = self.broker
+        broker._call("control request", broker.client.publish, self.channel,
+                     self._envelope(command, pidbox_headers(), PIDBOX_EXCHANGE, ""))
+
+    def open(self, node: str) -> list[tuple[dict, float]]:
+        broker = self.broker
+        # a subscriber of its own, waiting as long as get_message says
+        options = {**broker.options, "socket_timeout": None}
+        client = connect_client(broker.url, broker._parsed, options)
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        broker._call("control subscribe", self._pubsub.psubscribe, self.channel)
+        return []
+
+    def receive(self, timeout: float) -> list[dict]:
+        pubsub = self._pubsub
+        call = self.broker._call
+        commands = []
+        message = call("control receive", pubsub.get_message, timeout=timeout)
+        while message is not None:
+            if message.get("type") in ("pmessage", "message"):
+                command = self._decode(message["data"])
+                if command is not None:
+                    commands.append(command)
+            message = call("control receive", pubsub.get_message, timeout=0)
+        return commands
+
+    @staticmethod
+    def _decode(raw: bytes) -> dict | None:
+        try:
+            _headers, properties, body = unpack(serialization.json_loads(raw))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            logger.warning("ignored a control message that is not a kombu envelope")
+            return None
+        return decode_command(body, properties.get("content_type"))
+
+    def reply(self, command: dict, body: dict) -> None:
+        reply_to = command["reply_to"]
+        exchange = reply_to.get("exchange") or REPLY_EXCHANGE
+        routing_key = reply_to["routing_key"]
+        broker = self.broker
+        prefix = broker.prefix
+        # kombu routes a direct exchange through its binding set: "<key>\x06\x16<pattern>
+        # \x06\x16<queue>" members of _kombu.binding.<exchange> (§2.1)
+        members = broker._call("control reply", broker.client.smembers,
+                               f"{prefix}_kombu.binding.{exchange}")
+        queues = []
+        for member in members:
+            key, _pattern, queue = member.decode().split("\x06\x16", 2)
+            if key == routing_key:
+                queues.append(queue)
+        envelope = self._envelope(body, {"ticket": command["ticket"], "clock": 1},
+                                  exchange, routing_key)
+        for queue in queues or [f"{routing_key}.{exchange}"]:
+            broker._call("control reply", broker.client.lpush, prefix + queue, envelope)
+
+    def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass

@@ -24,6 +24,7 @@ from .._fork import getpid
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import sqlite_path
 from ._lease import LeaseKeeping
+from ._mailbox import Mailbox
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,17 @@ CREATE TABLE IF NOT EXISTS fastq_dead_letters (
 #: How often a consumer moves due delayed messages and lapsed leases back to READY.
 PROMOTE_INTERVAL = 0.05
 
+#: Remote control requests (``SQLiteMailbox``): workers poll by id; rows older than
+#: ``worker_revoke_expires`` are deleted by the next send.
+CONTROL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fastq_control (
+    id       INTEGER PRIMARY KEY,
+    sent_at  REAL NOT NULL,
+    command  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fastq_control_sent_at ON fastq_control (sent_at);
+"""
+
 
 def open_database(path: str, timeout: float = 30.0) -> sqlite3.Connection:
     """A WAL-mode connection in autocommit mode, creating the file and its directory.
@@ -82,11 +94,18 @@ def open_database(path: str, timeout: float = 30.0) -> sqlite3.Connection:
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
+    new_file = path != ":memory:" and not path.startswith("file:") \
+        and not os.path.exists(path)
     # check_same_thread=False only so close() may close another thread's connection;
     # in use, a connection never leaves its thread
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                            check_same_thread=False)
     try:
+        if new_file:
+            # task arguments and results are private to their owner: a file this makes is
+            # readable by no one else, and so are the WAL and shared-memory files SQLite
+            # creates next (it gives them the database file's mode)
+            os.chmod(path, 0o600)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode is durable across process crashes (only an OS crash or power
         # loss can drop the last commits), which is what a kill -9 test needs.
@@ -113,14 +132,14 @@ class SQLiteBroker(LeaseKeeping, Broker):
     ``poll_interval_max`` (longest idle sleep between claim attempts).
     """
 
-    capabilities = frozenset({"delay", "priority", "lease", "dead_letter"})
+    capabilities = frozenset({"delay", "priority", "lease", "dead_letter", "control"})
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  poll_interval_max: float = DEFAULT_POLL_INTERVAL_MAX,
                  **options: Any) -> None:
         super().__init__(url, max_redeliveries=max_redeliveries, **options)
-        unknown = set(options)
+        unknown = set(self.options)
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) for the SQLite broker: {', '.join(sorted(unknown))} "
@@ -206,9 +225,7 @@ class SQLiteBroker(LeaseKeeping, Broker):
         self._local = threading.local()
 
     # -- producing -------------------------------------------------------------------
-    def publish_many(self, messages: Sequence[Any]) -> None:
-        if not messages:
-            return
+    def _publish(self, messages: Sequence[Any]) -> None:
         now = time.time()
         dumps = serialization.json_dumps
         # UUIDs cannot travel in AMQP headers either; they stay plain strings here.
@@ -430,3 +447,70 @@ class SQLiteBroker(LeaseKeeping, Broker):
                             "dead_lettered_at": at, "headers": headers,
                             "properties": properties, "body": body})
         return letters
+
+    # -- remote control --------------------------------------------------------------
+    def mailbox(self, expires: float) -> SQLiteMailbox:
+        return SQLiteMailbox(self, expires)
+
+
+class SQLiteMailbox(Mailbox):
+    """The ``fastq_control`` table in the broker's file, polled by id: a worker that
+    starts later still finds the requests younger than ``expires``."""
+
+    broker: SQLiteBroker
+
+    def __init__(self, broker: SQLiteBroker, expires: float) -> None:
+        super().__init__(broker, expires)
+        self._conn: sqlite3.Connection | None = None
+        self._last_id = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        # its own connection: the listener's thread, and a producer's send, must not
+        # share the broker's per-thread one with its transactions
+        if self._conn is None:
+            conn = connect(self.broker.path)
+            try:
+                conn.executescript(CONTROL_SCHEMA)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise BrokerError(f"SQLite broker {self.broker.path!r}: cannot create the "
+                                  f"control table: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def send(self, command: dict) -> None:
+        conn = self._connection()
+        now = time.time()
+        try:
+            with conn:
+                conn.execute("INSERT INTO fastq_control (sent_at, command) VALUES (?, ?)",
+                             (now, serialization.json_dumps(command)))
+                # as short as the workers' memory of revokes
+                conn.execute("DELETE FROM fastq_control WHERE sent_at < ?",
+                             (now - self.expires,))
+        except sqlite3.Error as exc:
+            raise BrokerError(f"SQLite broker {self.broker.path!r}: cannot send the control "
+                              f"request: {exc}") from exc
+
+    def open(self, node: str) -> list[tuple[dict, float]]:
+        conn = self._connection()
+        rows = conn.execute("SELECT id, sent_at, command FROM fastq_control WHERE sent_at >= ? "
+                            "ORDER BY id", (time.time() - self.expires,)).fetchall()
+        (self._last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM fastq_control"
+                                        ).fetchone()
+        return [(serialization.json_loads(row[2]), row[1]) for row in rows
+                if row[0] <= self._last_id]
+
+    def receive(self, timeout: float) -> list[dict]:
+        time.sleep(timeout)
+        rows = self._connection().execute(
+            "SELECT id, command FROM fastq_control WHERE id > ? ORDER BY id",
+            (self._last_id,)).fetchall()
+        if rows:
+            self._last_id = rows[-1][0]
+        return [serialization.json_loads(row[1]) for row in rows]
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -33,11 +33,10 @@ import botocore.config
 import botocore.exceptions
 
 from .. import serialization
-from .._registry import mask_url
-from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, PublishTimeout
+from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import _sqs_wire as wire
 from ._lease import LeaseKeeping
-from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
+from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery, PartlyPublished
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +58,6 @@ DEFAULT_REGION = "us-east-1"
 #: Seconds between short polls when the fetch timeout is under a second, SQS's smallest
 #: long poll (the worker's idle fetch waits half a second).
 DEFAULT_POLLING_INTERVAL = 0.2
-#: Seconds a publish keeps retrying while SQS is unreachable before PublishTimeout.
-DEFAULT_PUBLISH_TIMEOUT = 4.0
 #: Dead-letter queues keep messages 14 days, SQS's longest retention.
 DEAD_LETTER_RETENTION = 1_209_600
 #: Seconds dead letters stay hidden while ``dead_letters()`` pages through them, and the
@@ -68,8 +65,6 @@ DEAD_LETTER_RETENTION = 1_209_600
 #: newest, it reads them all, up to this many).
 PEEK_VISIBILITY = 30
 PEEK_MAX = 1000
-#: Longest sleep between attempts while SQS is unreachable, in seconds.
-RECONNECT_BACKOFF_MAX = 2.0
 #: A message due within this many seconds is delivered rather than re-timed.
 DUE_SLACK = 0.002
 
@@ -77,7 +72,7 @@ _KNOWN_OPTIONS = frozenset({
     "region", "endpoint_url", "is_secure", "queue_name_prefix", "visibility_timeout",
     "wait_time_seconds", "polling_interval", "predefined_queues", "sqs-creation-attributes",
     "queue_tags", "client-config", "sqs_base64_encoding", "lease_seconds",
-    "publish_timeout", "max_receive_count", "fifo_group_header"})
+    "max_receive_count", "fifo_group_header"})
 #: kombu SQS options fastq does not implement: named in the error, not silently ignored.
 _UNSUPPORTED_KOMBU_OPTIONS = frozenset({
     "sts_role_arn", "sts_token_timeout", "sts_token_buffer_time", "predefined_exchanges",
@@ -93,6 +88,19 @@ class SQSError(BrokerError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class SQSUnavailable(SQSError, BrokerConnectionLost):
+    """SQS throttled a request or failed it on its side (HTTP 5xx): the same request
+    may succeed later, so it is retried like a lost connection."""
+
+
+#: Error codes that mean "not now" rather than "no": the request itself was fine.
+_TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException",
+    "TooManyRequestsException", "KmsThrottled", "ServiceUnavailable", "InternalError",
+    "InternalFailure", "RequestTimeout", "RequestTimeoutException",
+})
 
 
 @dataclass(slots=True)
@@ -129,7 +137,8 @@ class SQSBroker(LeaseKeeping, Broker):
     "secret_access_key", "region"}}``; nothing is created then, dead-letter queues
     included), ``sqs-creation-attributes``, ``queue_tags``, ``client-config`` (botocore
     ``Config`` arguments), ``sqs_base64_encoding`` (default True), ``lease_seconds``
-    (fastq's visibility period, renewed while the holder lives), ``publish_timeout``,
+    (fastq's visibility period, renewed while the holder lives), ``publish_timeout`` (as
+    every broker's),
     ``max_receive_count`` (of the redrive policy; default ``max_redeliveries + 2``, so
     the worker's own limit, which records a reason, comes first), ``fifo_group_header``
     (the header giving a FIFO message its group, default ``MessageGroupId``).
@@ -140,6 +149,7 @@ class SQSBroker(LeaseKeeping, Broker):
     """
 
     capabilities = frozenset({"delay", "lease", "dead_letter"})
+    reconnect_delays = (0.05, 2.0)
     #: SQS long-polls in whole seconds: a shorter idle wait would poll without waiting
     idle_fetch_timeout = 1.0
 
@@ -148,7 +158,7 @@ class SQSBroker(LeaseKeeping, Broker):
         parsed = wire.parse_url(url)
         options = {**parsed["options"], **options}
         super().__init__(url, max_redeliveries=max_redeliveries, **options)
-        unknown = set(options) - _KNOWN_OPTIONS
+        unknown = set(self.options) - _KNOWN_OPTIONS
         if unknown & _UNSUPPORTED_KOMBU_OPTIONS:
             raise ConfigurationError(
                 f"kombu SQS option(s) not supported by fastq: "
@@ -170,7 +180,6 @@ class SQSBroker(LeaseKeeping, Broker):
             raise ConfigurationError(f"wait_time_seconds must be 0-{WAIT_TIME_MAX}, "
                                      f"not {self.wait_time_seconds}")
         self.polling_interval = float(options.get("polling_interval", DEFAULT_POLLING_INTERVAL))
-        self.publish_timeout = float(options.get("publish_timeout", DEFAULT_PUBLISH_TIMEOUT))
         self.prefix = str(options.get("queue_name_prefix") or "")
         self.max_receive_count = int(options.get("max_receive_count") or max_redeliveries + 2)
         self.base64_encoding = bool(options.get("sqs_base64_encoding", True))
@@ -198,7 +207,6 @@ class SQSBroker(LeaseKeeping, Broker):
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._rotation = 0
-        self._backoff = 0.05
         self._system_attributes: dict[str, list[str]] | None = None
 
     # -- connections -------------------------------------------------------------------
@@ -230,11 +238,12 @@ class SQSBroker(LeaseKeeping, Broker):
                     # a Session per client: boto3's default session is not thread-safe
                     session = boto3.session.Session(aws_access_key_id=key,
                                                     aws_secret_access_key=secret)
-                    # one retry by botocore (a dropped keep-alive connection, a throttle);
-                    # longer outages are fastq's to wait out, within its own bounds
+                    # no retries inside botocore: its pauses (up to a second each, per
+                    # call) would run past publish_timeout unseen; fastq's publish retry
+                    # and the consumer's reconnect backoff are the only retry loops
                     config = botocore.config.Config(
                         connect_timeout=5, read_timeout=WAIT_TIME_MAX + 10,
-                        retries={"mode": "standard", "max_attempts": 2},
+                        retries={"mode": "standard", "total_max_attempts": 1},
                     ).merge(botocore.config.Config(**self.client_config))
                     client = session.client(
                         "sqs", region_name=region or session.region_name or DEFAULT_REGION,
@@ -258,6 +267,10 @@ class SQSBroker(LeaseKeeping, Broker):
             error = exc.response.get("Error", {})
             code = str(error.get("QueryErrorCode") or error.get("Code") or "Unknown")
             code = code.removeprefix("AWS.SimpleQueueService.")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if code in _TRANSIENT_CODES or status >= 500:
+                raise SQSUnavailable(f"SQS could not serve {what} now: {code}: "
+                                     f"{error.get('Message', exc)}", code) from exc
             raise SQSError(f"SQS refused {what}: {code}: {error.get('Message', exc)}",
                            code) from exc
         except botocore.exceptions.BotoCoreError as exc:
@@ -388,9 +401,7 @@ class SQSBroker(LeaseKeeping, Broker):
             entry["MessageDeduplicationId"] = wire.deduplication_id(message)
         return entry
 
-    def publish_many(self, messages: Sequence[Any]) -> None:
-        if not messages:
-            return
+    def _publish(self, messages: Sequence[Any]) -> None:
         now = time.time()
         # consecutive messages to the same queue go out together, keeping their order
         runs: list[tuple[str, list[Any]]] = []
@@ -399,36 +410,18 @@ class SQSBroker(LeaseKeeping, Broker):
                 runs[-1][1].append(message)
             else:
                 runs.append((message.queue, [message]))
-        deadline = time.monotonic() + self.publish_timeout
-        sleep = 0.05
-        done = 0  # batches sent, so that a retry after a lost connection sends no copies
-        while True:
-            try:
-                self._send_runs(runs, now, done)
-                return
-            except _Progress as progress:
-                done = progress.done
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PublishTimeout(
-                        f"could not publish {len(messages)} message(s): SQS "
-                        f"{mask_url(self.url)} unreachable for {self.publish_timeout}s "
-                        f"({progress.error})") from progress.error
-                time.sleep(min(sleep, left))
-                sleep = min(sleep * 2, 0.5)
-
-    def _send_runs(self, runs: list[tuple[str, list[Any]]], now: float, done: int) -> None:
-        index = 0
+        sent = 0  # the first messages, in batches SQS took: a retry must not copy them
         try:
             for name, run in runs:
                 queue = self._queue(name)
                 assert queue is not None
                 for batch in _size_batches([self._entry(m, queue.fifo, now) for m in run]):
-                    if index >= done:
-                        self._send_batch(queue, batch)
-                    index += 1
+                    self._send_batch(queue, batch)
+                    sent += len(batch)
         except BrokerConnectionLost as exc:
-            raise _Progress(index, exc) from exc
+            if not sent:
+                raise
+            raise PartlyPublished(str(exc), sent) from exc
 
     def _send_batch(self, queue: _Queue, batch: list[dict]) -> None:
         entries = [dict(entry, Id=str(i)) for i, entry in enumerate(batch)]
@@ -539,11 +532,11 @@ class SQSBroker(LeaseKeeping, Broker):
                 self._on_reachable()
             except BrokerConnectionLost as exc:
                 self._on_unreachable(exc)
+                delay = self._reconnect_failed(exc)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return []
-                time.sleep(min(self._backoff, left))
-                self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_MAX)
+                time.sleep(min(delay, left))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -561,7 +554,7 @@ class SQSBroker(LeaseKeeping, Broker):
         if self.state != "consuming":
             logger.info("SQS %s is reachable again; consuming", self.endpoint_url or "endpoint")
             self.state = "consuming"
-        self._backoff = 0.05
+            self.reconnect_backoff.succeeded()
 
     # -- settling --------------------------------------------------------------------
     def _entries(self, tags: Iterable[Any]) -> list[_Held]:
@@ -834,15 +827,6 @@ class SQSBroker(LeaseKeeping, Broker):
                 self._make_visible(entries)
         letters.sort(key=lambda r: r["dead_lettered_at"] or 0, reverse=True)
         return letters[:limit]
-
-
-class _Progress(Exception):
-    """Internal: a publish lost its connection after ``done`` batches went out."""
-
-    def __init__(self, done: int, error: BrokerConnectionLost) -> None:
-        super().__init__(done)
-        self.done = done
-        self.error = error
 
 
 def _size_batches(entries: list[dict]) -> list[list[dict]]:

@@ -1,4 +1,8 @@
-"""The consumer loop in pure Python: claim, decode, dispatch, store results, ack in batches."""
+"""The consumer in pure Python: claim, decode, vet, dispatch, store results, ack in batches.
+
+The compiled consumer (``fastq/_speedups/_consumer.pyx``) is this class with the compiled
+builds of its loop (``_consumer_loop.py``) and ack decisions (``_ack_decisions.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol
+from .. import protocol, signals
 from ..app import unknown_task_message
-from ..exceptions import MessageRejected
+from ..exceptions import MessageRejected, TaskNotRegistered
 from ..middleware.ratelimit import TokenBucket, parse_rate
-from ..result import FAILURE, REVOKED
+from ..states import FAILURE, REVOKED
 from ..task import Request
-from .control import RevokedSet
-from .executor import ACK, DEAD_LETTER, REQUEUE, not_registered_dict, revoked_error_dict
+from ._ack_decisions import AckBatch
+from ._consumer_loop import ConsumerLoop
+from .executor import not_registered_dict, revoked_error_dict
 from .lifecycle import finished_before
-from .pools.base import RELEASE
+from .revoked import RevokedSet
 
 if TYPE_CHECKING:
     from ..app import App
@@ -25,6 +30,10 @@ if TYPE_CHECKING:
     from .pools.base import Pool
 
 logger = logging.getLogger("fastq.worker")
+
+# Receivers bound once: ``if _RECEIVED:`` is all a delivery pays when no one listens.
+_RECEIVED = signals.task_received.receivers
+_REVOKED = signals.task_revoked.receivers
 
 #: ETAs closer than this (seconds) run now rather than going back to the broker.
 ETA_SLACK = 0.002
@@ -37,13 +46,18 @@ IDLE_FETCH_TIMEOUT = 0.5
 BUSY_FETCH_TIMEOUT = 0.005
 
 
-class Consumer:
+class Consumer(ConsumerLoop):
     """Pulls deliveries from ``queues`` and runs them on ``pool`` until stopped.
 
     Acks are sent together every ``ack_batch_size`` tasks or ``ack_interval`` seconds,
     and whenever the broker has nothing more to give; results are stored just before
-    the acks that cover them, so an acked task always has its result.
+    the acks that cover them, so an acked task always has its result. Those decisions
+    are ``AckBatch``'s (``_ack_decisions.py``); the loop for solo and the settling of
+    completions are ``ConsumerLoop``'s (``_consumer_loop.py``).
     """
+
+    #: The ack decisions' class; the compiled consumer sets their compiled build here.
+    ack_batch_type: type[AckBatch] = AckBatch
 
     def __init__(self, app: App, broker: Broker, executor: Executor, pool: Pool,
                  queues: list[str], prefetch: int, *, ack_batch_size: int = 256,
@@ -59,14 +73,14 @@ class Consumer:
         self.hostname = hostname
         self.accept = _resolve_accept(app.conf.accept_content)
         self.max_redeliveries = app.conf.broker_max_redeliveries
+        self.max_message_size = app.conf.worker_max_message_size
         #: the longest wait on an idle broker: stop requests are noticed within it
         self.idle_timeout = max(IDLE_FETCH_TIMEOUT, broker.idle_fetch_timeout or 0.0)
         self.state = "starting"
         self.counters = {"received": 0, "acked": 0, "dead_lettered": 0, "requeued": 0,
-                         "released": 0, "deferred": 0}
+                         "released": 0, "deferred": 0, "bad_signatures": 0}
         self._stop = False
-        self._acks: list[Any] = []
-        self._oldest_ack = 0.0
+        self._acks = self.ack_batch_type(self.ack_batch_size, ack_interval, _EarlyAcked)
         self._buckets: dict[str, TokenBucket | None] = {}
         self._in_hand: list[Delivery] = []
         #: handing-off pools: deliveries submitted and not yet settled, by tag
@@ -104,37 +118,12 @@ class Consumer:
             self._shutdown()
             self.state = "stopped"
 
-    def _run_synchronous(self) -> None:
-        """The loop for a pool that runs jobs inside ``submit`` (solo)."""
-        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
-        prepare = self._prepare
-        while not self._stop:
-            pending = self._acks or self.executor.pending_results
-            batch = broker.fetch(queues, prefetch, 0.0 if pending else self.idle_timeout)
-            if not batch:
-                if pending:
-                    self.flush()
-                continue
-            self.counters["received"] += len(batch)
-            self._in_hand = batch
-            jobs = []
-            for delivery in batch:
-                job = prepare(delivery)
-                if job is not None:
-                    jobs.append(job)
-            if jobs:
-                pool.submit(jobs, self.should_stop)
-                self._settle(pool.completions())
-            self._in_hand = []
-            if self._acks and (len(self._acks) >= self._ack_limit()
-                               or time.monotonic() - self._oldest_ack >= self.ack_interval):
-                self.flush()
-
     def _run_handing_off(self) -> None:
         """The loop for pools that run jobs elsewhere (threads, greenlets, an event loop):
         keep up to ``prefetch`` messages in hand, settle completions as they come."""
         broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
         prepare, executor, in_flight = self._prepare, self.executor, self._in_flight
+        acks = self._acks
         while not self._stop:
             done = pool.completions()
             if done:
@@ -143,7 +132,7 @@ class Consumer:
                 self._settle(done)
             room = prefetch - len(in_flight)
             if room > 0:
-                if done or self._acks or executor.pending_results:
+                if done or len(acks) or executor.pending_results:
                     timeout = 0.0
                 elif in_flight:
                     timeout = BUSY_FETCH_TIMEOUT  # completions are not seen while we wait
@@ -163,50 +152,12 @@ class Consumer:
                                 None if type(job[1]) is _EarlyAcked else delivery)
                     if jobs:
                         pool.submit(jobs, self.should_stop)
-                elif self._acks or executor.pending_results:
+                elif len(acks) or executor.pending_results:
                     self.flush()  # the broker has nothing more: send what is done
             else:
-                pool.wait(self.ack_interval if self._acks else IDLE_FETCH_TIMEOUT)
-            if self._acks and (len(self._acks) >= self._ack_limit()
-                               or time.monotonic() - self._oldest_ack >= self.ack_interval):
+                pool.wait(self.ack_interval if len(acks) else IDLE_FETCH_TIMEOUT)
+            if acks.due(time.monotonic(), broker.ack_window):
                 self.flush()
-
-    def _ack_limit(self) -> int:
-        """Acks to gather before sending: the batch size, within the broker's window."""
-        window = self.broker.ack_window
-        return self.ack_batch_size if window is None else min(self.ack_batch_size, window)
-
-    def _settle(self, completions: list) -> None:
-        acks = self._acks
-        for request, action, argument in completions:
-            if type(request) is _EarlyAcked:
-                continue  # its ack went out before it ran
-            tag = request.delivery.tag
-            if action is ACK:
-                if not acks:
-                    self._oldest_ack = time.monotonic()
-                acks.append(tag)
-            elif action is RELEASE:
-                self.flush()
-                self.broker.release_many((tag,))
-                self.counters["released"] += 1
-            elif action is REQUEUE:
-                self.flush()
-                self.broker.reject(tag, requeue=True)
-                self.counters["requeued"] += 1
-            elif action is DEAD_LETTER:
-                self.flush()
-                self._dead_letter(request.delivery, argument)
-
-    def flush(self) -> None:
-        """Store pending results, then ack the tasks they belong to."""
-        self.executor.flush_results()
-        if self._acks:
-            # emptied in place: a _settle in progress keeps appending to this same list
-            acks = self._acks[:]
-            self._acks.clear()
-            self.broker.ack_many(acks)
-            self.counters["acked"] += len(acks)
 
     def _shutdown(self) -> None:
         """Leave nothing behind: flush what finished, give back what never started, and
@@ -260,7 +211,8 @@ class Consumer:
             return None
         try:
             headers, args, kwargs, embed = protocol.decode_task(
-                delivery.headers, delivery.properties, delivery.body, self.accept)
+                delivery.headers, delivery.properties, delivery.body, self.accept,
+                self.max_message_size)
         except MessageRejected as exc:
             self._dead_letter(delivery, f"{exc.reason}: {exc.detail}")
             task_id = delivery.headers.get("id")
@@ -268,6 +220,7 @@ class Consumer:
                 self.executor.store_now(task_id, FAILURE, {
                     "exc_type": "InvalidTaskError", "exc_message": [exc.detail],
                     "exc_module": "celery.exceptions"})
+            signals.task_rejected.send(sender=self, message=delivery, exc=exc)
             return None
         request = Request(headers, args, kwargs, embed, delivery, self.hostname)
         if request.id in self._revoked_ids:  # revoke: not run, REVOKED stored, acked
@@ -275,6 +228,8 @@ class Consumer:
                                     request=request)
             self._ack_now(delivery)
             logger.info("Task %s[%s] revoked: not run", request.name, request.id)
+            if _REVOKED:
+                self._send_revoked(request, expired=False)
             return None
         task = self.app.tasks.get(request.name)
         if task is None:
@@ -282,6 +237,9 @@ class Consumer:
             self.executor.store_now(request.id, FAILURE, not_registered_dict(request.name),
                                     request=request)
             self._dead_letter(delivery, f"unknown-task: {message}")
+            signals.task_unknown.send(sender=self, message=delivery,
+                                      exc=TaskNotRegistered(message), name=request.name,
+                                      id=request.id)
             return None
         if headers.get("expires") is not None or headers.get("eta") is not None:
             if not self._on_time(delivery, request):
@@ -290,6 +248,8 @@ class Consumer:
         if rate is not False or task.rate_limit or self.app.conf.task_default_rate_limit:
             if not self._within_rate(delivery, request, task):
                 return None
+        if _RECEIVED:
+            signals.task_received.send(sender=self, request=request)
         acks_late = task.acks_late
         if acks_late is None:
             acks_late = self.app.conf.task_acks_late
@@ -308,6 +268,8 @@ class Consumer:
             self.executor.store_now(request.id, REVOKED, revoked_error_dict("expired"),
                                     request=request)
             self._ack_now(delivery)
+            if _REVOKED:
+                self._send_revoked(request, expired=True)
             return False
         eta = request.headers.get("eta")
         if eta is not None:
@@ -333,10 +295,12 @@ class Consumer:
         self.counters["deferred"] += 1
         return False
 
+    def _send_revoked(self, request: Request, expired: bool) -> None:
+        signals.task_revoked.send(sender=self.app.tasks.get(request.name), request=request,
+                                  terminated=False, signum=None, expired=expired)
+
     def _ack_now(self, delivery: Delivery) -> None:
-        if not self._acks:
-            self._oldest_ack = time.monotonic()
-        self._acks.append(delivery.tag)
+        self._acks.add(delivery.tag, time.monotonic())
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("message %s (task %r, id %r) from queue %r moved to the dead letters: %s",
@@ -344,6 +308,8 @@ class Consumer:
                      delivery.queue, reason)
         self.broker.dead_letter(delivery.tag, reason)
         self.counters["dead_lettered"] += 1
+        if reason.startswith("signature"):  # worth its own count: someone may be forging
+            self.counters["bad_signatures"] += 1
 
 
 class _EarlyAcked(Request):

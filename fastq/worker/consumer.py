@@ -1,26 +1,19 @@
-"""Selects the consumer loop: the Cython one when built, else the pure-Python twin."""
+"""Selects the consumer loop: the Cython one when built and allowed, else the pure-Python twin."""
 
 from __future__ import annotations
 
-import os
+from .. import _speedups
 
-from ..exceptions import ImproperlyInstalled
+#: why the compiled loop is or is not used (see fastq._speedups)
+STATUS = _speedups.status("_consumer")
+_compiled = _speedups.load("_consumer")  # raises under FASTQ_REQUIRE_SPEEDUPS=1 when missing
 
-IMPLEMENTATION = "py"
-REASON = "no compiled consumer for this broker yet"
-
-if os.environ.get("FASTQ_NO_SPEEDUPS") == "1":
-    REASON = "FASTQ_NO_SPEEDUPS=1"
-    from ._consumer_py import Consumer
+if _compiled is not None:
+    Consumer = _compiled.Consumer
 else:
-    try:
-        from .._speedups._consumer import Consumer  # type: ignore[no-redef]
+    from ._consumer_py import Consumer  # type: ignore[assignment]
 
-        IMPLEMENTATION, REASON = "c", ""
-    except ImportError as exc:
-        if os.environ.get("FASTQ_REQUIRE_SPEEDUPS") == "1" and "_consumer" in str(exc.name):
-            raise ImproperlyInstalled(
-                f"FASTQ_REQUIRE_SPEEDUPS=1 but the compiled consumer is missing: {exc}") from exc
-        from ._consumer_py import Consumer
+IMPLEMENTATION = "c" if _compiled is not None else "py"
+REASON = STATUS.reason
 
-__all__ = ["Consumer", "IMPLEMENTATION", "REASON"]
+__all__ = ["Consumer", "IMPLEMENTATION", "REASON", "STATUS"]

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..result import READY_STATES
-from .executor import _time_limits
+from ..execution import time_limits
+from ..states import READY_STATES
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -96,7 +96,7 @@ class TaskMeter:
             # the full lookup only when some hard limit may apply: most tasks have none
             if (limits and type(limits) in (list, tuple) and limits[0]) \
                     or task.time_limit is not None or self._conf.task_time_limit is not None:
-                hard = _time_limits(task, request, self._conf)[0]
+                hard = time_limits(task, request, self._conf)[0]
                 if hard:
                     observer.task_started(request.id, request.name, hard)
         self.running_id = request.id

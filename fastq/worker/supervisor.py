@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..brokers import mask_url
+from .. import _speedups, signals
+from .._registry import scheme_of
+from ..backends import backend_class
+from ..brokers import BROKER_SCHEMES, broker_class, mask_url
+from ..utils.log import TASK_LOG_FORMAT, TASK_LOGGER_NAME, TaskFormatter
 from . import consumer as consumer_module
 from .control import ControlListener, node_name
 from .executor import Executor
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 GC_YOUNG_THRESHOLD = 20_000
 
 logger = logging.getLogger("fastq.worker")
+#: The start-up banner's own logger: `fastq worker` shows it whatever the level, as
+#: Celery prints its banner, while an embedded worker (the demo, tests) keeps it at INFO.
+banner_logger = logging.getLogger("fastq.worker.banner")
 
 #: Seconds between health-file writes.
 HEALTH_INTERVAL = 2.0
@@ -59,10 +66,13 @@ class Worker:
                  max_tasks_per_child: int | None = None,
                  max_memory_per_child: int | None = None,
                  autoscale: tuple[int, int] | None = None,
-                 observer: TaskObserver | None = None) -> None:
+                 observer: TaskObserver | None = None, beat: bool = False) -> None:
         self.app = app
         conf = app.conf
-        self.queues = queues or [conf.task_default_queue]
+        #: what it consumes: the -Q names (or a Broadcast's alias), else every queue of
+        #: task_queues, else task_default_queue; each with its exchanges and bindings
+        self.queue_entities = app.queues.consumed(queues)
+        self.queues = [queue.name for queue in self.queue_entities]
         self.pool_name = pool or conf.worker_pool
         self.concurrency = concurrency or conf.worker_concurrency or 1
         multiplier = conf.worker_prefetch_multiplier if prefetch_multiplier is None \
@@ -86,12 +96,27 @@ class Worker:
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
         self.autoscale = autoscale
         self.observer = observer
+        #: ``-B``: this process (never a prefork child) also runs the beat
+        self.embed_beat = beat and observer is None
+        self._beat: Any = None
         self.started_at = time.time()
         self._signals = 0
         #: why this process restarts in place once stopped (SIGHUP, a recycling limit)
         self._restart: str | None = None
         pool_cls = pool_class(self.pool_name)
+        # a broker or result backend whose extra is missing stops the worker here, naming
+        # the extra, not at its first connection or first result
+        broker_class(app.broker_url)
+        if app.backend_url:
+            backend_class(app.backend_url)
         self.supervises_processes = bool(getattr(pool_cls, "supervises_processes", False))
+        #: the process that answers for the whole worker (not a prefork child) sends the
+        #: worker signals; a prefork child sends only worker_process_*
+        self.is_main = observer is None
+        if self.is_main:
+            signals.celeryd_init.send(sender=self.hostname, instance=self, conf=conf,
+                                      options={"queues": self.queues, "pool": self.pool_name,
+                                               "concurrency": self.concurrency})
         if self.supervises_processes:
             self._init_process_pool(pool_cls, concurrency)
             return
@@ -100,8 +125,7 @@ class Worker:
 
             raise ConfigurationError(
                 f"-P solo runs one task at a time; -c {self.concurrency} needs another pool")
-        for module in (*conf.imports, *conf.include):
-            __import__(module)
+        self._import_modules()
         self.executor = Executor(app, self.hostname)
         self.meter: TaskMeter | None = None
         if self.max_tasks_per_child or self.max_memory_per_child or observer is not None:
@@ -111,6 +135,8 @@ class Worker:
                                    on_limit=self._on_recycle_limit, observer=observer)
         self.pool = pool_cls(self.executor, self.concurrency)
         self.broker = app.broker
+        # a queue bound to an exchange the broker lacks stops the worker here, naming it
+        self.queues = self.broker.prepare_consume(self.queue_entities)
         self.consumer = consumer_module.Consumer(
             app, self.broker, self.executor, self.pool, self.queues, self.prefetch,
             ack_batch_size=conf.worker_ack_batch_size, ack_interval=conf.worker_ack_interval,
@@ -127,8 +153,7 @@ class Worker:
         """A pool of child processes, each a whole solo worker with its own broker
         connection and consumer loop; this process only supervises them."""
         conf = self.app.conf
-        for module in (*conf.imports, *conf.include):
-            __import__(module)  # before fork, so every child inherits the tasks
+        self._import_modules()  # before fork, so every child inherits the tasks
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.autoscale:
             self.concurrency = self.autoscale[0]
@@ -136,10 +161,17 @@ class Worker:
         self.executor = self.consumer = self.broker = self.meter = None  # type: ignore[assignment]
         self.pool = pool_cls(None, self.concurrency)
 
+    def _import_modules(self) -> None:
+        conf = self.app.conf
+        if self.is_main:
+            signals.import_modules.send(sender=self.app)
+        for module in (*conf.imports, *conf.include):
+            __import__(module)
+        if self.is_main:
+            signals.worker_init.send(sender=self)
+
     def banner(self) -> str:
         backend = self.app.backend_url
-        speed = ("accelerated (compiled consumer)" if consumer_module.IMPLEMENTATION == "c"
-                 else f"pure Python ({consumer_module.REASON})")
         if self.supervises_processes:
             size = (f"children={self.autoscale[1]}..{self.autoscale[0]} (autoscale)"
                     if self.autoscale else f"children={self.concurrency}")
@@ -152,9 +184,57 @@ class Worker:
             f" {name}={value}" for name, value in (
                 ("max_tasks_per_child", self.max_tasks_per_child),
                 ("max_memory_per_child", self.max_memory_per_child)) if value)
+        parts = [f"consumer: {consumer_module.STATUS.describe()}"]
+        driver = self._amqp_driver()
+        if driver is not None:
+            parts.append(f"AMQP driver: {driver}")
         return (f"fastq worker {self.hostname} ready: broker={mask_url(self.app.broker_url)} "
                 f"backend={mask_url(backend) if backend else 'none'} {pool}{recycle} "
-                f"queues={','.join(self.queues)} tasks={len(self.app.tasks)} speedups={speed}")
+                f"queues={','.join(self.queues)} tasks={len(self.app.tasks)}; "
+                f"{'; '.join(parts)}")
+
+    def log_banner(self) -> None:
+        """Log the banner (INFO), and once, loudly, a RabbitMQ worker's missing speedups."""
+        banner_logger.info("%s", self.banner())
+        missing = self._missing_speedups()
+        if missing:
+            states = [_speedups.status(name) for name in missing]
+            fixes = list(dict.fromkeys(s.fix for s in states if s.fix))
+            logger.warning(
+                "%s: %s %s not in use (%s), so this worker runs 3-4x slower on RabbitMQ; "
+                "fix: %s", self.hostname, " and ".join(_speedups.MODULES[n] for n in missing),
+                "is" if len(missing) == 1 else "are",
+                "; ".join(dict.fromkeys(s.reason for s in states)), "; ".join(fixes))
+
+    def _on_rabbitmq(self) -> bool:
+        target = BROKER_SCHEMES.get(scheme_of(self.app.broker_url), "")
+        return target.startswith("fastq.brokers.amqp:")
+
+    def _amqp_driver(self) -> str | None:
+        """The AMQP driver this worker's broker uses, with its version; None off RabbitMQ."""
+        if not self._on_rabbitmq():
+            return None
+        # a prefork parent has no broker of its own: creating one here connects nothing
+        name = getattr(self.broker or self.app.broker, "driver_name", None)
+        if name == "rabbitmq-c":
+            return f"rabbitmq-c {_speedups.rabbitmq_c_version()}"
+        version = getattr(sys.modules.get("amqp"), "__version__", "")
+        compiled = _speedups.status("_amqp")
+        # the fix, when there is one, is in the consumer's part or the warning
+        why = "" if compiled.available else f" (rabbitmq-c: {compiled.reason})"
+        return f"{name} {version}".strip() + why
+
+    def _missing_speedups(self) -> list[str]:
+        """The compiled modules a RabbitMQ worker lacks for a reason that needs fixing
+        (not FASTQ_NO_SPEEDUPS=1, not a URL that asks for py-amqp)."""
+        if not self._on_rabbitmq():
+            return []
+        missing = []
+        for name in _speedups.MODULES:
+            state = consumer_module.STATUS if name == "_consumer" else _speedups.status(name)
+            if not state.available and not state.forced_off:
+                missing.append(name)
+        return missing
 
     # -- signals ---------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -178,8 +258,12 @@ class Worker:
         self._signals += 1
         if self._signals == 1:
             again = "" if self.observer is not None else "; send it again for a cold shutdown"
-            logger.warning("%s: warm shutdown (%s): finishing the running task%s",
+            logger.info("%s: warm shutdown (%s): finishing the running task%s",
                            self.hostname, signal.Signals(signum).name, again)
+            if self.is_main:
+                signals.worker_shutting_down.send(sender=self.hostname,
+                                                  sig=signal.Signals(signum).name,
+                                                  how="Warm", exitcode=0)
             self._restart = None
             self.consumer.stop()
         else:
@@ -188,16 +272,21 @@ class Worker:
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning("%s: cold shutdown (%s): the running task is interrupted and requeued",
                        self.hostname, signal.Signals(signum).name)
+        first_cold = self._signals < 2
         self._signals = max(self._signals, 2)
         self._restart = None
         self.consumer.stop(cold=True)
+        if self.is_main and first_cold:
+            signals.worker_shutting_down.send(sender=self.hostname,
+                                              sig=signal.Signals(signum).name,
+                                              how="Cold", exitcode=0)
         raise WorkerShutdown(signum)
 
     def _on_restart_signal(self, signum: int, frame: Any) -> None:
         if self._signals:
             return  # already shutting down: that wins
-        logger.warning("%s: restart (SIGHUP): finishing the running task, then starting "
-                       "afresh in this process (same pid)", self.hostname)
+        logger.info("%s: restart (SIGHUP): finishing the running task, then starting "
+                    "afresh in this process (same pid)", self.hostname)
         self._restart = "SIGHUP"
         self.consumer.stop()
 
@@ -231,7 +320,9 @@ class Worker:
         try:
             os.makedirs(os.path.dirname(self.health_file) or ".", exist_ok=True)
             tmp = f"{self.health_file}.tmp"
-            with open(tmp, "wb") as fh:
+            # 0600: the file names the broker and the queues; it is for this user's tools
+            with os.fdopen(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600),
+                           "wb") as fh:
                 fh.write(orjson.dumps(report if report is not None else self.health()))
             os.replace(tmp, self.health_file)
         except OSError as exc:
@@ -257,20 +348,33 @@ class Worker:
         child returns ``EXIT_RECYCLE`` for its parent to replace it.
         """
         if self.supervises_processes:
-            return self.pool.supervise(self)
+            if self.is_main:
+                signals.celeryd_after_setup.send(sender=self.hostname, instance=self,
+                                                 conf=self.app.conf)
+            try:
+                return self.pool.supervise(self)
+            finally:
+                signals.worker_shutdown.send(sender=self)
         self.install_signal_handlers()
         self.pool.start()
-        if self.observer is None:
-            logger.warning("%s", self.banner())
+        # a process that runs tasks itself: Celery's solo pool and prefork children
+        runs_tasks = self.pool_name == "solo" or not self.is_main
+        if runs_tasks:
+            signals.worker_process_init.send(sender=self.hostname)
+        if self.is_main:
+            signals.celeryd_after_setup.send(sender=self.hostname, instance=self,
+                                             conf=self.app.conf)
+            self.log_banner()
         self.write_health()
         health = None
+        self.consumer.on_consuming = self._on_consuming
         if self.health_file:
-            self.consumer.on_consuming = self.write_health
             health = threading.Thread(target=self._health_loop, name="fastq-health",
                                       daemon=True)
             health.start()
         if self.control is not None:
             self.control.start()  # before consuming: revokes the broker kept apply at once
+        self.start_beat()
         # what start-up made (modules, the app, the pool) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it every few
         # thousand tasks
@@ -288,21 +392,48 @@ class Worker:
             code = 1
         finally:
             self._health_stop.set()
+            self.stop_beat()
             if self.control is not None:
                 self.control.stop()
             self.pool.stop(cold=bool(self._signals > 1))
             self.remove_health()
             self.app.close()
             c = self.consumer.counters
-            log = logger.info if self._restart else logger.warning
-            log("%s stopped: %d received, %d acked, %d released, %d requeued, "
-                "%d dead-lettered", self.hostname, c["received"], c["acked"],
-                c["released"], c["requeued"], c["dead_lettered"])
+            logger.info("%s stopped: %d received, %d acked, %d released, %d requeued, "
+                        "%d dead-lettered", self.hostname, c["received"], c["acked"],
+                        c["released"], c["requeued"], c["dead_lettered"])
+            if runs_tasks:
+                signals.worker_process_shutdown.send(sender=self.hostname, pid=os.getpid(),
+                                                     exitcode=code)
+            if self.is_main:
+                signals.worker_shutdown.send(sender=self)
         if code == 0 and self._restart is not None:
             if self.observer is not None:
                 return EXIT_RECYCLE
             restart_in_place()
         return code
+
+    def start_beat(self) -> None:
+        """With ``-B``: the beat in a thread of this process (a prefork parent's, never a
+        child's)."""
+        if self.embed_beat and self._beat is None:
+            from ..beat import run_embedded
+
+            self._beat = run_embedded(self.app)
+
+    def stop_beat(self) -> None:
+        if self._beat is not None:
+            thread, stop = self._beat
+            stop.set()
+            thread.join(timeout=10)
+            self._beat = None
+
+    def _on_consuming(self) -> None:
+        """The consumer loop has started: the health file, and ``worker_ready``."""
+        if self.health_file:
+            self.write_health()
+        if self.is_main:
+            signals.worker_ready.send(sender=self.consumer)
 
 
 def restart_in_place() -> None:
@@ -314,14 +445,33 @@ def restart_in_place() -> None:
     os.execv(sys.executable, argv)
 
 
+#: A worker's log line (Celery's ``worker_log_format``).
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
 def setup_logging(level: str | int = "WARNING") -> None:
-    """Log to stderr with one line per record, as a worker process should."""
+    """Log to stderr with one line per record, as a worker process should; records of
+    task loggers (``get_task_logger``) name their task: ``task_name[task_id]: ...``.
+
+    A ``setup_logging`` receiver takes the whole set-up over, as in Celery.
+    """
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             from ..exceptions import ConfigurationError
 
             raise ConfigurationError("log level must be one of debug, info, warning, error")
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    options = {"loglevel": level, "logfile": None, "colorize": False}
+    if signals.setup_logging.send(sender=None, format=LOG_FORMAT, **options):
+        return
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+    signals.after_setup_logger.send(sender=None, logger=logging.getLogger(),
+                                    format=LOG_FORMAT, **options)
+    task_logger = logging.getLogger(TASK_LOGGER_NAME)
+    if not task_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(TaskFormatter(TASK_LOG_FORMAT))
+        task_logger.addHandler(handler)
+        task_logger.propagate = False
+    signals.after_setup_task_logger.send(sender=None, logger=task_logger,
+                                         format=TASK_LOG_FORMAT, **options)

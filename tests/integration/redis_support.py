@@ -11,19 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import servers
+
 #: The shared server and the DB number the tests use (keys are also prefixed per test).
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 9
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 
 
 def require_redis() -> None:
-    """Fail, naming the fix, when no Redis answers locally (ci/services.sh starts one)."""
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1):
-            return
-    except OSError:
-        pytest.fail(f"no Redis server on {REDIS_HOST}:{REDIS_PORT}; start it with "
-                    f"`bash ci/services.sh`")
+    """Skip locally, fail in CI, when no Redis answers (ci/services.sh starts one)."""
+    servers.require("Redis", REDIS_PORT)
 
 
 def delete_keys(pattern: str, url: str = REDIS_URL) -> None:

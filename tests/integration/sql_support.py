@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
-import pytest
+from tests import servers
 
 #: The loopback servers the tests use (ci/services.sh starts them when installed).
 POSTGRES_URL = "db+postgresql://postgres@127.0.0.1:5432/test"
@@ -13,12 +12,8 @@ MARIADB_URL = "db+mysql://root@127.0.0.1:3306/test"
 
 
 def require_server(port: int, name: str) -> None:
-    """Fail, naming the fix, when nothing listens on ``port`` locally."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-    except OSError:
-        pytest.fail(f"no {name} server on 127.0.0.1:{port}; start it with `bash ci/services.sh`")
+    """Skip locally, fail in CI, when nothing listens on ``port`` (ci/services.sh)."""
+    servers.require(name, port)
 
 
 def unique_table_prefix() -> str:

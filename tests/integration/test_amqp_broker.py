@@ -3,10 +3,8 @@ reconnects, redelivery counting, dead letters and a real worker process."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -17,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from fastq import App
+from fastq import App, _speedups
 from fastq.brokers import create_broker
 from fastq.brokers._amqp_py import Connection as PyConnection
 from fastq.brokers.amqp import AMQPBroker, parse_url
 from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishTimeout
 from fastq.testing.contracts import BrokerContract, make_message
+from tests import servers
 
 pytestmark = pytest.mark.integration
 
@@ -30,31 +29,10 @@ HOST, PORT = "127.0.0.1", 5672
 URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# FASTQ_NO_SPEEDUPS=1 forces the pure-Python twin everywhere, tests included
-HAVE_C = (os.environ.get("FASTQ_NO_SPEEDUPS") != "1"
-          and importlib.util.find_spec("fastq._speedups._amqp") is not None)
-DRIVERS = ["py"] + (["c"] if HAVE_C else [])
+servers.require("RabbitMQ", PORT, module_level=True)
 
-#: Queue names BrokerContract uses, cleared before each contract test in case an
-#: earlier run died halfway.
-CONTRACT_QUEUES = (
-    "roundtrip", "shared", "copied", "fifo", "prio", "limit", "nothing-here", "multi-a",
-    "multi-b", "iso-a", "iso-b", "claimed", "ack", "unknown", "release", "requeue",
-    "rejected", "dead", "delayed", "defer", "purge", "size-a", "size-b", "bulk",
-    "concurrent")
-
-
-def _rabbitmq_up() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-if not _rabbitmq_up():
-    raise RuntimeError(f"RabbitMQ is not running on {HOST}:{PORT}; start it with "
-                       f"`bash ci/services.sh`")
+#: whether the rabbitmq-c driver is in use here (else tests needing one driver take py-amqp)
+HAVE_C = _speedups.status("_amqp").available
 
 
 def delete_queues(names: Iterator[str] | list[str] | set[str]) -> None:
@@ -76,9 +54,10 @@ def unique(prefix: str = "t") -> str:
     return f"fastq-test-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=DRIVERS)
-def driver(request) -> str:
-    return request.param
+@pytest.fixture
+def driver(impl: str) -> str:
+    """The AMQP driver of this run: "c" (rabbitmq-c) or "py" (py-amqp)."""
+    return impl
 
 
 def driver_url(driver: str, **query: Any) -> str:
@@ -89,7 +68,7 @@ def driver_url(driver: str, **query: Any) -> str:
 class TestAMQPBroker(BrokerContract):
     @pytest.fixture
     def broker_url(self, driver: str) -> Iterator[str]:
-        delete_queues(CONTRACT_QUEUES)
+        # the contract's queue names are unique to each test: nothing to clear first
         yield driver_url(driver, queue_max_priority=10)
         # the contract's own teardown (closing brokers) has run: the queues are free
         declared: set[str] = set()
@@ -129,8 +108,8 @@ def test_pyamqp_scheme_forces_py_amqp() -> None:
 def test_unknown_option_is_a_clear_error() -> None:
     from fastq.exceptions import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="visibility_timeout"):
-        create_broker(URL, visibility_timeout=3)
+    with pytest.raises(ConfigurationError, match="prefetch_size"):
+        create_broker(URL, prefetch_size=3)
 
 
 # -- driver errors ---------------------------------------------------------------------
@@ -166,10 +145,16 @@ def test_celery_queue_declared_as_celery_does(driver) -> None:
     conn.connect()
     try:
         broker.declare(queue)
-        # kombu: queue durable, not auto-delete, no arguments; exchange direct durable
+        # RabbitMQ refuses a redeclare whose flags differ with 406 PRECONDITION_FAILED and
+        # closes the channel: kombu's flags (queue durable, not auto-delete, no arguments;
+        # exchange direct durable) must therefore pass ...
         conn.declare_queue(queue, durable=True, exclusive=False, auto_delete=False)
         conn.declare_exchange(queue, "direct", durable=True, auto_delete=False)
         conn.bind_queue(queue, queue, queue)
+        # ... while other flags are refused: the check above can fail
+        with pytest.raises(AMQPError) as refused:
+            conn.declare_queue(queue, durable=False, exclusive=False, auto_delete=False)
+        assert refused.value.reply_code == 406
     finally:
         conn.close()
         broker.close()

@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import os
 import signal
-import socket
 import struct
 import threading
 import time
@@ -20,6 +19,8 @@ from datetime import datetime, timezone
 import pytest
 
 from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishNacked
+from fastq.testing.proxy import FaultProxy, amqp_frames
+from tests import servers
 
 pytestmark = pytest.mark.integration
 
@@ -27,31 +28,11 @@ HOST, PORT = "127.0.0.1", 5672
 DRIVERS = {"c": "fastq._speedups._amqp", "py": "fastq.brokers._amqp_py"}
 
 
-def _rabbitmq_up() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-if not _rabbitmq_up():
-    raise RuntimeError(f"RabbitMQ is not listening on {HOST}:{PORT}; start it with "
-                       f"`bash ci/services.sh`")
+servers.require("RabbitMQ", PORT, module_level=True)
 
 
 def _driver_class(impl: str):
-    try:
-        return importlib.import_module(DRIVERS[impl]).Connection
-    except ImportError:
-        if impl == "c" and os.environ.get("FASTQ_NO_SPEEDUPS") == "1":
-            pytest.skip("FASTQ_NO_SPEEDUPS=1: the rabbitmq-c driver is not built")
-        raise
-
-
-@pytest.fixture(params=sorted(DRIVERS))
-def impl(request) -> str:
-    return request.param
+    return importlib.import_module(DRIVERS[impl]).Connection
 
 
 @pytest.fixture
@@ -412,101 +393,20 @@ def test_both_drivers_write_messages_that_read_back_identically(impl, connect, q
     assert got_c[5] == PROPERTIES and got_c[6] == EXPECTED_HEADERS
 
 
-class _RecordingProxy:
-    """A loopback TCP proxy to RabbitMQ that records what the client sends."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sent = bytearray()
-        self.stalled = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
-        self._threads.append(accept)
-
-    def _accept(self) -> None:
-        try:
-            client, _ = self.listener.accept()
-        except OSError:
-            return
-        upstream = socket.create_connection((HOST, PORT))
-        self._sockets += [client, upstream]
-        for src, dst, record in ((client, upstream, True), (upstream, client, False)):
-            thread = threading.Thread(target=self._pump, args=(src, dst, record), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                while record and self.stalled.is_set():
-                    time.sleep(0.01)  # the client's writes pile up, as under an alarm
-                if record:
-                    self.sent += data
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        for sock in self._sockets:
-            sock.close()
-
-    def content_headers(self) -> list[bytes]:
-        """Payloads of the content-header frames (type 2) the client sent."""
-        data = bytes(self.sent[8:])  # after the "AMQP\0\0\x09\x01" protocol header
-        headers = []
-        offset = 0
-        while offset + 7 <= len(data):
-            frame_type, _channel, size = struct.unpack_from(">BHI", data, offset)
-            if frame_type == 2:
-                headers.append(data[offset + 7:offset + 7 + size])
-            offset += 7 + size + 1  # payload and the frame-end octet
-        return headers
-
-    def publish_frames(self) -> list[bytes]:
-        """Every frame of the client's basic.publish calls: method, header, body frames."""
-        data = bytes(self.sent[8:])
-        frames = []
-        offset = 0
-        while offset + 7 <= len(data):
-            frame_type, _channel, size = struct.unpack_from(">BHI", data, offset)
-            frame = data[offset:offset + 7 + size + 1]
-            if frame_type in (2, 3) or (frame_type == 1 and frame[7:11] == b"\x00\x3c\x00\x28"):
-                frames.append(frame)
-            offset += 7 + size + 1
-        return frames
+def _client_frames(proxy: FaultProxy) -> list[bytes]:
+    """The frames the client sent through ``proxy``, after the protocol header."""
+    return amqp_frames(bytes(proxy.sent[8:]))[0]  # after "AMQP\0\0\x09\x01"
 
 
-class _RewritingProxy(_RecordingProxy):
-    """The proxy, passing what RabbitMQ sends through ``rewrite(frame) -> bytes`` frame by
-    frame (unlike the client's, the server's stream is frames from its first byte)."""
+def _content_headers(proxy: FaultProxy) -> list[bytes]:
+    """Payloads of the content-header frames (type 2) the client sent."""
+    return [frame[7:-1] for frame in _client_frames(proxy) if frame[0] == 2]
 
-    def __init__(self, rewrite) -> None:
-        self.rewrite = rewrite
-        super().__init__()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        if record:
-            return super()._pump(src, dst, record)
-        pending = b""
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                pending += data
-                out = bytearray()
-                while len(pending) >= 7:
-                    size = struct.unpack_from(">I", pending, 3)[0]
-                    if len(pending) < 7 + size + 1:
-                        break
-                    frame, pending = pending[:7 + size + 1], pending[7 + size + 1:]
-                    out += self.rewrite(frame)
-                dst.sendall(out)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+def _publish_frames(proxy: FaultProxy) -> list[bytes]:
+    """Every frame of the client's basic.publish calls: method, header, body frames."""
+    return [frame for frame in _client_frames(proxy)
+            if frame[0] in (2, 3) or (frame[0] == 1 and frame[7:11] == b"\x00\x3c\x00\x28")]
 
 
 def _method_frame(channel: int, class_id: int, method_id: int, args: bytes) -> bytes:
@@ -524,7 +424,7 @@ def test_c_connection_blocked_between_content_frames_is_passed_over(queues):
                     + _method_frame(0, 10, 61, b""))
         return frame
 
-    proxy = _RewritingProxy(rewrite)
+    proxy = FaultProxy((HOST, PORT), rewrite=rewrite)
     conn = _driver_class("c")("127.0.0.1", proxy.port, frame_max=4096)
     try:
         conn.connect()
@@ -548,7 +448,7 @@ def test_c_a_delivery_without_its_body_frames_loses_the_connection(queues):
     def rewrite(frame: bytes) -> bytes:
         return b"" if frame[0] == 3 else frame
 
-    proxy = _RewritingProxy(rewrite)
+    proxy = FaultProxy((HOST, PORT), rewrite=rewrite)
     conn = _driver_class("c")("127.0.0.1", proxy.port)
     try:
         conn.connect()
@@ -572,7 +472,7 @@ def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
     big = bytes(range(256)) * 40  # 10 KiB: three body frames at frame_max 4096
     wire = {}
     for direct in (False, True):
-        proxy = _RecordingProxy()
+        proxy = FaultProxy((HOST, PORT))
         conn = Connection("127.0.0.1", proxy.port, frame_max=4096)
         conn.direct_writes = direct
         try:
@@ -588,7 +488,7 @@ def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
         finally:
             conn.close()
             proxy.close()
-        wire[direct] = proxy.publish_frames()
+        wire[direct] = _publish_frames(proxy)
     # three publishes with one body frame, one with none, two with three
     assert len(wire[False]) == 3 * 3 + 2 + 2 * 5
     assert wire[True] == wire[False]
@@ -614,7 +514,7 @@ def test_publish_batch_sends_in_order_and_stops_at_a_bad_message(conn, queues):
 def test_c_signal_during_a_stalled_publish_raises_and_drops_the_connection(queues):
     """A publish blocked because RabbitMQ stopped reading (a resource alarm) must still
     see Ctrl-C; the frame may be half written, so the connection is given up."""
-    conn = _driver_class("c")("127.0.0.1", (proxy := _RecordingProxy()).port)
+    conn = _driver_class("c")("127.0.0.1", (proxy := FaultProxy((HOST, PORT))).port)
     try:
         conn.connect()
         queue = _declare(conn, queues())
@@ -646,7 +546,7 @@ def test_both_drivers_put_identical_content_headers_on_the_wire(queues):
     wire = {}
     queue = queues()
     for kind in ("c", "py"):
-        proxy = _RecordingProxy()
+        proxy = FaultProxy((HOST, PORT))
         conn = _driver_class(kind)("127.0.0.1", proxy.port)
         try:
             conn.connect()
@@ -656,7 +556,7 @@ def test_both_drivers_put_identical_content_headers_on_the_wire(queues):
         finally:
             conn.close()
             proxy.close()
-        wire[kind] = proxy.content_headers()
+        wire[kind] = _content_headers(proxy)
     assert len(wire["c"]) == 2
     assert wire["c"] == wire["py"]
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import selectors
-import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -25,7 +22,8 @@ from fastq import App
 from fastq.brokers import create_broker
 from fastq.exceptions import BrokerConnectionLost, ConfigurationError
 from fastq.testing.contracts import make_message
-from tests.integration.test_amqp_broker import DRIVERS, HOST, PORT, ROOT, delete_queues, unique
+from fastq.testing.proxy import FaultProxy
+from tests.integration.test_amqp_broker import HAVE_C, HOST, PORT, ROOT, delete_queues, unique
 
 # no code with a compiled twin beyond what the first CI pass covers on both drivers
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
@@ -99,107 +97,25 @@ def certs(tmp_path_factory) -> Certs:
 
 
 # -- the proxy ---------------------------------------------------------------------------
-class TLSProxy:
-    """Terminates TLS on a free loopback port and forwards the bytes to RabbitMQ.
-
-    Counts the handshakes that succeeded and the bytes clients sent after them, keeps
-    the errors of handshakes that failed and the common names of client certificates.
-    """
+class TLSProxy(FaultProxy):
+    """Terminates TLS on a free loopback port and forwards the bytes to RabbitMQ."""
 
     def __init__(self, certs: Certs, *, require_client_cert: bool = False) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(certs.server_cert, certs.server_key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.server_cert, certs.server_key)
         if require_client_cert:
-            self.context.verify_mode = ssl.CERT_REQUIRED
-            self.context.load_verify_locations(certs.ca)
-        self.listener = socket.create_server((HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.handshakes = 0
-        self.client_bytes = 0
-        self.failures: list[str] = []
-        self.client_names: list[str] = []
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(certs.ca)
+        super().__init__((HOST, PORT), tls=context)
 
     def url(self, scheme: str = "amqps", **query: str) -> str:
         base = f"{scheme}://guest:guest@{HOST}:{self.port}//"
         return base + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                raw, _addr = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(10)
-        try:
-            tls = self.context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            with self._lock:
-                self.failures.append(str(exc))
-            raw.close()
-            return
-        peer = tls.getpeercert()
-        with self._lock:
-            self.handshakes += 1
-            if peer:
-                self.client_names.append(dict(item[0] for item in peer["subject"])["commonName"])
-        try:
-            upstream = socket.create_connection((HOST, PORT), timeout=5)
-        except OSError:
-            tls.close()
-            return
-        tls.settimeout(None)
-        upstream.settimeout(None)
-        with self._lock:
-            self._open.update((tls, upstream))
-        self._pump(tls, upstream)
-
-    def _pump(self, tls: ssl.SSLSocket, upstream: socket.socket) -> None:
-        """One thread per connection: an SSL socket is not read and written from two."""
-        peers = {tls: upstream, upstream: tls}
-        with selectors.DefaultSelector() as selector:
-            selector.register(tls, selectors.EVENT_READ)
-            selector.register(upstream, selectors.EVENT_READ)
-            try:
-                while True:
-                    for key, _events in selector.select():
-                        source = key.fileobj
-                        data = source.recv(65536)
-                        if not data:
-                            return
-                        peers[source].sendall(data)
-                        if source is tls:
-                            # decrypted bytes OpenSSL holds are invisible to select
-                            while tls.pending():
-                                more = tls.recv(tls.pending())
-                                upstream.sendall(more)
-                                data += more
-                            with self._lock:
-                                self.client_bytes += len(data)
-            except (OSError, ValueError):
-                return
-            finally:
-                for sock in (tls, upstream):
-                    with self._lock:
-                        self._open.discard(sock)
-                    sock.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-        with self._lock:
-            open_sockets, self._open = list(self._open), set()
-        for sock in open_sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    @property
+    def client_bytes(self) -> int:
+        """Bytes clients sent after their handshake."""
+        return len(self.sent)
 
 
 @pytest.fixture
@@ -216,9 +132,9 @@ def client_cert_proxy(certs) -> Iterator[TLSProxy]:
     server.close()
 
 
-@pytest.fixture(params=DRIVERS)
-def driver(request) -> str:
-    return DRIVER_NAMES[request.param]
+@pytest.fixture
+def driver(impl: str) -> str:
+    return DRIVER_NAMES[impl]
 
 
 def wait_for(condition, timeout: float = 3.0):
@@ -343,7 +259,7 @@ def test_a_host_name_the_certificate_lacks_is_refused(proxy, certs) -> None:
                                      ssl_server_hostname="rabbit.example"))
     assert "rabbit.example" in str(error) or "hostname" in str(error).lower()
     # rabbitmq-c checks the host it connects to: another name is refused up front
-    if "c" in DRIVERS:
+    if HAVE_C:
         with pytest.raises(ConfigurationError, match="server_hostname"):
             create_broker(proxy.url(driver="rabbitmq-c", ssl_cafile=certs.ca,
                                     ssl_server_hostname="rabbit.example"))

@@ -313,7 +313,7 @@ def test_configuring_from_django_settings_before_setup_discovers_tasks_once_read
     before, conf, after = out.splitlines()
     assert before == "[]"
     assert conf == "django-db:// True ('fastq.contrib.django.startup',)"
-    assert after == "['shop.database', 'shop.refuse', 'shop.total']"
+    assert after == "['shop.database', 'shop.pg_backend_pid', 'shop.refuse', 'shop.total']"
 
 
 def test_configuring_after_setup_discovers_tasks_at_once(django_databases) -> None:
@@ -326,7 +326,9 @@ def test_configuring_after_setup_discovers_tasks_at_once(django_databases) -> No
         "app.config_from_object(settings, namespace='FASTQ')\n"
         "print(sorted(n for n in app.tasks if n.startswith('shop.')), app.conf.imports)\n",
         _child_env(**django_databases))
-    assert out.strip() == "['shop.database', 'shop.refuse', 'shop.total'] ()"
+    # listed all the same: a worker imports it to install the Django fix-up
+    assert out.strip() == ("['shop.database', 'shop.pg_backend_pid', 'shop.refuse', 'shop.total'] "
+                           "('fastq.contrib.django.startup',)")
 
 
 def test_namespace_reads_only_prefixed_django_settings(django_databases) -> None:
@@ -392,3 +394,95 @@ def test_a_worker_stores_results_that_the_test_reads(django_worker) -> None:
     assert row.worker and row.expires is not None
     assert _row(alias, refused.id).state == "FAILURE"
     assert "tasks=" in worker.log() and "backend=django-db://" in worker.log()
+
+
+# -- Celery's Django behaviour: sending on commit, connections closed after tasks --------
+@pytest.fixture
+def eager_app(django_databases):
+    from fastq import App
+
+    app = App("on-commit", broker=f"memory://{uuid.uuid4()}", task_always_eager=True)
+    ran: list[int] = []
+
+    @app.task
+    def record(value):
+        ran.append(value)
+
+    yield app, record, ran
+    app.close()
+
+
+@pytest.mark.parametrize("alias", ["default", "postgres"])
+def test_delay_on_commit_sends_only_once_the_transaction_commits(eager_app, alias) -> None:
+    from django.db import transaction
+
+    _app, record, ran = eager_app
+    with transaction.atomic(using=alias):
+        record.apply_async_on_commit((1,), using=alias)
+        if alias == "default":
+            assert record.delay_on_commit(2) is None
+        assert ran == []
+    assert ran == ([1, 2] if alias == "default" else [1])
+    with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+        record.apply_async_on_commit((3,), using=alias)
+        raise RuntimeError("roll back")
+    record.delay_on_commit(4)  # outside a transaction: at once
+    assert ran[-1] == 4 and 3 not in ran
+
+
+def test_connections_past_their_age_are_closed_after_a_task(django_databases) -> None:
+    from django.db import connections
+
+    from fastq.contrib.django import fixup
+
+    conn = connections["postgres"]
+    conn.ensure_connection()
+    conn.close_at = time.monotonic() + 60  # as CONN_MAX_AGE = 60 would set it
+    fixup.close_after_task(task=None)
+    assert conn.connection is not None
+    conn.close_at = time.monotonic() - 1  # past its age (CONN_MAX_AGE = 0: at once)
+    fixup.close_after_task(task=None)
+    assert conn.connection is None
+
+
+def test_a_forked_child_forgets_the_parents_connections_without_closing_them(
+        django_databases) -> None:
+    from django.db import connections
+
+    from fastq.contrib.django import fixup
+
+    conn = connections["postgres"]
+    conn.ensure_connection()
+    inherited = conn.connection
+    fixup.drop_inherited_connections()
+    assert conn.connection is None and not inherited.closed  # the parent's stays usable
+    with conn.cursor() as cursor:  # the child opens its own
+        cursor.execute("SELECT 1")
+    assert conn.connection is not inherited
+    inherited.close()
+    fixup._inherited.remove(inherited)
+
+
+@pytest.mark.parametrize("django_worker", ["postgres"], indirect=True)
+def test_a_worker_closes_the_database_connection_after_each_task(django_worker) -> None:
+    make_worker, producer, _alias = django_worker
+    make_worker()
+    first = producer.send_task("shop.pg_backend_pid").get(timeout=30)
+    second = producer.send_task("shop.pg_backend_pid").get(timeout=30)
+    assert first != second  # CONN_MAX_AGE = 0: a new connection for each task, as Celery
+
+
+def test_autodiscover_tasks_calls_its_callable_once_django_is_set_up(
+        django_databases, tmp_path, monkeypatch) -> None:
+    from fastq import App
+
+    name = f"pkg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / name / "tasks.py").write_text(
+        "from fastq import shared_task\n\n@shared_task\ndef ping():\n    return 'pong'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = App("discover", broker=f"memory://{uuid.uuid4()}")
+    app.autodiscover_tasks(lambda: [name], force=True)
+    assert f"{name}.tasks.ping" in app.tasks
+    app.close()

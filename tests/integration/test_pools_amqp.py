@@ -27,11 +27,9 @@ def _runs(path) -> list[list[str]]:
         return []
 
 
-@pytest.mark.parametrize("driver", ["c", "py"])
 @pytest.mark.parametrize("pool", POOLS)
-def test_pool_on_rabbitmq(tmp_path, pool, driver) -> None:
-    if driver == "c" and os.environ.get("FASTQ_NO_SPEEDUPS") == "1":
-        driver = "py"
+def test_pool_on_rabbitmq(tmp_path, pool, impl) -> None:
+    driver = impl
     queue = unique(f"pool-{pool}")
     run_log = tmp_path / "runs.log"
     results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"

@@ -206,10 +206,21 @@ class TestRedisBroker(BrokerContract):
         broker.ack_many([delivery.tag])
 
     def test_unknown_option_is_a_configuration_error(self) -> None:
-        with pytest.raises(ConfigurationError, match="visibility timeout"):
-            create_broker(self.broker_url, visibility_timeout=10)
         with pytest.raises(ConfigurationError, match="unknown option.*bogus"):
             create_broker(self.broker_url, bogus=1)
+
+    def test_visibility_timeout_is_accepted_with_one_note(self, caplog) -> None:
+        from fastq.brokers import redis as redis_module
+
+        redis_module._noted_visibility_timeout = False
+        with caplog.at_level("WARNING", logger="fastq.brokers.redis"):
+            for _ in range(2):
+                broker = create_broker(self.broker_url, visibility_timeout=3600)
+                broker.publish_many([make_message("vt")])
+                broker.purge("vt")
+                broker.close()
+        notes = [r for r in caplog.records if "visibility_timeout" in r.getMessage()]
+        assert len(notes) == 1 and "lease" in notes[0].getMessage()
 
 
 def test_reconnects_across_a_restart_of_its_redis() -> None:

@@ -14,7 +14,7 @@ from fastq import App
 from fastq.backends import create_backend
 from fastq.backends.rpc import RPCBackend
 from fastq.exceptions import ConfigurationError, ResultTimeout
-from tests.integration.test_amqp_broker import DRIVERS, URL, delete_queues
+from tests.integration.test_amqp_broker import URL, delete_queues
 from tests.interop.processes import ROOT, Proc
 
 pytestmark = pytest.mark.integration
@@ -40,8 +40,8 @@ def worker(tmp_path, queue) -> Iterator[Proc]:
     assert "could not store" not in proc.log(), proc.log()
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_results_failures_and_out_of_order_replies(worker, queue, driver, monkeypatch) -> None:
+def test_results_failures_and_out_of_order_replies(worker, queue, impl, monkeypatch) -> None:
+    driver = impl
     if driver == "py":
         monkeypatch.setenv("FASTQ_NO_SPEEDUPS", "1")
     app = App("rpc-client", broker_url=URL, result_backend="rpc://")

@@ -26,6 +26,16 @@ class TestSQSBroker(BrokerContract):
     # drain there (real SQS answers in milliseconds whatever the depth)
     bulk_messages = 200
     concurrent_messages = 200
+    # A standard queue delivers at least once: "visibility timeout isn't a guarantee
+    # against receiving a message twice" (AWS's SQS guide). moto shows it for its own
+    # reason: ReceiveMessage tests a message's visibility and then marks it received
+    # with no lock, so two receives served at the same moment can both return it, one
+    # MessageId with ApproximateReceiveCount 2 to both consumers, milliseconds apart,
+    # with 30 s of visibility asked. Plain boto3 against moto 5.2.6 does it in about one
+    # run of this test in twenty; with moto's receive_message serialised, never. The
+    # no-copy-while-held promise that fastq's keeper makes is tested one receive at a
+    # time, where no such race exists: test_a_live_holder_keeps_its_messages_invisible.
+    concurrent_copies = True
 
     @pytest.fixture
     def broker_url(self, moto_endpoint, sqs_prefix) -> str:  # noqa: F811

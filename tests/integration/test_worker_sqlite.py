@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import time
 import uuid
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -90,12 +91,17 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_running(worker, 
                        dict(good.properties, content_type="application/x-python-serialize"),
                        b"\x80\x04K\x01.", queue="celery")
     unknown = producer.build_message("t.nope", (1,))
-    producer.broker.publish_many([bad_json, two_elements, no_task, bad_type, unknown])
+    # 128 MiB of zeros in 128 KiB: over the default worker_max_message_size once inflated
+    packer = zlib.compressobj(9)
+    bomb_body = b"".join(packer.compress(bytes(1 << 20)) for _ in range(128)) + packer.flush()
+    bomb = Message(dict(good.headers, id=str(uuid.uuid4()), compression="application/x-gzip"),
+                   good.properties, bomb_body, queue="celery")
+    producer.broker.publish_many([bad_json, two_elements, no_task, bad_type, unknown, bomb])
     assert producer.tasks["t.add"].delay(20, 22).get(timeout=20) == 42
     letters = producer.broker.dead_letters()
     reasons = sorted(d["reason"].split(":")[0] for d in letters)
     assert reasons == sorted(["decode-error", "invalid-body", "unknown-format",
-                              "content-disallowed", "unknown-task"])
+                              "content-disallowed", "unknown-task", "too-large"])
     from fastq.exceptions import TaskNotRegistered
 
     with pytest.raises(TaskNotRegistered):

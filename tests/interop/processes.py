@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+
+import orjson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,3 +50,25 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+def read_health(path: str) -> dict:
+    """A worker's health file, or {} while it is missing or half written."""
+    try:
+        with open(path, "rb") as fh:
+            return orjson.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+
+
+def start_fastq_worker(app: str, queue: str, env: dict, log_path: str, health_path: str,
+                       *extra: str) -> Proc:
+    """A ``fastq worker -A app -Q queue`` process, returned once it consumes."""
+    worker = Proc([sys.executable, "-m", "fastq.cli", "worker", "-A", app, "-Q", queue,
+                   "-l", "info", "--health-file", health_path, *extra], env, log_path)
+    try:
+        worker.wait_until(lambda: read_health(health_path).get("state") == "consuming")
+    except BaseException:
+        worker.stop()
+        raise
+    return worker

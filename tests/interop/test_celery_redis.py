@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 
-import orjson
 import pytest
 
 from fastq import App
 from tests.integration.redis_support import REDIS_URL, require_redis
-from tests.interop.processes import ROOT, Proc
+from tests.interop.processes import ROOT, Proc, start_fastq_worker
 
 pytest.importorskip("celery")
 
@@ -57,20 +55,9 @@ def env(tmp_path) -> dict:
 
 @pytest.fixture
 def fastq_worker(tmp_path, env, queue) -> Iterator[Proc]:
-    health = str(tmp_path / "health.json")
-    worker = Proc([sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.redis_app",
-                   "-Q", queue, "-l", "info", "--health-file", health], env,
-                  str(tmp_path / "fastq-worker.log"))
-
-    def consuming() -> bool:
-        try:
-            with open(health, "rb") as fh:
-                return orjson.loads(fh.read())["state"] == "consuming"
-        except (OSError, ValueError):
-            return False
-
+    worker = start_fastq_worker("tests.apps.redis_app", queue, env, str(tmp_path / "fastq-worker.log"),
+                                str(tmp_path / "health.json"))
     try:
-        worker.wait_until(consuming)
         yield worker
     finally:
         worker.stop()

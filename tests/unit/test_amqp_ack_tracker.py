@@ -1,8 +1,8 @@
-"""The AMQP broker's I/O-free decisions: which acks to send, prefetch restarts, backoff."""
+"""The AMQP broker's I/O-free decisions: which acks to send, prefetch restarts."""
 
 from __future__ import annotations
 
-from fastq.brokers._amqp_decisions import AckTracker, Backoff, plan_prefetch
+from fastq.brokers._amqp_decisions import AckTracker, plan_prefetch
 
 
 def tracker(*tags: int) -> AckTracker:
@@ -67,13 +67,3 @@ def test_prefetch_restarts_only_when_the_window_is_full_or_the_limit_changes() -
     assert plan_prefetch(10, 10, 10) == 10     # full: restart for `limit` more
     assert plan_prefetch(0, 3, 10) == 3        # the limit changed
     assert plan_prefetch(0, 0, 0) == 1
-
-
-def test_backoff_doubles_to_the_cap_and_resets() -> None:
-    b = Backoff(0.1, 2.0)
-    assert b.due(0.0)
-    delays = [b.failed(100.0) for _ in range(7)]
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
-    assert not b.due(101.0) and b.due(102.0)
-    b.succeeded()
-    assert b.due(0.0) and b.failed(0.0) == 0.1

@@ -11,10 +11,13 @@ import uuid
 import pytest
 
 from fastq import App, TaskRevokedError
+from fastq.brokers._mailbox import Mailbox
+from fastq.control import revoke_command
 from fastq.worker import _consumer_py, control
-from fastq.worker.control import ControlListener, Mailbox, RevokedSet, revoke_command
+from fastq.worker.control import ControlListener
 from fastq.worker.executor import Executor
 from fastq.worker.pools.solo import SoloPool
+from fastq.worker.revoked import RevokedSet
 
 
 # -- the revoked set -----------------------------------------------------------------------

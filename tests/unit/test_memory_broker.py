@@ -19,7 +19,7 @@ class TestMemoryBroker(BrokerContract):
 
     def test_url_scheme_selects_it(self, broker) -> None:
         assert isinstance(broker, MemoryBroker)
-        assert broker.capabilities == {"delay", "priority", "dead_letter"}
+        assert broker.capabilities == {"delay", "priority", "dead_letter", "control"}
 
     def test_different_names_do_not_share(self, broker) -> None:
         broker.publish(make_message("q"))

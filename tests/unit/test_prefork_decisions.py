@@ -10,11 +10,11 @@ import pytest
 from fastq import App
 from fastq.brokers.base import Delivery
 from fastq.exceptions import ConfigurationError, TimeLimitExceeded
-from fastq.result import FAILURE, STARTED
+from fastq.states import FAILURE, STARTED
 from fastq.worker.executor import Executor
 from fastq.worker.lifecycle import TaskMeter, TaskObserver, finished_before, resident_kib
 from fastq.worker.pools import pool_class
-from fastq.worker.pools.prefork import Autoscaler, Child, PreforkPool, parse_autoscale
+from fastq.worker.pools.prefork import Autoscaler, ChildProcess, PreforkPool, parse_autoscale
 from fastq.worker.stacks import format_stacks
 
 
@@ -22,15 +22,17 @@ class _Process:
     pid = 0
 
 
-def child(busy: float = 0.0, idle_since: float | None = None, ready: bool = True) -> Child:
-    c = Child(_Process(), None, 0)  # type: ignore[arg-type]
+def child(busy: float = 0.0, idle_since: float | None = None, ready: bool = True) -> ChildProcess:
+    c = ChildProcess(_Process(), None, 0)  # type: ignore[arg-type]
     c.ready, c.busy_fraction, c.idle_since = ready, busy, idle_since
     return c
 
 
-def test_pool_class_finds_prefork_and_it_supervises_processes():
+def test_pool_class_finds_prefork_whose_parent_runs_no_jobs():
     assert pool_class("prefork") is PreforkPool
-    assert PreforkPool.supervises_processes is True
+    with pytest.raises(TypeError, match="children run their own consumers"):
+        PreforkPool().submit([], lambda: False)
+    assert PreforkPool().completions() == []
 
 
 def test_autoscale_grows_only_when_every_child_is_busy():
@@ -149,4 +151,6 @@ def test_stacks_name_every_thread():
     finally:
         stop.set()
     assert "--- thread MainThread" in text and "--- thread the-waiter" in text
-    assert "stop.wait" in text or "wait" in text
+    # the waiter's own section shows where it blocks: Event.wait, then the lock acquire
+    waiter = text.split("--- thread the-waiter", 1)[1].split("--- thread", 1)[0]
+    assert ", in wait\n" in waiter and "waiter.acquire()" in waiter

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from fastq import protocol, serialization
+from fastq import _time, protocol, serialization
 from fastq.exceptions import MessageRejected
 
 JSON = serialization.resolve_accept(["json"])
@@ -153,6 +155,14 @@ def test_protocol_v1_is_converted_like_celery_does():
      {"content_type": "application/json"}, b"[[], {}, {}]", "decode-error", "corrupt"),
     ([("task", "t")], {"content_type": "application/json"}, b"[[], {}, {}]",
      "invalid-headers", "headers must be a table"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"},
+     b'[[], {}, {"callbacks": ["x"]}]', "invalid-body", "embed callbacks holds 'x'"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"},
+     b'[[], {}, {"chain": {"task": "n"}}]', "invalid-body", "embed chain must be a list"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"},
+     b'[[], {}, {"errbacks": [{"task": ""}]}]', "invalid-body", "not a signature"),
+    ({"task": "t", "id": "i"}, {"content_type": "application/json"},
+     b'[[], {}, {"chord": [1]}]', "invalid-body", "embed chord must be a signature"),
 ])
 def test_malformed_messages_are_refused_with_a_reason(headers, properties, body, reason,
                                                       fragment):
@@ -174,7 +184,7 @@ def test_malformed_messages_are_refused_with_a_reason(headers, properties, body,
 ])
 def test_parse_datetime_accepts_what_celery_peers_write(text, expected):
     assert protocol.parse_datetime(text) == expected
-    assert protocol._parse_iso_slow(text).astimezone(timezone.utc) == expected
+    assert _time._parse_iso_slow(text).astimezone(timezone.utc) == expected
 
 
 def test_format_datetime_is_aware_utc_with_microseconds():
@@ -219,3 +229,62 @@ def test_forked_child_draws_task_ids_from_fresh_randomness():
     parent_id = protocol.new_task_id()
     # the random part (after the version digit): equal if both popped the same pooled bits
     assert len(child_id) == 36 and child_id[15:] != parent_id[15:]
+
+
+def _zlib_bomb(inflated: int) -> bytes:
+    """A zlib stream of ``inflated`` zero bytes, built a MiB at a time."""
+    compressor, chunk = zlib.compressobj(9), bytes(1 << 20)
+    parts = [compressor.compress(chunk) for _ in range(inflated >> 20)]
+    return b"".join(parts) + compressor.flush()
+
+
+class TestBounds:
+    """worker_max_message_size: checked before decoding, and while decompressing."""
+
+    HEADERS = {"task": "t", "id": "i"}
+    JSON_PROPERTIES = {"content_type": "application/json"}
+
+    def test_a_body_over_the_bound_is_refused_before_decoding(self):
+        body = b"[[" + b"1," * 600 + b"1], {}, {}]"
+        assert protocol.decode_task(self.HEADERS, self.JSON_PROPERTIES, body, JSON,
+                                    len(body))[1] == [1] * 601
+        with pytest.raises(MessageRejected) as info:
+            # not even JSON: it is refused for its size, so it was never decoded
+            protocol.decode_task(self.HEADERS, self.JSON_PROPERTIES, b"x" * 2000, JSON, 1999)
+        assert info.value.reason == "too-large" and "2000 bytes" in info.value.detail
+
+    @pytest.mark.parametrize("method", ["zlib", "bzip2", "lzma"])
+    def test_inflating_past_the_bound_is_refused(self, method):
+        body = b"[[" + b"7," * 5000 + b"7], {}, {}]"
+        mime, packed = serialization.compress(body, method)
+        headers = dict(self.HEADERS, compression=mime)
+        assert len(protocol.decode_task(headers, self.JSON_PROPERTIES, packed, JSON,
+                                        len(body))[1]) == 5001
+        with pytest.raises(MessageRejected) as info:
+            protocol.decode_task(headers, self.JSON_PROPERTIES, packed, JSON, len(body) - 1)
+        assert info.value.reason == "too-large" and "inflates to more than" in info.value.detail
+
+    def test_a_zlib_bomb_stops_at_the_bound_not_at_its_size(self):
+        bomb = _zlib_bomb(1 << 30)  # 1 KiB per MiB: a GiB of zeros in about a MiB
+        headers = dict(self.HEADERS, compression="application/x-gzip")
+        tracemalloc.start()
+        try:
+            with pytest.raises(MessageRejected, match="inflates to more than 1048576 bytes"):
+                protocol.decode_task(headers, self.JSON_PROPERTIES, bomb, JSON, 1 << 20)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, peak  # the bound's worth of output, not the GiB
+
+    def test_a_truncated_stream_is_corrupt(self):
+        mime, packed = serialization.compress(b"[[], {}, {}]" * 50, "zlib")
+        with pytest.raises(MessageRejected) as info:
+            protocol.decode_task(dict(self.HEADERS, compression=mime),
+                                 self.JSON_PROPERTIES, packed[:-4], JSON, None)
+        assert info.value.reason == "decode-error" and "truncated" in info.value.detail
+
+    def test_nesting_deeper_than_the_decoder_allows_is_a_decode_error(self):
+        body = b"[[" + b"[" * 2000 + b"]" * 2000 + b"], {}, {}]"
+        with pytest.raises(MessageRejected) as info:
+            protocol.decode_task(self.HEADERS, self.JSON_PROPERTIES, body, JSON)
+        assert info.value.reason == "decode-error" and "depth" in info.value.detail

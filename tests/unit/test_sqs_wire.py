@@ -136,3 +136,59 @@ class TestOptions:
             self.build(sts_role_arn="arn:aws:iam::1:role/x")
         with pytest.raises(ConfigurationError, match="wait_time_seconds"):
             self.build(wait_time_seconds=30)
+
+
+class TestErrors:
+    """What SQS answers becomes a fastq error that says whether trying again can help."""
+
+    def call_failing_with(self, code, status):
+        pytest.importorskip("boto3")
+        import botocore.exceptions
+
+        from fastq.brokers import create_broker
+
+        def refuse(**kwargs):
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": code, "Message": "no"},
+                 "ResponseMetadata": {"HTTPStatusCode": status}}, "SendMessageBatch")
+
+        broker = create_broker("sqs://k:s@127.0.0.1:1")
+        with pytest.raises(Exception) as info:
+            broker._call("send", refuse)
+        return info.value
+
+    @pytest.mark.parametrize("code, status", [
+        ("RequestThrottled", 403), ("ThrottlingException", 400),
+        ("AWS.SimpleQueueService.RequestThrottled", 400), ("Anything", 503),
+        ("InternalError", 500)])
+    def test_throttles_and_server_errors_are_retried_like_a_lost_connection(self, code,
+                                                                            status):
+        from fastq.brokers.sqs import SQSUnavailable
+        from fastq.exceptions import BrokerConnectionLost
+
+        error = self.call_failing_with(code, status)
+        assert isinstance(error, SQSUnavailable) and isinstance(error, BrokerConnectionLost)
+        assert error.recoverable and "could not serve send now" in str(error)
+
+    def test_a_refusal_is_not_retried(self):
+        from fastq.brokers.sqs import SQSError, SQSUnavailable
+
+        error = self.call_failing_with("AWS.SimpleQueueService.NonExistentQueue", 400)
+        assert type(error) is SQSError and not isinstance(error, SQSUnavailable)
+        assert not error.recoverable and error.code == "NonExistentQueue"
+
+    def test_botocore_makes_one_attempt_so_publish_timeout_bounds_the_wait(self):
+        pytest.importorskip("boto3")
+        from fastq.brokers import create_broker
+        from fastq.exceptions import BrokerConnectionLost
+
+        broker = create_broker("sqs://k:s@127.0.0.1:1")  # nothing listens on port 1
+        try:
+            client = broker._client()
+            sent = []
+            client.meta.events.register("before-send.sqs", lambda **kw: sent.append(1))
+            with pytest.raises(BrokerConnectionLost, match="unreachable during lookup"):
+                broker._call("lookup", client.get_queue_url, QueueName="q")
+            assert len(sent) == 1
+        finally:
+            broker.close()

@@ -3,8 +3,8 @@
 import pytest
 
 from fastq import App, shared_task
-from fastq.cli import AppLoadError, load_app
 from fastq.exceptions import ConfigurationError, TaskNotRegistered
+from fastq.loader import AppLoadError, load_app
 from fastq.middleware.ratelimit import TokenBucket, parse_rate
 
 
@@ -119,8 +119,8 @@ def test_load_app_errors_name_the_problem(tmp_path, monkeypatch):
 
 
 def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored(app):
+    from fastq.execution import time_limits
     from fastq.task import Request
-    from fastq.worker.executor import _time_limits
 
     @app.task(time_limit=60, soft_time_limit=50)
     def limited():
@@ -128,7 +128,7 @@ def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored(app):
 
     def limits(header):
         request = Request({"id": "i", "task": limited.name, "timelimit": header}, [], {}, {})
-        return _time_limits(limited, request, app.conf)
+        return time_limits(limited, request, app.conf)
 
     assert limits([10, 5.5]) == (10, 5.5)
     assert limits([None, 3]) == (60, 3)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastq.exceptions import SoftTimeLimitExceeded
-from fastq.worker.limits import AlarmLimiter, HardTimeLimit, ThreadLimiter, await_limited
+from fastq.limits import AlarmLimiter, HardTimeLimit, ThreadLimiter, await_limited
 
 
 def _steps(task, request):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -59,16 +60,21 @@ def run_worker(app, request, pool_name):
         consumers.append((consumer, thread, pool))
         return consumer
 
+    def stop():
+        while consumers:
+            consumer, thread, pool = consumers.pop()
+            consumer.stop()
+            thread.join(10)
+            assert not thread.is_alive()
+            pool.stop()
+            c = consumer.counters
+            # nothing received is unaccounted for
+            assert c["received"] == (c["acked"] + c["dead_lettered"] + c["released"]
+                                     + c["requeued"] + c["deferred"])
+
+    start.stop = stop
     yield start
-    for consumer, thread, pool in consumers:
-        consumer.stop()
-        thread.join(10)
-        assert not thread.is_alive()
-        pool.stop()
-        c = consumer.counters
-        # nothing received is unaccounted for
-        assert c["received"] == (c["acked"] + c["dead_lettered"] + c["released"]
-                                 + c["requeued"] + c["deferred"])
+    stop()
 
 
 def test_tasks_run_and_results_are_stored(app, run_worker):
@@ -174,3 +180,21 @@ def test_bind_gives_the_request_context(app, run_worker):
     run_worker()
     result = info.delay()
     assert result.get(timeout=5) == [result.id, 0, "celery", "mem@test"]
+
+
+def test_async_def_tasks_run_and_their_event_loops_are_closed(app, run_worker):
+    # An event loop left to the garbage collector raises ResourceWarning (twice more for
+    # its self-pipe sockets) in whichever later test is running when it is collected:
+    # the pools must close the loops they open, by the time they stop.
+    loops = []
+
+    @app.task
+    async def double(x):
+        await asyncio.sleep(0)
+        loops.append(asyncio.get_running_loop())
+        return 2 * x
+
+    run_worker()
+    assert [double.delay(i).get(timeout=5) for i in range(6)] == [0, 2, 4, 6, 8, 10]
+    run_worker.stop()
+    assert loops and all(loop.is_closed() for loop in loops)

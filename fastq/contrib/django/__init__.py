@@ -13,6 +13,6 @@ process once Django is set up).
 
 from __future__ import annotations
 
-from .discovery import autodiscover_tasks
+from ...discovery import autodiscover_tasks
 
 __all__ = ["autodiscover_tasks"]

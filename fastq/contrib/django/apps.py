@@ -14,6 +14,6 @@ class FastqConfig(AppConfig):
     verbose_name = "fastq"
 
     def ready(self) -> None:
-        from . import discovery
+        from ... import discovery
 
         discovery.on_django_ready()

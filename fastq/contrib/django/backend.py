@@ -35,7 +35,7 @@ from ... import serialization
 from ..._fork import getpid
 from ...backends.base import Backend
 from ...exceptions import ConfigurationError
-from ...result import SUCCESS
+from ...states import SUCCESS
 
 logger = logging.getLogger("fastq.contrib.django")
 

@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from ..limits import ThreadLimiter
+from ...limits import ThreadLimiter
 from .base import RELEASE, HandOffPool
 
 logger = logging.getLogger("fastq.worker")
@@ -35,7 +35,9 @@ class AsyncioPool(HandOffPool):
     def __init__(self, executor, concurrency: int = 1) -> None:
         super().__init__(executor, concurrency)
         executor.limiter = ThreadLimiter()  # for the plain functions on executor threads
-        self.loop = new_event_loop()
+        #: made by start() and closed by the thread that runs it: a pool never started
+        #: holds no loop (nor its self-pipe sockets) for the garbage collector to find
+        self.loop: asyncio.AbstractEventLoop
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
         self._keys = itertools.count()
@@ -45,14 +47,19 @@ class AsyncioPool(HandOffPool):
 
     def start(self) -> None:
         ready = threading.Event()
+        self.loop = loop = new_event_loop()
 
         def run_loop() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="fastq-sync-task"))
+            asyncio.set_event_loop(loop)
+            threads = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="fastq-sync-task")
+            loop.set_default_executor(threads)
             self._slots = asyncio.Semaphore(self.concurrency)
             ready.set()
-            self.loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                _close_loop(loop, threads)
 
         self._thread = threading.Thread(target=run_loop, name="fastq-asyncio", daemon=True)
         self._thread.start()
@@ -80,7 +87,9 @@ class AsyncioPool(HandOffPool):
                 finally:
                     del self._running[key]
                 self._finish((request, action, argument))
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and not self._accepting:
+                raise  # stop() after a close: the consumer has requeued what was running
             logger.exception("task %s[%s] failed outside its own code; it is requeued",
                              request.name, request.id)
             from ..executor import REQUEUE
@@ -112,6 +121,31 @@ class AsyncioPool(HandOffPool):
             self._idle.wait()
 
     def stop(self, cold: bool = False) -> None:
-        if self._thread is not None and self.loop.is_running():
+        self._accepting = False
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        try:
+            # queued even before run_forever begins, which then returns at once
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=5)
+        except RuntimeError:
+            pass  # closed already: the thread is on its way out
+        thread.join(timeout=5)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop,
+                threads: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Close ``loop`` once it has stopped, as ``asyncio.run`` would: what a cold stop left
+    unfinished is cancelled and let unwind first."""
+    try:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        # a plain function still blocking one of these threads is not waited for
+        threads.shutdown(wait=False, cancel_futures=True)
+        asyncio.set_event_loop(None)
+        loop.close()

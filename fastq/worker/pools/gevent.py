@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..limits import GreenLimiter
+from ...limits import GreenLimiter
 from .green import GreenPool
 
 

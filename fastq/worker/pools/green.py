@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ... import _green
-from ..limits import GreenLimiter
+from ...limits import GreenLimiter
 from .base import HandOffPool
 
 logger = logging.getLogger("fastq.worker")

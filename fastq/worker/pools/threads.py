@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ...exceptions import SoftTimeLimitExceeded
-from ..limits import HardTimeLimit, ThreadLimiter
+from ...limits import HardTimeLimit, ThreadLimiter
 from .base import HandOffPool
 
 logger = logging.getLogger("fastq.worker")

@@ -21,3 +21,14 @@ def database():
     from fastq.contrib.django.models import TaskResult
 
     return [connection.vendor, TaskResult.objects.filter(state="SUCCESS").count()]
+
+
+@shared_task(name="shop.pg_backend_pid")
+def pg_backend_pid():
+    """The server process of this task's PostgreSQL connection: a new one per task when
+    the worker closes connections after each task (CONN_MAX_AGE = 0)."""
+    from django.db import connections
+
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]

@@ -10,10 +10,11 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..exceptions import SoftTimeLimitExceeded
+from .exceptions import SoftTimeLimitExceeded
 
 logger = logging.getLogger("fastq.worker")
 
@@ -200,12 +201,25 @@ async def await_limited(coroutine: Coroutine, hard: float | None, soft: float | 
     return child.result()
 
 
+class _ThreadLoop:
+    """An event loop kept in a thread's locals, closed when they are dropped: when the
+    thread (or greenlet, under monkey-patching) ends, or at exit for the main thread.
+    Left to the garbage collector, an open loop and its self-pipe sockets each raise a
+    ResourceWarning in whatever code happens to be running then."""
+
+    __slots__ = ("loop", "__weakref__")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        weakref.finalize(self, self.loop.close)
+
+
 _loops = threading.local()
 
 
 def thread_event_loop() -> asyncio.AbstractEventLoop:
     """This thread's own event loop, for running an ``async def`` task outside asyncio."""
-    loop = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _loops.loop = asyncio.new_event_loop()
-    return loop
+    held = getattr(_loops, "held", None)
+    if held is None or held.loop.is_closed():
+        held = _loops.held = _ThreadLoop()
+    return held.loop

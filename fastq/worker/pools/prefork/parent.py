@@ -1,52 +1,33 @@
-"""The prefork pool: child processes that are each a whole solo worker, and the parent
-that supervises them (replacement, recycling, autoscaling, the hard time limit backstop).
-
-Shared-nothing: every child has its own broker connection, its own consumer loop (the
-compiled one when built) and its own prefetch, so no task crosses a pipe; the parent
-holds no broker connection for consuming. Children report over a pipe:
-
-    {"e": "status", "state", "done", "busy", "running", "counters"}  every STATUS_INTERVAL
-    {"e": "start", "id", "name", "hard"}   a task with a hard time limit started
-    {"e": "end", "id"}                     ... and ended
-    {"e": "recycle", "reason"}             stopping at a recycling limit, exits EXIT_RECYCLE
-
-The parent talks back with signals only: SIGTERM (warm stop), SIGQUIT (cold stop),
-SIGUSR1 (dump stacks), SIGKILL (the hard limit backstop).
-"""
+"""The prefork parent: starts, watches, replaces and stops the children of one worker."""
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from ...brokers import mask_url
-from ...exceptions import ConfigurationError, TimeLimitExceeded
-from ...result import FAILURE
-from ..lifecycle import EXIT_RECYCLE, TaskObserver
-from ..stacks import dump_stacks
-from ..supervisor import HEALTH_INTERVAL, Worker, setup_logging
-from .base import Completion, Pool
-
-if TYPE_CHECKING:
-    from ...app import App
+from .... import signals
+from ....brokers import mask_url
+from ....exceptions import ConfigurationError, TimeLimitExceeded
+from ....states import FAILURE
+from ...lifecycle import EXIT_RECYCLE
+from ...stacks import dump_stacks
+from ...supervisor import HEALTH_INTERVAL, Worker
+from .autoscale import Autoscaler
+from .child import PARENT_SIGNALS, STATUS_INTERVAL, ChildSpec, child_main
 
 logger = logging.getLogger("fastq.worker")
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
-#: Seconds between a child's status reports once it consumes (faster before).
-STATUS_INTERVAL = 0.5
 #: Seconds past a task's hard time limit before the parent kills its child: the child's
 #: own SIGALRM ends it at the limit unless it is stuck in C code.
 HARD_LIMIT_GRACE = 1.0
@@ -54,165 +35,11 @@ HARD_LIMIT_GRACE = 1.0
 COLD_KILL_AFTER = 10.0
 #: Children that die before they consume, in a row, before the parent gives up.
 MAX_FAILED_STARTS = 3
-#: Busy share of a report window above which a child counts as fully busy (autoscale).
-BUSY_FRACTION = 0.9
-#: Shortest time between two autoscale growth steps, in seconds.
-GROW_INTERVAL = 1.0
 #: How long the parent's loop sleeps at most between checks of deadlines, in seconds.
 TICK = 0.1
-#: The signals the parent handles; blocked around fork so a child never runs the
-#: parent's handlers before it installs its own.
-PARENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1)
 
 
-@dataclasses.dataclass
-class ChildSpec:
-    """What a child needs to build its worker; picklable, for spawn and forkserver."""
-
-    app_spec: str | None
-    queues: list[str]
-    prefetch_multiplier: int
-    hostname: str
-    loglevel: int
-    max_tasks_per_child: int | None
-    max_memory_per_child: int | None
-
-
-class PreforkPool(Pool):
-    """``-P prefork -c N``: N child processes, each a complete solo worker.
-
-    The worker hands control to ``supervise`` instead of running a consumer: this class
-    runs no jobs itself, so ``submit``/``completions`` are not for use.
-    """
-
-    #: The Worker asks this: a pool that supervises processes gets the whole run.
-    supervises_processes = True
-
-    def __init__(self, executor: Any = None, concurrency: int = 1) -> None:
-        super().__init__(executor, concurrency)
-
-    def submit(self, jobs: Sequence, should_stop: Callable[[], bool]) -> None:
-        raise TypeError("prefork children run their own consumers; nothing is submitted "
-                        "to the parent")
-
-    def completions(self) -> list[Completion]:
-        return []
-
-    def supervise(self, worker: Worker) -> int:
-        """Start the children and supervise them until shut down; the exit code."""
-        return Supervisor(worker).run()
-
-
-# -- the child side ---------------------------------------------------------------------
-
-class ParentLink(TaskObserver):
-    """A child's end of the pipe: task starts and ends, and periodic status reports."""
-
-    def __init__(self, writer: Connection) -> None:
-        self.writer = writer
-        self.worker: Worker | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._parent = os.getppid()
-        self._thread: threading.Thread | None = None
-
-    def send(self, message: dict) -> None:
-        data = orjson.dumps(message)
-        try:
-            with self._lock:
-                self.writer.send_bytes(data)
-        except OSError:
-            self._orphaned()
-
-    def task_started(self, task_id: str, name: str, hard_limit: float) -> None:
-        self.send({"e": "start", "id": task_id, "name": name, "hard": hard_limit})
-
-    def task_ended(self, task_id: str) -> None:
-        self.send({"e": "end", "id": task_id})
-
-    def status(self) -> dict:
-        worker = self.worker
-        assert worker is not None and worker.meter is not None
-        meter = worker.meter
-        return {"e": "status", "state": worker.consumer.state, "done": meter.done,
-                "busy": meter.busy_now(), "running": meter.running_id,
-                "counters": worker.consumer.counters}
-
-    def start_reporting(self, worker: Worker) -> None:
-        self.worker = worker
-        self._thread = threading.Thread(target=self._report_loop, name="fastq-child-report",
-                                        daemon=True)
-        self._thread.start()
-
-    def _report_loop(self) -> None:
-        worker = self.worker
-        assert worker is not None
-        interval = 0.02  # quickly at first, so the parent learns soon that we consume
-        while not self._stop.wait(interval):
-            if os.getppid() != self._parent:
-                self._orphaned()
-                return
-            self.send(self.status())
-            if worker.consumer.state == "consuming":
-                interval = STATUS_INTERVAL
-
-    def _orphaned(self) -> None:
-        worker = self.worker
-        if worker is not None and worker.consumer.state in ("starting", "consuming"):
-            logger.error("the prefork parent of child %d is gone: warm shutdown", os.getpid())
-            worker.consumer.stop()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        if self.worker is not None and self.worker.meter is not None:
-            self.send(self.status())
-            if self.worker._restart is not None:
-                self.send({"e": "recycle", "reason": self.worker._restart})
-        self.writer.close()
-
-
-def child_main(spec: ChildSpec, writer: Connection, app: App | None) -> None:
-    """A child process: a solo worker reporting to the parent through ``writer``.
-
-    ``app`` is inherited with fork; spawn and forkserver children import it again from
-    ``spec.app_spec``.
-    """
-    early: list[int] = []
-    signal.set_wakeup_fd(-1)  # the parent's, inherited with fork: not ours to write
-    for signum in (signal.SIGTERM, signal.SIGQUIT):
-        signal.signal(signum, lambda s, f: early.append(s))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, lambda s, f: dump_stacks())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_SIGNALS)
-    if app is None:
-        setup_logging(spec.loglevel)
-        from ...cli import load_app
-
-        app = load_app(spec.app_spec)
-    link = ParentLink(writer)
-    worker = Worker(app, queues=spec.queues, pool="solo", concurrency=1,
-                    prefetch_multiplier=spec.prefetch_multiplier, hostname=spec.hostname,
-                    max_tasks_per_child=spec.max_tasks_per_child,
-                    max_memory_per_child=spec.max_memory_per_child, observer=link)
-    worker.install_signal_handlers()
-    if signal.SIGQUIT in early:
-        raise SystemExit(0)  # nothing claimed yet
-    if early:
-        worker.consumer.stop()
-    link.start_reporting(worker)
-    try:
-        code = worker.run()
-    finally:
-        link.close()
-    raise SystemExit(code)
-
-
-# -- the parent side --------------------------------------------------------------------
-
-class Child:
+class ChildProcess:
     """The parent's record of one child process."""
 
     def __init__(self, process: Any, reader: Connection, index: int) -> None:
@@ -241,46 +68,7 @@ class Child:
                 "tasks": self.done, "running": self.running}
 
 
-class Autoscaler:
-    """How many children, between ``minimum`` and ``maximum``, from their busy reports.
-
-    Never fewer than one child: the parent holds no broker connection, so only a child
-    sees work arrive. Grow by one child when every child was busy for at least BUSY_FRACTION of its last
-    report window (the queue is not keeping up) and the last growth is GROW_INTERVAL old;
-    shrink by retiring one child that ran nothing for ``keepalive`` seconds. Plain
-    decisions, no I/O: the supervisor acts on them.
-    """
-
-    def __init__(self, maximum: int, minimum: int, keepalive: float,
-                 grow_interval: float = GROW_INTERVAL) -> None:
-        if not 0 <= minimum <= maximum or maximum < 1:
-            raise ConfigurationError(
-                f"--autoscale MAX,MIN needs 0 <= MIN <= MAX and MAX >= 1, got "
-                f"{maximum},{minimum}")
-        self.maximum = maximum
-        self.minimum = max(1, minimum)
-        self.keepalive = keepalive
-        self.grow_interval = grow_interval
-        self._last_growth = float("-inf")
-
-    def decide(self, children: Sequence[Child], now: float) -> tuple[str, Child | None] | None:
-        """("grow", None), ("shrink", the child to retire), or None."""
-        if len(children) < self.minimum:
-            return ("grow", None)
-        if len(children) < self.maximum and now - self._last_growth >= self.grow_interval:
-            if all(c.ready and c.busy_fraction >= BUSY_FRACTION
-                                   for c in children):
-                self._last_growth = now
-                return ("grow", None)
-        if len(children) > self.minimum:
-            idle = [c for c in children if c.ready and c.idle_since is not None
-                    and now - c.idle_since >= self.keepalive]
-            if idle:
-                return ("shrink", min(idle, key=lambda c: c.idle_since or 0.0))
-        return None
-
-
-class Supervisor:
+class PreforkParent:
     """The parent's loop: start, watch, replace and stop the children of one worker."""
 
     def __init__(self, worker: Worker) -> None:
@@ -306,7 +94,7 @@ class Supervisor:
             maximum, minimum = worker.autoscale
             self.autoscaler = Autoscaler(maximum, minimum,
                                          self.app.conf.worker_autoscale_keepalive)
-        self.children: dict[int, Child] = {}  # by pid
+        self.children: dict[int, ChildProcess] = {}  # by pid
         self.stopping: str | None = None  # None, "warm" or "cold"
         self.cold_deadline = 0.0
         self.exit_code = 0
@@ -321,7 +109,7 @@ class Supervisor:
         os.set_blocking(self._wake_r, False)
 
     # -- starting children -------------------------------------------------------------
-    def start_child(self, index: int | None = None) -> Child:
+    def start_child(self, index: int | None = None) -> ChildProcess:
         if index is None:
             used = {c.index for c in self.children.values() if not c.retiring}
             index = next(i for i in range(len(used) + 1) if i not in used)
@@ -336,12 +124,12 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         writer.close()
-        child = Child(process, reader, index)
+        child = ChildProcess(process, reader, index)
         self.children[child.pid] = child
         logger.debug("started child %d (%s)", child.pid, process.name)
         return child
 
-    def active(self) -> list[Child]:
+    def active(self) -> list[ChildProcess]:
         return [c for c in self.children.values() if not c.retiring]
 
     # -- signals -----------------------------------------------------------------------
@@ -369,7 +157,8 @@ class Supervisor:
             else:
                 self.stop(cold=False, why=name)
 
-    def _signal_children(self, signum: int, children: Sequence[Child] | None = None) -> None:
+    def _signal_children(self, signum: int,
+                         children: Sequence[ChildProcess] | None = None) -> None:
         for child in list(self.children.values()) if children is None else children:
             try:
                 os.kill(child.pid, signum)
@@ -377,6 +166,9 @@ class Supervisor:
                 pass
 
     def stop(self, cold: bool, why: str) -> None:
+        if self.stopping != ("cold" if cold else "warm"):
+            signals.worker_shutting_down.send(sender=self.worker.hostname, sig=why,
+                                              how="Cold" if cold else "Warm", exitcode=0)
         if cold:
             if self.stopping == "cold":
                 return
@@ -386,8 +178,8 @@ class Supervisor:
             self.cold_deadline = time.monotonic() + COLD_KILL_AFTER
             self._signal_children(signal.SIGQUIT)
         else:
-            logger.warning("%s: warm shutdown (%s): children finish their running tasks; "
-                           "send it again for a cold shutdown", self.worker.hostname, why)
+            logger.info("%s: warm shutdown (%s): children finish their running tasks; "
+                        "send it again for a cold shutdown", self.worker.hostname, why)
             self.stopping = "warm"
             self._signal_children(signal.SIGTERM)
         self.write_health()
@@ -395,8 +187,8 @@ class Supervisor:
     def restart_pool(self) -> None:
         """Replace every child: the old ones finish their running task and go."""
         old = self.active()
-        logger.warning("%s: restarting the pool (SIGHUP): replacing %d child(ren)",
-                       self.worker.hostname, len(old))
+        logger.info("%s: restarting the pool (SIGHUP): replacing %d child(ren)",
+                    self.worker.hostname, len(old))
         for child in old:
             child.retiring = True
             self.start_child(child.index)
@@ -409,19 +201,22 @@ class Supervisor:
         initial = self.autoscaler.minimum if self.autoscaler else worker.concurrency
         for _ in range(initial):
             self.start_child()
-        logger.warning("%s", worker.banner())
+        worker.log_banner()
         self.write_health()
+        signals.worker_ready.send(sender=worker)
+        worker.start_beat()  # -B: in the parent only, after the children are forked
         try:
             while self.children or not self.stopping:
                 self.step()
         finally:
+            worker.stop_beat()
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
             worker.remove_health()
             self.app.close()
-        logger.warning("%s stopped: %d task(s) run by %d child process(es)", worker.hostname,
-                       self.exited_tasks, self.started_count)
+        logger.info("%s stopped: %d task(s) run by %d child process(es)", worker.hostname,
+                    self.exited_tasks, self.started_count)
         return self.exit_code
 
     def step(self) -> None:
@@ -458,7 +253,7 @@ class Supervisor:
         if now >= self._next_health:
             self.write_health()
 
-    def _read_reports(self, child: Child, now: float) -> None:
+    def _read_reports(self, child: ChildProcess, now: float) -> None:
         reader = child.reader
         try:
             while reader.poll():
@@ -477,7 +272,7 @@ class Supervisor:
         except (EOFError, OSError):
             pass  # the child is gone; its sentinel says so too
 
-    def _on_status(self, child: Child, message: dict, now: float) -> None:
+    def _on_status(self, child: ChildProcess, message: dict, now: float) -> None:
         elapsed = now - child.last_report
         busy = float(message["busy"])
         if elapsed > 0:
@@ -498,7 +293,7 @@ class Supervisor:
             self.failed_starts = 0
             self._next_health = 0.0  # say so now
 
-    def _on_exit(self, child: Child) -> None:
+    def _on_exit(self, child: ChildProcess) -> None:
         del self.children[child.pid]
         child.reader.close()
         code = child.process.exitcode
@@ -608,23 +403,3 @@ def _describe_exit(code: int | None) -> str:
     if code == EXIT_RECYCLE:
         return "recycled"
     return f"exit status {code}"
-
-
-def parse_autoscale(value: str) -> tuple[int, int]:
-    """``"MAX,MIN"`` (or ``"MAX"``, MIN 0) as Celery's --autoscale takes it."""
-    parts = [p.strip() for p in value.split(",")]
-    try:
-        numbers = [int(p) for p in parts if p]
-    except ValueError:
-        numbers = []
-    if len(numbers) not in (1, 2) or len(parts) > 2:
-        raise ConfigurationError(f"--autoscale takes MAX,MIN (e.g. 10,3), not {value!r}")
-    maximum, minimum = numbers[0], numbers[1] if len(numbers) == 2 else 0
-    if minimum > maximum:  # Celery accepts either order
-        maximum, minimum = minimum, maximum
-    minimum = max(1, minimum)  # see Autoscaler
-    Autoscaler(maximum, minimum, 0.0)  # validates
-    return maximum, minimum
-
-__all__ = ["PreforkPool", "Supervisor", "Autoscaler", "ChildSpec", "child_main",
-           "parse_autoscale", "START_METHODS"]

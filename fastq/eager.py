@@ -1,0 +1,148 @@
+"""Running a task in the caller (``Task.apply``, ``task_always_eager``) through the
+worker's own execution path: retries run again at once, callbacks and chains run here."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import exception_to_dict
+from .execution import Child, Execution, child_arguments
+from .limits import ThreadLimiter
+from .protocol import new_task_id
+from .result import EagerResult
+from .states import FAILURE, RETRY, SUCCESS
+from .task import Request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .app import App
+    from .exceptions import Retry
+    from .task import Task
+
+#: Signature options that shape the eager run; the rest (queue, countdown, ...) concern a
+#: broker, and a task run here has none.
+_CHILD_OPTIONS = ("task_id", "link", "link_error", "headers", "time_limit", "soft_time_limit",
+                  "group_id", "group_index", "shadow")
+
+
+class EagerExecution(Execution):
+    """One eager call and everything it sets off (retries, callbacks, the rest of a chain)."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(app.conf, "eager")
+        self.app = app
+        if threading.current_thread() is not threading.main_thread() or not hasattr(
+                signal, "SIGALRM"):
+            self.limiter = _thread_limiter()  # SIGALRM reaches only the main thread
+        self.propagate_hook_errors = True  # Celery raises a failing hook to the caller
+        self._retry: Retry | None = None
+        #: the results of the tasks each task set off, by the parent's id
+        self._children: dict[str, list[EagerResult]] = {}
+
+    def _store_failure(self, request: Request, state: str, exc: BaseException, task: Task,
+                       ignore_result: bool, tb: str | None = "",
+                       retry: Retry | None = None) -> None:
+        super()._store_failure(request, state, exc, task, ignore_result, tb, retry)
+        self._retry = retry
+
+    def send_children(self, request: Request, children: list[Child]) -> None:
+        for child in children:
+            sig = child.signature
+            args, kwargs = child_arguments(child)
+            options = sig.get("options") or {}
+            result = self.apply(
+                self.app.get_task(sig["task"]), args, kwargs, chain=child.chain,
+                parent_id=request.id, root_id=request.root_id or request.id,
+                **{key: options[key] for key in _CHILD_OPTIONS if key in options})
+            self._children.setdefault(request.id, []).append(result)
+
+    def apply(self, task: Task, args: Iterable | None, kwargs: dict | None, *,
+              throw: bool | None = None, retries: int = 0, **options: Any) -> EagerResult:
+        """Run ``task`` here until it ends (retrying at once), then its follow-ups."""
+        task_id = options.pop("task_id", None) or new_task_id()
+        # The worker's headers and embed, from the same template a message is built from;
+        # reply_to="" because an eager result goes to no one.
+        template = self.app.message_template(task.name, _task=task, reply_to="",
+                                             retries=retries, **_message_options(options))
+        args, kwargs = list(args or ()), dict(kwargs or {})
+        while True:
+            headers = template.headers.copy()
+            headers.update(id=task_id, retries=retries, ignore_result=False)
+            headers["root_id"] = headers["root_id"] or task_id
+            request = Request(headers, args, kwargs, dict(template.embed), hostname="eager",
+                              is_eager=True)
+            self._retry = None
+            self.run(task, request)
+            outcome = self._take(task_id)
+            if outcome is not None and outcome[1] == RETRY:
+                retries += 1
+                retry = self._retry
+                if retry is not None and retry.sig is not None:
+                    args, kwargs = list(retry.sig[0]), dict(retry.sig[1])
+                continue
+            break
+        return self._result(task_id, outcome, throw)
+
+    def _take(self, task_id: str) -> tuple | None:
+        """The last outcome recorded for ``task_id`` (its STARTED or RETRY records before
+        it are dropped); a parent's, recorded before its callbacks ran, stays."""
+        found = None
+        kept = []
+        pending = self.pending_results
+        while pending:
+            record = pending.popleft()
+            if record[0] == task_id:
+                found = record
+            else:
+                kept.append(record)
+        pending.extend(kept)
+        return found
+
+    def _result(self, task_id: str, outcome: tuple | None, throw: bool | None) -> EagerResult:
+        if outcome is None:  # Ignore, or a Reject: nothing was stored, as in a worker
+            meta = {"status": "IGNORED", "result": None, "traceback": None, "task_id": task_id}
+        else:
+            _, state, value, tb, _ = outcome
+            if state == FAILURE and isinstance(value, BaseException):
+                propagate = self.conf.task_eager_propagates if throw is None else throw
+                if propagate:
+                    raise value
+                value = exception_to_dict(value)
+            meta = {"status": state, "result": value, "traceback": tb, "task_id": task_id}
+            if state == SUCCESS or state == FAILURE:
+                meta["date_done"] = datetime.now(timezone.utc).isoformat()
+        return EagerResult(task_id, meta, app=self.app,
+                           children=self._children.pop(task_id, None))
+
+
+_shared_thread_limiter: ThreadLimiter | None = None
+
+
+def _thread_limiter() -> ThreadLimiter:
+    # one watchdog thread for every eager call made off the main thread
+    global _shared_thread_limiter
+    if _shared_thread_limiter is None:
+        _shared_thread_limiter = ThreadLimiter()
+    return _shared_thread_limiter
+
+
+def _message_options(options: dict) -> dict:
+    # countdown, eta, expires, queue, priority: nothing to wait for or route to here
+    for ignored in ("countdown", "eta", "expires", "queue", "priority", "serializer",
+                    "compression", "reply_to", "retry", "retry_policy", "exchange",
+                    "routing_key"):
+        options.pop(ignored, None)
+    return options
+
+
+def apply(app: App, task: Task, args: Iterable | None = None, kwargs: dict | None = None,
+          **options: Any) -> EagerResult:
+    """Run ``task`` in the caller as a worker would, and return its EagerResult."""
+    return EagerExecution(app).apply(task, args, kwargs, **options)
+
+
+__all__ = ["EagerExecution", "apply"]

@@ -1,0 +1,1 @@
+"""Celery's ``celery.utils`` paths that applications import (``fastq.utils.log``)."""

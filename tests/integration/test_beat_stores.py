@@ -1,0 +1,100 @@
+"""The beat's shared store on each server: a run is claimed once, a claim left unsent
+is taken over after its lease, a run at or before the entry's last is never claimed,
+and the database schedule source keeps what ``fastq schedule`` writes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from fastq._beat_store import MemoryStore, RedisStore, SQLStore
+from tests.integration.redis_support import REDIS_URL, delete_keys, require_redis
+from tests.integration.sql_support import POSTGRES_URL, require_server
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    if request.param == "sqlite":
+        made = SQLStore(path=str(tmp_path / "beat.sqlite3"))
+        yield made
+        made.close()
+        return
+    if request.param == "redis":
+        require_redis()
+        prefix = f"test-{uuid.uuid4().hex[:8]}:fastq:beat:"
+        made = RedisStore(REDIS_URL, prefix=prefix)
+        yield made
+        made.close()
+        delete_keys(prefix + "*")
+        return
+    require_server(5432, "PostgreSQL")
+    from fastq.backends import create_backend
+
+    backend = create_backend(POSTGRES_URL)
+    yield SQLStore(engine=backend.engine)  # type: ignore[attr-defined]
+    backend.close()
+
+
+@pytest.fixture
+def name():
+    """An entry name of this test alone (the SQL tables are shared by every run)."""
+    return f"entry-{uuid.uuid4().hex[:10]}"
+
+
+def test_first_runs_are_set_once(store, name):
+    store.init({name: 100.0})
+    store.init({name: 200.0})
+    assert store.load()[name] == (100.0, 0)
+
+
+def test_a_run_is_claimed_once_and_never_after_it_was_sent(store, name):
+    store.init({name: 100.0})
+    due = 101_000_000
+    assert store.claim([(name, due)], "a", lease=30) == {(name, due)}
+    assert store.claim([(name, due)], "b", lease=30) == set()
+    store.complete([(name, due, 101.0)])
+    assert store.load()[name] == (101.0, due)
+    time.sleep(0.05)
+    assert store.claim([(name, due)], "b", lease=0.01) == set()
+    # an older run (a beat whose view is stale) is refused by the state, not the claim
+    assert store.claim([(name, due - 1_000_000)], "b", lease=30) == set()
+    assert store.claim([(name, due + 1_000_000)], "b", lease=30) == {(name, due + 1_000_000)}
+
+
+def test_a_claim_left_unsent_is_taken_over_once_its_lease_ran_out(store, name):
+    store.init({name: 100.0})
+    due = 101_000_000
+    assert store.claim([(name, due)], "dead", lease=0.2) == {(name, due)}
+    assert store.claim([(name, due)], "b", lease=30) == set()
+    time.sleep(0.35)
+    assert store.claim([(name, due)], "b", lease=30) == {(name, due)}
+    assert store.claim([(name, due)], "c", lease=30) == set()
+
+
+def test_many_runs_claim_in_few_round_trips(store, name):
+    names = [f"{name}-{i}" for i in range(1000)]
+    store.init(dict.fromkeys(names, 100.0))
+    before = store.round_trips
+    got = store.claim([(n, 101_000_000) for n in names], "a", lease=30)
+    assert len(got) == 1000
+    assert store.round_trips - before <= 3  # 400 runs a statement or script call
+    before = store.round_trips
+    store.complete([(n, 101_000_000, 101.0) for n in names])
+    assert store.round_trips - before <= 1
+
+
+def test_schedule_source_entries(store, name):
+    doc = {"task": "t.x", "schedule": {"every": 5.0}, "args": [1], "kwargs": {},
+           "options": {}}
+    store.put_entry(name, doc)
+    assert store.entries()[name] == {**doc, "enabled": True}
+    assert store.set_enabled(name, False)
+    assert store.entries()[name]["enabled"] is False
+    assert store.remove_entry(name)
+    assert name not in store.entries()
+    assert not store.remove_entry(name) and not store.set_enabled(name, True)

@@ -1,0 +1,113 @@
+"""Signed messages end to end: a worker with accept_content=['auth'] runs what fastq and
+Celery sign with a trusted certificate and dead-letters the rest with reason signature."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+
+pytest.importorskip("cryptography")
+
+from fastq import serialization  # noqa: E402
+from fastq.protocol import Message  # noqa: E402
+from tests.integration.conftest import WorkerProcess  # noqa: E402
+from tests.pki import make_identity, write_identity  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+class SignedWorker(WorkerProcess):
+    app_module = "tests.apps.signed_app"
+
+
+@pytest.fixture
+def signed(sqlite_env, monkeypatch):
+    """(worker, producer app, trusted key/cert PEMs); the auth codec is taken out of this
+    process again afterwards."""
+    tmp_path, url, run_log, env = sqlite_env
+    key, cert = make_identity("fastq signer", 2001)
+    write_identity(tmp_path / "pki", key, cert)
+    monkeypatch.setenv("FASTQ_TEST_SECURITY_DIR", str(tmp_path / "pki"))
+    env = dict(env, FASTQ_TEST_SECURITY_DIR=str(tmp_path / "pki"))
+    monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
+    monkeypatch.setattr(serialization, "BY_CONTENT_TYPE", dict(serialization.BY_CONTENT_TYPE))
+    sys.modules.pop("tests.apps.signed_app", None)
+    producer = importlib.import_module("tests.apps.signed_app").app
+    worker = SignedWorker(tmp_path, url, run_log, env)
+    worker.start()
+    yield worker, producer, key, cert
+    worker.stop()
+    producer.close()
+    sys.modules.pop("tests.apps.signed_app", None)
+
+
+def celery_signed(body, key: bytes, cert: bytes, trusted: bytes) -> bytes:
+    from celery.security.certificate import Certificate, CertStore
+    from celery.security.key import PrivateKey
+    from celery.security.serialization import SecureSerializer
+
+    store = CertStore()
+    store.add_cert(Certificate(trusted.decode()))
+    return SecureSerializer(PrivateKey(key.decode()), Certificate(cert.decode()),
+                            store).serialize(body).encode()
+
+
+def test_signed_tasks_run_and_the_rest_is_dead_lettered(signed):
+    worker, producer, key, cert = signed
+    assert producer.tasks["signed.add"].delay(2, 3).get(timeout=20) == 5
+
+    template = producer.build_message("signed.add", (1, 1))
+    assert template.properties["content_type"] == "application/data"
+
+    def message(body: bytes, content_type: str = "application/data") -> Message:
+        headers = dict(template.headers, id=str(uuid.uuid4()))
+        return Message(headers, dict(template.properties, content_type=content_type,
+                                     correlation_id=headers["id"]), body, queue="celery")
+
+    plain = [[20, 22], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    by_celery = message(celery_signed(plain, key, cert, cert))
+    fields = base64.b64decode(template.body).split(b"\x00\x01", 4)
+    tampered_body = fields[4].replace(b"1", b"7", 1)
+    tampered = message(base64.b64encode(b"\x00\x01".join([*fields[:4], tampered_body])))
+    stranger_key, stranger_cert = make_identity("stranger", 2002)
+    untrusted = message(celery_signed(plain, stranger_key, stranger_cert, stranger_cert))
+    unsigned = message(orjson.dumps(plain), "application/json")
+    producer.broker.publish_many([by_celery, tampered, untrusted, unsigned])
+
+    assert producer.AsyncResult(by_celery.headers["id"]).get(timeout=20) == 42
+    letters = {d["headers"]["id"]: d["reason"] for d in _dead_letters(producer, 3)}
+    assert letters.keys() == {tampered.headers["id"], untrusted.headers["id"],
+                              unsigned.headers["id"]}
+    assert all(reason.startswith("signature: ") for reason in letters.values()), letters
+    assert "bad signature" in letters[tampered.headers["id"]]
+    assert "unknown signer" in letters[untrusted.headers["id"]]
+    assert "unsigned message" in letters[unsigned.headers["id"]]
+    assert _counter(worker, "bad_signatures", 3) == 3
+    assert worker.proc.poll() is None
+
+
+def _counter(worker, name: str, expected: int, timeout: float = 20) -> int:
+    """The worker's counter ``name`` from its health file, once it reaches ``expected``
+    (the file is rewritten every few seconds) or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(worker.health_file, "rb") as fh:
+            value = orjson.loads(fh.read())["counters"][name]
+        if value >= expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _dead_letters(producer, count: int, timeout: float = 20) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        letters = producer.broker.dead_letters()
+        if len(letters) >= count or time.monotonic() > deadline:
+            return letters
+        time.sleep(0.05)

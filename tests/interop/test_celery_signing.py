@@ -1,0 +1,63 @@
+"""Signed tasks across the two: fastq signs, a real Celery 5.7 worker that accepts only
+signed tasks runs them (Redis); the reverse direction is tests/integration/test_signing.py
+(a Celery-signed body on a fastq worker)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+pytest.importorskip("celery")
+pytest.importorskip("cryptography")
+
+from fastq import App, serialization  # noqa: E402
+from tests.integration.redis_support import REDIS_URL, require_redis  # noqa: E402
+from tests.interop.processes import ROOT, Proc  # noqa: E402
+from tests.pki import make_identity, write_identity  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
+
+
+def test_a_task_fastq_signs_runs_on_a_celery_worker_and_a_forged_one_does_not(
+        tmp_path, monkeypatch):
+    require_redis()
+    celery = shutil.which("celery") or pytest.skip("the celery command is not installed")
+    queue = f"signed-{uuid.uuid4().hex[:10]}"
+    key, cert = make_identity("fastq and celery", 3001)
+    write_identity(tmp_path / "pki", key, cert)
+    env = dict(os.environ, FASTQ_BROKER_URL=REDIS_URL, FASTQ_RESULT_BACKEND=REDIS_URL,
+               FASTQ_TEST_SECURITY_DIR=str(tmp_path / "pki"),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    worker = Proc([celery, "-A", "tests.apps.celery_signed_app", "worker", "-P", "solo",
+                   "--without-gossip", "--without-mingle", "--without-heartbeat",
+                   "-Q", queue, "-l", "info", "-n", f"{queue}@%h"], env,
+                  str(tmp_path / "celery-worker.log"))
+    # setup_security registers the auth codec for the whole process: undone afterwards
+    monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
+    monkeypatch.setattr(serialization, "BY_CONTENT_TYPE", dict(serialization.BY_CONTENT_TYPE))
+    app = App("signer", broker=REDIS_URL, result_backend=REDIS_URL, task_default_queue=queue,
+              task_serializer="auth", accept_content=["auth"])
+    try:
+        worker.wait_until(lambda: "ready." in worker.log())
+        app.setup_security(key=str(tmp_path / "pki" / "key.pem"),
+                           cert=str(tmp_path / "pki" / "cert.pem"),
+                           store=str(tmp_path / "pki" / "store"))
+        assert app.send_task("signed.add", (20, 22)).get(timeout=20) == 42
+
+        # signed by a key whose certificate the Celery worker does not trust
+        stranger_key, stranger_cert = make_identity("stranger", 3002)
+        write_identity(tmp_path / "stranger", stranger_key, stranger_cert)
+        app.setup_security(key=str(tmp_path / "stranger" / "key.pem"),
+                           cert=str(tmp_path / "stranger" / "cert.pem"),
+                           store=str(tmp_path / "stranger" / "store"))
+        forged = app.send_task("signed.add", (1, 1))
+        worker.wait_until(lambda: forged.id in worker.log() or "Unknown certificate"
+                          in worker.log() or "SecurityError" in worker.log(), timeout=20)
+        assert forged.state == "PENDING"  # never run
+        assert "Unknown certificate" in worker.log()
+    finally:
+        worker.stop()
+        app.close()

@@ -1,0 +1,147 @@
+"""The beat's decisions on a fake clock, with the in-process store: each run claimed
+once, a dead claimant's run taken over after its lease, one catch-up after downtime,
+Celery's ``add_periodic_task`` and hooks, the dry run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fastq._beat_store import MemoryStore, SQLStore
+from fastq.app import App
+from fastq.beat import RUN_HEADER, Beat, run_task_id
+from fastq.schedules import crontab
+
+T0 = 1_800_000_000.0  # a fixed "now" for the fake clock
+
+
+def _app(**schedule) -> App:
+    return App(broker="memory://", beat_schedule=schedule)
+
+
+def _sent(app: App) -> list[tuple[str, str]]:
+    """(run header, task id) of every message the beat published so far."""
+    out = []
+    for delivery in app.broker.fetch(["celery"], 10_000, 0):
+        out.append((delivery.headers[RUN_HEADER], delivery.headers["id"]))
+    return out
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_factory(request, tmp_path):
+    if request.param == "memory":
+        shared = MemoryStore()
+        return lambda: shared
+    path = str(tmp_path / "beat.sqlite3")
+    return lambda: SQLStore(path=path)
+
+
+def test_two_beats_on_one_store_send_each_run_once(store_factory):
+    app = _app(tick={"task": "t.tick", "schedule": 1.0},
+               minute={"task": "t.minute", "schedule": crontab()})
+    beats = [Beat(app, max_interval=5, store=store_factory()) for _ in range(2)]
+    for step in range(0, 250):  # 125 s of fake time, both beats ticking every 0.5 s
+        for beat in beats:
+            beat.tick(T0 + step * 0.5)
+    sent = _sent(app)
+    runs = [header for header, _ in sent]
+    assert len(runs) == len(set(runs))  # no run twice
+    assert len({task_id for _, task_id in sent}) == len(sent)
+    ticks = sorted(h for h in runs if h.startswith("tick@"))
+    assert len(ticks) == 124  # T0+1 .. T0+124
+    minutes = [h for h in runs if h.startswith("minute@")]
+    assert len(minutes) == 2  # two minute boundaries in 125 s from T0 (…:20)
+    assert sum(b.sent for b in beats) == len(sent)
+
+
+def test_a_claim_left_unsent_is_taken_over_after_its_lease():
+    app = _app(tick={"task": "t.tick", "schedule": 10.0})
+    store = MemoryStore()
+    beat = Beat(app, max_interval=5, store=store)
+    beat.tick(T0)
+    due = round((T0 + 10) * 1e6)
+    # a beat that claimed the run and died before publishing
+    assert store.claim([("tick", due)], "dead-beat", lease=0.5) == {("tick", due)}
+    beat.tick(T0 + 10.1)
+    assert _sent(app) == []  # the lease is live: not ours
+    import time
+    time.sleep(0.6)  # the store's lease clock is real time
+    beat.tick(T0 + 10.8)
+    [(header, task_id)] = _sent(app)
+    assert task_id == run_task_id("tick", due)  # the id the dead claimant would have used
+
+
+def test_downtime_gives_one_catch_up_then_the_schedule_goes_on(store_factory):
+    app = _app(tick={"task": "t.tick", "schedule": 1.0})
+    beat = Beat(app, max_interval=5, store=store_factory())
+    for step in range(7):
+        beat.tick(T0 + step * 0.5)  # runs due at T0+1, T0+2, T0+3
+    assert len(_sent(app)) == 3
+    restarted = Beat(app, max_interval=5, store=store_factory())
+    restarted.tick(T0 + 13.25)  # ten seconds later
+    restarted.tick(T0 + 13.5)
+    assert len(_sent(app)) == 1  # one catch-up, not ten
+    for step in range(1, 5):
+        restarted.tick(T0 + 13.25 + step * 0.5)  # then every second, counted from the catch-up
+    assert len(_sent(app)) == 2
+
+
+def test_add_periodic_task_from_the_hooks_and_entry_options():
+    app = _app()
+
+    @app.task(name="t.hello")
+    def hello(who):
+        return who
+
+    @app.on_after_configure.connect
+    def configure(sender, **kwargs):
+        sender.add_periodic_task(2.0, hello.s("world"), name="hello every 2",
+                                 queue="celery", expires=30)
+
+    @app.on_after_finalize.connect
+    def finalize(sender, **kwargs):
+        sender.add_periodic_task(crontab(minute=0), hello.s("noon"))
+
+    beat = Beat(app, max_interval=5, store=MemoryStore())
+    beat.tick(T0)
+    assert set(beat.entries) == {"hello every 2", "t.hello('noon')"}
+    beat.tick(T0 + 2)
+    [(header, _)] = _sent(app)
+    assert header.startswith("hello every 2@")
+
+
+def test_database_entries_are_picked_up_paused_and_removed():
+    app = _app()
+    store = MemoryStore()
+    beat = Beat(app, max_interval=1, store=store)
+    beat.tick(T0)
+    assert beat.entries == {}
+    store.put_entry("db", {"task": "t.db", "schedule": {"every": 1.0}, "args": [1]})
+    beat.tick(T0 + 1)  # a refresh: max_interval passed
+    assert set(beat.entries) == {"db"}
+    beat.tick(T0 + 2.5)
+    assert len(_sent(app)) == 1
+    store.set_enabled("db", False)
+    beat.tick(T0 + 3.6)
+    beat.tick(T0 + 4.7)
+    assert beat.entries == {} and _sent(app) == []
+    store.set_enabled("db", True)
+    assert store.remove_entry("db") and not store.remove_entry("db")
+
+
+def test_dry_run_lists_the_next_runs_in_order():
+    app = _app(a={"task": "t.a", "schedule": crontab(minute=0, hour="*/6")},
+               b={"task": "t.b", "schedule": timedelta(hours=8)})
+    beat = Beat(app, store=MemoryStore())
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    runs = list(beat.upcoming(start + timedelta(days=1), start=start))
+    assert [(at.hour, entry.name) for at, entry in runs] == [
+        (6, "a"), (8, "b"), (12, "a"), (16, "b"), (18, "a"), (0, "a"), (0, "b")]
+
+
+def test_the_wait_after_a_send_counts_the_next_run_of_what_was_sent():
+    app = _app(tick={"task": "t.tick", "schedule": 1.0})
+    beat = Beat(app, max_interval=5, store=MemoryStore())
+    assert beat.tick(T0) == pytest.approx(1.0)
+    assert beat.tick(T0 + 1.0) == pytest.approx(1.0)  # sent; the next is a second away

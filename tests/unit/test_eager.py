@@ -1,0 +1,147 @@
+"""Eager mode runs a task through the worker's own execution path (fastq/execution.py)."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from fastq import App
+from fastq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from fastq.result import EagerResult
+
+
+@pytest.fixture
+def app():
+    return App("eager", broker=f"memory://{uuid.uuid4()}", task_always_eager=True)
+
+
+def test_autoretry_runs_again_until_it_succeeds(app):
+    calls = []
+
+    @app.task(autoretry_for=(KeyError,), max_retries=5, bind=True)
+    def flaky(self):
+        calls.append(self.request.retries)
+        if len(calls) < 3:
+            raise KeyError("not yet")
+        return "done"
+
+    result = flaky.delay()
+    assert isinstance(result, EagerResult)
+    assert result.get() == "done"
+    assert calls == [0, 1, 2]
+
+
+def test_autoretry_gives_up_after_max_retries_with_the_task_error(app):
+    calls = []
+
+    @app.task(autoretry_for=(KeyError,), max_retries=2)
+    def always_fails():
+        calls.append(1)
+        raise KeyError("never")
+
+    result = always_fails.apply()
+    assert result.state == "FAILURE"
+    assert len(calls) == 3
+    with pytest.raises(KeyError):
+        result.get()
+
+
+def test_retry_with_new_arguments_runs_with_them(app):
+    seen = []
+
+    @app.task(bind=True, max_retries=3)
+    def countdown(self, n):
+        seen.append(n)
+        if n > 0:
+            raise self.retry(args=(n - 1,), countdown=60)
+        return "liftoff"
+
+    assert countdown.delay(2).get() == "liftoff"
+    assert seen == [2, 1, 0]
+
+
+def test_chain_runs_every_link_and_returns_the_last_result(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    result = (add.s(1, 2) | add.s(3) | add.s(4)).apply_async()
+    assert result.get(timeout=1) == 10
+
+
+def test_link_and_link_error_callbacks_run(app):
+    got = []
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def record(value):
+        got.append(value)
+
+    @app.task
+    def boom():
+        raise ValueError("no")
+
+    result = add.apply_async((2, 2), link=record.s())
+    assert result.get() == 4
+    assert got == [4]
+    assert [child.get() for child in result.children] == [None]
+
+    failed = boom.apply_async(link_error=record.s())
+    assert failed.state == "FAILURE"
+    assert got == [4, failed.id]  # errbacks receive the failed task's id
+
+
+def test_eager_propagates_raises_the_task_exception(app):
+    app.conf.task_eager_propagates = True
+
+    @app.task
+    def boom():
+        raise ValueError("propagated")
+
+    with pytest.raises(ValueError, match="propagated"):
+        boom.delay()
+
+
+def test_soft_time_limit_reaches_the_task(app):
+    @app.task(soft_time_limit=0.1)
+    def slow():
+        try:
+            time.sleep(5)
+        except SoftTimeLimitExceeded:
+            return "stopped in time"
+        return "ran to the end"
+
+    started = time.monotonic()
+    assert slow.delay().get() == "stopped in time"
+    assert time.monotonic() - started < 2
+
+
+def test_hard_time_limit_fails_the_task_off_the_main_thread(app):
+    @app.task(time_limit=0.2)
+    def spin():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pass
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(spin.delay()))
+    worker.start()
+    worker.join(10)
+    [result] = results
+    assert result.state == "FAILURE"
+    with pytest.raises(TimeLimitExceeded):
+        result.get()
+
+
+def test_request_context_is_the_workers(app):
+    @app.task(bind=True)
+    def whoami(self):
+        return {"id": self.request.id, "retries": self.request.retries,
+                "eager": self.request.is_eager, "root": self.request.root_id}
+
+    result = whoami.apply(task_id="fixed-id")
+    assert result.get() == {"id": "fixed-id", "retries": 0, "eager": True, "root": "fixed-id"}
