@@ -517,6 +517,18 @@ class AMQPBroker(Broker):
             self._declared.discard(queue.name)
         return [queue.name for queue in queues]
 
+    def declare_consumed(self, queues: Sequence[str]) -> None:
+        """Declare the worker's queues now rather than at its first fetch: a Broadcast's
+        auto-delete queue exists only once declared, and a message broadcast after the
+        worker reported itself consuming must reach it. RabbitMQ down: ``fetch`` waits."""
+        try:
+            for name in queues:
+                if name not in self._declared:
+                    self.declare(name)
+        except BrokerError as exc:
+            logger.info("cannot declare the queues yet (%s); they are declared once "
+                        "RabbitMQ answers", exc)
+
     def _declare_dead(self, queue: str) -> str:
         dead = queue + DEAD_SUFFIX
         if dead not in self._side_declared:

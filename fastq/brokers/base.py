@@ -200,6 +200,11 @@ class Broker(abc.ABC):
                         f"direct exchange")
         return [queue.name for queue in queues]
 
+    def declare_consumed(self, queues: Sequence[str]) -> None:
+        """Best effort, before a worker says it consumes: make ``queues`` exist, so that
+        what is routed to them from then on is kept. Brokers whose queues exist as soon
+        as they are named need nothing; a broker that is down is left to ``fetch``."""
+
     # -- producing -------------------------------------------------------------------
     def publish_many(self, messages: Sequence[Message], *, retry: bool | None = None,
                      retry_policy: dict[str, Any] | None = None) -> None:

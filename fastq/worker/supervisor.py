@@ -366,6 +366,9 @@ class Worker:
                                              conf=self.app.conf)
             self.log_banner()
         self.write_health()
+        # before the health file first says "consuming": a message routed to this
+        # worker's queues from then on is kept (a Broadcast queue exists once declared)
+        self.broker.declare_consumed(self.queues)
         health = None
         self.consumer.on_consuming = self._on_consuming
         if self.health_file:

@@ -165,6 +165,33 @@ def test_a_broadcast_reaches_every_worker(tmp_path, env, names) -> None:  # noqa
             proc.stop()
 
 
+def test_a_broadcast_queue_exists_before_the_worker_says_it_consumes(names) -> None:
+    """What a worker's health file reports as consumed is declared before its first
+    fetch, so a broadcast sent once the worker is ready is not dropped by RabbitMQ."""
+    from fastq.brokers._amqp_py import Connection
+
+    fanout = names.exchange("ready")
+    consumer = app_with([Broadcast(fanout)])
+    conn = Connection(HOST, PORT)
+    conn.connect()
+    try:
+        queues = consumer.broker.prepare_consume(consumer.queues.consumed(None))
+        consumer.broker.declare_consumed(queues)
+        names.queues.extend(queues)
+        assert [conn.declare_queue(q, durable=False, passive=True)[1] for q in queues] == [0]
+        producer = App("producer", broker=URL, backend="memory://",
+                       task_queues=[Broadcast(fanout)],
+                       task_routes={"t.add": {"queue": fanout, "exchange": fanout}})
+        try:
+            producer.send_task("t.add", (1, 2))
+        finally:
+            producer.close()
+        assert len(fetch_all(consumer, queues[0], 1)) == 1
+    finally:
+        conn.close()
+        consumer.close()
+
+
 def test_a_celery_clients_exchange_and_routing_key_reach_a_fastq_worker(
         tmp_path, env, names) -> None:  # noqa: F811
     pytest.importorskip("celery")
