@@ -16,6 +16,7 @@ cdef class Connection:
     cdef readonly int heartbeat
     cdef readonly int frame_max
     cdef readonly double connect_timeout
+    cdef readonly double rpc_timeout
     cdef readonly object ssl
 
     # NULL while closed; owned, freed by amqp_destroy_connection in _drop/__dealloc__

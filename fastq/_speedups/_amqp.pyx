@@ -557,7 +557,7 @@ cdef class Connection:
 
     def __init__(self, host="127.0.0.1", port=5672, vhost="/", user="guest",
                  password="guest", *, heartbeat=0, frame_max=131072, connect_timeout=4.0,
-                 ssl=None):
+                 rpc_timeout=30.0, ssl=None):
         self.host = str(host)
         self.port = int(port)
         self.vhost = str(vhost)
@@ -566,6 +566,7 @@ cdef class Connection:
         self.heartbeat = int(heartbeat or 0)
         self.frame_max = int(frame_max)
         self.connect_timeout = float(connect_timeout)
+        self.rpc_timeout = float(rpc_timeout or 0.0)
         self.ssl = ssl
 
     def __dealloc__(self):
@@ -910,11 +911,17 @@ cdef class Connection:
                     self._state, c_vhost, 0, frame_max, heartbeat, &client_properties,
                     rmq.AMQP_SASL_METHOD_PLAIN, c_user, c_password)
             self._raise_for_reply(reply, "log in")
-            # channel.open is part of connecting: bounded like the handshake (a frame cut
-            # short here otherwise waited for ever); later RPCs wait as long as they need
+            # channel.open is part of connecting: bounded like the handshake
             rmq.amqp_set_rpc_timeout(self._state, &tv)
             self._ready()
-            rmq.amqp_set_rpc_timeout(self._state, NULL)
+            # every later RPC (declare, qos, consume, ...) within rpc_timeout: a reply cut
+            # short or never sent otherwise waited for ever; past it the connection is
+            # dropped (rabbitmq-c cannot resume a half-read frame) and reconnected
+            if self.rpc_timeout > 0:
+                _set_timeval(&tv, self.rpc_timeout)
+                rmq.amqp_set_rpc_timeout(self._state, &tv)
+            else:
+                rmq.amqp_set_rpc_timeout(self._state, NULL)
         except BaseException:
             self._drop()
             raise

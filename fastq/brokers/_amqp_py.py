@@ -266,7 +266,7 @@ class Connection:
     def __init__(self, host: str = "127.0.0.1", port: int = 5672, vhost: str = "/",
                  user: str = "guest", password: str = "guest", *, heartbeat: int = 0,
                  frame_max: int = 131072, connect_timeout: float = 4.0,
-                 ssl: Any = None) -> None:
+                 rpc_timeout: float = 30.0, ssl: Any = None) -> None:
         self.host = host
         self.port = int(port)
         self.vhost = vhost
@@ -275,6 +275,7 @@ class Connection:
         self.heartbeat = int(heartbeat or 0)
         self.frame_max = int(frame_max)
         self.connect_timeout = float(connect_timeout)
+        self.rpc_timeout = float(rpc_timeout or 0.0)
         #: None, or the TLS dict (``cafile``, ``certfile``, ``keyfile``, ``verify``,
         #: ``server_hostname``) both drivers take; True means the defaults (verify)
         self.ssl = ssl
@@ -312,9 +313,11 @@ class Connection:
         self._conn = conn
         with self._guard("connect"):
             conn.connect()
-            # the handshake is bounded by connect_timeout; afterwards reads block only
-            # as long as each call asks (drain), so clear the socket timeout
-            conn.transport.sock.settimeout(None)
+            # the handshake is bounded by connect_timeout. Afterwards drain and confirm
+            # waits set their own timeout for each read; every other wait (an RPC's
+            # reply, a send to a peer that stopped reading) is bounded by rpc_timeout:
+            # past it the connection is lost, as with rabbitmq-c
+            conn.transport.sock.settimeout(self.rpc_timeout or None)
             self._open_channel()
 
     def close(self) -> None:

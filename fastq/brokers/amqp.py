@@ -41,6 +41,7 @@ from ..exceptions import (
 from ..routing import Queue, QueueTable, Route
 from . import _amqp_tls
 from ._amqp_decisions import AckTracker, plan_prefetch
+from ._events import AMQPEventChannel
 from ._mailbox import PIDBOX_EXCHANGE, REPLY_EXCHANGE, Mailbox, decode_command, pidbox_headers
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
@@ -72,6 +73,8 @@ TAG_MASK = (1 << GEN_SHIFT) - 1
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 #: Seconds to wait for the TCP connect and AMQP handshake.
 DEFAULT_CONNECT_TIMEOUT = 4.0
+#: Seconds a synchronous AMQP method (declare, qos, consume, ...) waits for its reply.
+DEFAULT_RPC_TIMEOUT = 30.0
 #: Most dead letters read (and requeued) by one ``dead_letters()`` peek.
 DEAD_LETTER_PEEK_MAX = 10_000
 #: How many released messages are remembered so their return is not counted.
@@ -82,7 +85,7 @@ RELEASED_MEMORY = 100_000
 PIDBOX_QUEUE_EXPIRES_MS = 10_000
 PIDBOX_MESSAGE_TTL_MS = 300_000
 
-_OPTIONS = ("connect_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
+_OPTIONS = ("connect_timeout", "rpc_timeout", "heartbeat", "confirm_publish", "confirm_timeout",
             "lease_seconds", "queue_max_priority", "frame_max", "driver", "queue_type",
             *_amqp_tls.OPTIONS)
 #: ``queue_type`` values: RabbitMQ's classic queues, or replicated quorum queues
@@ -178,7 +181,9 @@ class AMQPBroker(Broker):
     """RabbitMQ through the rabbitmq-c binding, or py-amqp (``driver_name`` says which).
 
     Options (broker_transport_options or URL query): ``connect_timeout`` (seconds, for
-    the TCP connect and handshake), ``heartbeat`` (seconds, 0 = off),
+    the TCP connect and handshake), ``rpc_timeout`` (seconds a synchronous method such as
+    a queue declare waits for its reply before the connection counts as lost; default
+    30, 0 = for ever), ``heartbeat`` (seconds, 0 = off),
     ``confirm_publish`` (wait for publisher confirms per batch; default True),
     ``confirm_timeout`` (seconds), ``ssl`` (Celery's ``broker_use_ssl``: True or a dict
     of ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``server_hostname``) and
@@ -198,7 +203,7 @@ class AMQPBroker(Broker):
     """
 
     capabilities = frozenset({"priority", "dead_letter", "ack_multiple", "control",
-                              "exchanges"})
+                              "exchanges", "events"})
 
     #: The driver ``amqp://`` selects in this process (an instance may differ).
     driver_name = "py-amqp"
@@ -217,6 +222,7 @@ class AMQPBroker(Broker):
         scheme = url.split("://", 1)[0].lower()
         self._driver_cls, self.driver_name = load_driver(scheme, merged.get("driver"))
         self.connect_timeout = float(merged.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        self.rpc_timeout = float(merged.get("rpc_timeout", DEFAULT_RPC_TIMEOUT))
         self.heartbeat = int(float(merged.get("heartbeat", 0)))
         self.confirm_publish = _as_bool(merged.get("confirm_publish", True))
         self.confirm_timeout = float(merged.get("confirm_timeout", DEFAULT_CONFIRM_TIMEOUT))
@@ -232,7 +238,7 @@ class AMQPBroker(Broker):
         params = connection_params(url, merged)
         params["ssl"] = _amqp_tls.for_driver(params["ssl"], self.driver_name, params["host"])
         self._params = {**params, "heartbeat": self.heartbeat,
-                        "connect_timeout": self.connect_timeout}
+                        "connect_timeout": self.connect_timeout, "rpc_timeout": self.rpc_timeout}
         if "frame_max" in merged:
             self._params["frame_max"] = int(merged["frame_max"])
         self.state = "disconnected"
@@ -879,6 +885,10 @@ class AMQPBroker(Broker):
             if last is not None:
                 conn.nack(last, True, True)  # back where they were, in order
         return letters
+
+    # -- events ----------------------------------------------------------------------
+    def event_channel(self, hostname: str) -> AMQPEventChannel:
+        return AMQPEventChannel(self, hostname)
 
     # -- remote control ----------------------------------------------------------------
     def mailbox(self, expires: float) -> AMQPMailbox:

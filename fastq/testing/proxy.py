@@ -85,6 +85,10 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
+        # closing alone does not wake the thread blocked in accept() (it waited out the
+        # join below): shutting the listener down does
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         self.cut()
         for thread in self._threads:

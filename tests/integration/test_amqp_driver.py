@@ -464,6 +464,34 @@ def test_c_a_delivery_without_its_body_frames_loses_the_connection(queues):
         proxy.close()
 
 
+QUEUE_DECLARE_OK = b"\x00\x32\x00\x0b"  # class 50, method 11
+
+
+@pytest.mark.parametrize("damage", ["cut short", "never sent"])
+def test_a_reply_that_never_arrives_whole_loses_the_connection_within_rpc_timeout(
+        impl, damage, queues):
+    """A synchronous method (here queue.declare) whose reply frame is cut short or lost
+    must not wait for ever: past rpc_timeout the connection counts as lost."""
+
+    def rewrite(frame: bytes) -> bytes:
+        if frame[0] == 1 and frame[7:11] == QUEUE_DECLARE_OK:
+            return frame[:len(frame) // 2] if damage == "cut short" else b""
+        return frame
+
+    proxy = FaultProxy((HOST, PORT), rewrite=rewrite)
+    conn = _driver_class(impl)("127.0.0.1", proxy.port, rpc_timeout=0.5)
+    try:
+        conn.connect()
+        started = time.monotonic()
+        with pytest.raises(BrokerConnectionLost, match="declare"):
+            conn.declare_queue(queues(), durable=False)
+        assert time.monotonic() - started < 3.0
+        assert not conn.is_open
+    finally:
+        conn.close()
+        proxy.close()
+
+
 def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
     """The C driver frames publishes itself (one write per batch); the bytes must be
     rabbitmq-c's own amqp_basic_publish bytes, body split over frames included."""

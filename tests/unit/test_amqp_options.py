@@ -1,4 +1,5 @@
-"""The AMQP broker's transport options: Celery's Redis/SQS-only ones are let through."""
+"""The AMQP broker's transport options: Celery's Redis/SQS-only ones are let through,
+fastq's own reach the driver."""
 
 import logging
 
@@ -22,3 +23,9 @@ def test_visibility_timeout_is_ignored_with_one_note(caplog, monkeypatch):
 def test_a_misspelt_option_is_still_an_error():
     with pytest.raises(ConfigurationError, match="visibilty_timeout"):
         create_broker(URL, visibilty_timeout=3600)
+
+
+def test_rpc_timeout_reaches_the_driver_by_option_or_url():
+    assert create_broker(URL)._params["rpc_timeout"] == amqp.DEFAULT_RPC_TIMEOUT
+    assert create_broker(URL, rpc_timeout=5)._params["rpc_timeout"] == 5.0
+    assert create_broker(URL + "?rpc_timeout=0")._params["rpc_timeout"] == 0.0
