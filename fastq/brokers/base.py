@@ -14,6 +14,7 @@ from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError, 
 if TYPE_CHECKING:
     from ..protocol import Message
     from ..routing import Queue, QueueTable, Route
+    from ._events import EventChannel
     from ._mailbox import Mailbox
 
 #: Deliveries a broker keeps unacked past this many redeliveries go to the dead letters.
@@ -113,7 +114,8 @@ class Broker(abc.ABC):
     Capabilities a worker may ask about (``"delay"``: holds messages until
     ``Message.not_before`` itself; ``"priority"``; ``"lease"``: claimed messages return
     to the queue when their holder dies; ``"dead_letter"``; ``"control"``: ``mailbox()``
-    carries remote control requests, such as revoke, to the workers).
+    carries remote control requests, such as revoke, to the workers; ``"events"``:
+    ``event_channel()`` publishes Celery's worker events, for Flower).
 
     Options every broker takes: ``max_redeliveries``; ``publish_timeout`` (seconds
     ``publish_many`` retries an unreachable broker; 0: one attempt, its error as it is);
@@ -388,6 +390,19 @@ class Broker(abc.ABC):
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[dict]:
         """Dead-lettered messages, newest first: dicts with at least queue, reason, headers."""
         return []
+
+    # -- events ----------------------------------------------------------------------
+    def event_channel(self, hostname: str) -> EventChannel:
+        """A new channel publishing Celery's worker events as ``hostname`` on a
+        connection of its own (one per thread). Brokers with the ``"events"`` capability
+        override this.
+
+        Raises:
+            ConfigurationError: this broker cannot carry Celery's events.
+        """
+        raise ConfigurationError(
+            f"events (Flower, celery events) are not available on {type(self).__name__} "
+            f"({mask_url(self.url)}): it lacks the 'events' capability; use RabbitMQ or Redis")
 
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> Mailbox:

@@ -33,6 +33,7 @@ from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import _redis_lua
+from ._events import RedisEventChannel
 from ._kombu import envelope as kombu_envelope
 from ._kombu import unpack
 from ._lease import LeaseKeeping
@@ -191,7 +192,8 @@ class RedisBroker(LeaseKeeping, Broker):
     returns ``[]`` and retries with backoff; acks are kept and sent once it is back).
     """
 
-    capabilities = frozenset({"delay", "priority", "lease", "dead_letter", "control"})
+    capabilities = frozenset({"delay", "priority", "lease", "dead_letter", "control",
+                              "events"})
     reconnect_delays = (0.05, 1.0)
 
     def __init__(self, url: str, *, max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
@@ -612,6 +614,10 @@ class RedisBroker(LeaseKeeping, Broker):
                 letters.append(record)
         letters.sort(key=lambda r: r.get("dead_lettered_at") or 0, reverse=True)
         return letters[:limit]
+
+    # -- events ----------------------------------------------------------------------
+    def event_channel(self, hostname: str) -> RedisEventChannel:
+        return RedisEventChannel(self, hostname)
 
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> RedisMailbox:

@@ -1,0 +1,293 @@
+"""The EventChannel interface: how Celery's worker events (Flower, ``celery events``)
+travel over a broker, on a connection of the sender's own.
+
+Events are Celery's (``celery-protocol.md`` §5): JSON objects, or a JSON list of them
+under the routing key ``task.multi``, published to the ``celeryev`` exchange (a topic
+exchange on RabbitMQ, kombu's pub/sub fanout on Redis) with the header ``hostname``.
+Only the worker's event thread (``fastq/worker/events.py``) and the producer of
+``task-sent`` publish through it; nothing here is on a task's path.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import serialization
+from .base import Backoff
+
+if TYPE_CHECKING:
+    from .amqp import AMQPBroker
+    from .base import Broker
+    from .redis import RedisBroker
+
+logger = logging.getLogger("fastq.events")
+
+#: Celery's event exchange (``event_exchange``).
+EVENT_EXCHANGE = "celeryev"
+#: Events are transient: a lost event is no lost work (Celery's ``delivery_mode`` 1).
+EVENT_PROPERTIES = {"content_type": "application/json", "content_encoding": "utf-8",
+                    "delivery_mode": 1, "priority": 0}
+
+
+class EventChannel:
+    """Publishes serialized events for one sender; one instance per thread.
+
+    ``publish`` takes ``(routing_key, body)`` pairs, ``body`` the JSON of one event or
+    of a list of them, and sends them in as few round trips as the broker allows. It may
+    raise ``BrokerError``; the caller closes the channel and opens a new one later.
+    """
+
+    def __init__(self, broker: Broker, hostname: str) -> None:
+        self.broker = broker
+        self.hostname = hostname
+
+    def publish(self, events: Sequence[tuple[str, bytes]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        pass
+
+
+class AMQPEventChannel(EventChannel):
+    """Events on RabbitMQ: the durable ``celeryev`` topic exchange, as Celery declares it,
+    so Celery's receivers (bound with ``#``) get fastq's events unchanged."""
+
+    broker: AMQPBroker
+
+    def __init__(self, broker: AMQPBroker, hostname: str) -> None:
+        super().__init__(broker, hostname)
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None or not self._conn.is_open:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.broker._new_connection()
+            self._conn.declare_exchange(EVENT_EXCHANGE, "topic", durable=True)
+        return self._conn
+
+    def publish(self, events: Sequence[tuple[str, bytes]]) -> None:
+        headers = {"hostname": self.hostname}
+        # one write for the whole batch, no confirms: events are best effort, as Celery's
+        self._connection().publish_batch(
+            [(EVENT_EXCHANGE, key, body, EVENT_PROPERTIES, headers) for key, body in events])
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class RedisEventChannel(EventChannel):
+    """Events on Redis: kombu's fanout over pub/sub (``celery-protocol.md`` §2.6), one
+    ``PUBLISH <prefix>/<db>.celeryev/<routing key>`` per batch, all in one pipeline.
+    Nobody subscribed means nobody hears them, as with Celery."""
+
+    broker: RedisBroker
+
+    def __init__(self, broker: RedisBroker, hostname: str) -> None:
+        super().__init__(broker, hostname)
+        self.topic = f"{broker.prefix}/{broker._parsed['db']}.{EVENT_EXCHANGE}"
+
+    def envelope(self, routing_key: str, body: bytes) -> bytes:
+        return serialization.json_dumps({
+            "body": base64.b64encode(body).decode("ascii"),
+            "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": {"hostname": self.hostname},
+            "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
+                           "delivery_info": {"exchange": EVENT_EXCHANGE,
+                                             "routing_key": routing_key},
+                           "delivery_tag": str(uuid.uuid4())}})
+
+    def publish(self, events: Sequence[tuple[str, bytes]]) -> None:
+        broker = self.broker
+
+        def send() -> None:
+            pipe = broker.client.pipeline(transaction=False)
+            for key, body in events:
+                pipe.publish(f"{self.topic}/{key}", self.envelope(key, body))
+            pipe.execute()
+        broker._call("events", send)
+
+
+#: Longest a queued event waits before its thread publishes it, in seconds.
+FLUSH_INTERVAL = 0.1
+#: Task events per ``task.multi`` message; this many queued also wake the thread early.
+BATCH_SIZE = 100
+#: Events queued at most while the broker is slow or away; past it the oldest are
+#: dropped (and counted), so a stalled broker never grows a worker's memory.
+MAX_PENDING = 10_000
+#: First and longest pause before reconnecting a lost event channel, in seconds.
+RECONNECT_DELAYS = (0.5, 5.0)
+
+
+def utcoffset() -> float:
+    """Hours west of UTC now (Celery's sign: UTC+2 is -2.0), as a float (Celery 5.7)."""
+    west = time.altzone if time.daylight and time.localtime().tm_isdst > 0 else time.timezone
+    return west / 3600.0
+
+
+class EventSender:
+    """Celery events queued by any thread and published by a daemon thread of their
+    own, on a channel of their own: whoever sends an event never waits on the broker.
+
+    ``send`` stamps an event (``hostname``, ``utcoffset``, ``pid``, ``clock``,
+    ``timestamp``, ``type``) and appends it to a bounded queue; the thread publishes
+    what has gathered every ``flush_interval`` seconds, or sooner once ``BATCH_SIZE``
+    wait: one event under its own routing key, several task events as one list under
+    ``task.multi``. Worker events (``worker-*``) are never batched, as in Celery.
+    ``tick`` (when given) is called by the thread every ``tick_interval`` seconds, first
+    at start (the worker's heartbeat).
+    """
+
+    def __init__(self, broker: Any, hostname: str, *, flush_interval: float = FLUSH_INTERVAL,
+                 max_pending: int = MAX_PENDING, tick: Callable[[], None] | None = None,
+                 tick_interval: float = 2.0) -> None:
+        self.broker = broker
+        self.hostname = hostname
+        self.flush_interval = flush_interval
+        self.tick = tick
+        self.tick_interval = tick_interval
+        self.pending: deque[dict] = deque(maxlen=max_pending)
+        #: events dropped because the queue was full, or the broker refused them
+        self.dropped = 0
+        #: events published so far
+        self.published = 0
+        # a Lamport clock; ``next`` on a count is atomic under the GIL, so senders in any
+        # thread share it without a lock
+        self._clock = itertools.count(1)
+        self.last_clock = 0
+        self._pid = os.getpid()
+        self._offset = utcoffset()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._channel: EventChannel | None = None
+
+    def clock(self) -> int:
+        """The Lamport clock's value now (``inspect clock``)."""
+        return self.last_clock
+
+    def send(self, type: str, fields: dict) -> None:  # noqa: A002 - Celery's field name
+        """Queue one event; ``fields`` (a fresh dict) becomes the event."""
+        clock = self.last_clock = next(self._clock)
+        fields["hostname"] = self.hostname
+        fields["utcoffset"] = self._offset
+        fields["pid"] = self._pid
+        fields["clock"] = clock
+        fields["timestamp"] = time.time()
+        fields["type"] = type
+        pending = self.pending
+        if len(pending) == pending.maxlen:
+            self.dropped += 1
+        pending.append(fields)
+        if len(pending) >= BATCH_SIZE:
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Publish what is queued now rather than at the next interval."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fastq-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (within ``timeout`` seconds), then close the channel."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._close()
+
+    def _close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            try:
+                channel.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass
+
+    def _run(self) -> None:
+        backoff = Backoff(*RECONNECT_DELAYS)
+        next_tick = time.monotonic()
+        retry_at = 0.0
+        while True:
+            stopping = self._stop.is_set()
+            now = time.monotonic()
+            if self.tick is not None and now >= next_tick and not stopping:
+                next_tick = now + self.tick_interval
+                try:
+                    self.tick()
+                except Exception:
+                    logger.exception("%s: could not build the heartbeat", self.hostname)
+            if self.pending and now >= retry_at:
+                try:
+                    self._publish_pending()
+                    backoff.succeeded()
+                except Exception as exc:
+                    delay = backoff.failed(now)
+                    retry_at = now + delay
+                    if backoff.failures == 1:
+                        logger.warning("%s: could not publish events (%s); retrying every "
+                                       "few seconds, dropping the oldest past %d queued",
+                                       self.hostname, exc, self.pending.maxlen)
+                    self._close()
+                    if stopping:
+                        return
+            if stopping:
+                return
+            wait = self.flush_interval
+            if self.tick is not None:
+                wait = min(wait, max(0.0, next_tick - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _publish_pending(self) -> None:
+        pending = self.pending
+        batch: list[tuple[str, bytes]] = []
+        tasks: list[dict] = []
+        taken: list[dict] = []
+        while pending:
+            event = pending.popleft()
+            taken.append(event)
+            if event["type"].startswith("task-"):
+                tasks.append(event)
+                if len(tasks) >= BATCH_SIZE:
+                    batch.append(_task_message(tasks))
+                    tasks = []
+            else:
+                if tasks:  # keep the order the events were sent in
+                    batch.append(_task_message(tasks))
+                    tasks = []
+                batch.append((event["type"].replace("-", "."), serialization.json_dumps(event)))
+        if tasks:
+            batch.append(_task_message(tasks))
+        if not batch:
+            return
+        if self._channel is None:
+            self._channel = self.broker.event_channel(self.hostname)
+        try:
+            self._channel.publish(batch)
+        except BaseException:
+            # back to the front, to go out in order once the broker is back
+            pending.extendleft(reversed(taken))
+            raise
+        self.published += len(taken)
+
+
+def _task_message(events: list[dict]) -> tuple[str, bytes]:
+    if len(events) == 1:
+        event = events[0]
+        return event["type"].replace("-", "."), serialization.json_dumps(event)
+    return "task.multi", serialization.json_dumps(events)
