@@ -16,6 +16,7 @@ from .app_support import Loader, Logging
 from .backends import create_backend
 from .backends.base import Backend
 from .brokers import DEFAULT_BROKER_URL, create_broker, mask_url
+from .brokers._events import EventSender
 from .brokers.base import Broker
 from .config import Settings
 from .discovery import discover_when_ready, is_django_settings
@@ -70,6 +71,9 @@ class App:
         self._backend: Backend | None = None
         self._pid = getpid()
         self._origin: str | None = None
+        #: task-sent events (``task_send_sent_event``): a sender thread started on the
+        #: first such publish in this process
+        self._sent_events: EventSender | None = None
         #: task name -> (the settings it was made from, the template), for send_task
         self._templates: dict[str, tuple[tuple, protocol.TaskMessageTemplate]] = {}
         #: (the settings version they came from, QueueTable, Router)
@@ -101,6 +105,9 @@ class App:
             discover_when_ready(self)
 
     def _reset_connections(self) -> None:
+        sender, self._sent_events = self._sent_events, None
+        if sender is not None and self._pid == getpid():
+            sender.stop()  # what is queued goes out first
         for resource in (self._broker, self._backend):
             if resource is not None:
                 resource.close()
@@ -161,6 +168,7 @@ class App:
             # the parent's connections belong to the parent; never close them from here
             self._broker = self._backend = None
             self._origin = None
+            self._sent_events = None  # its thread stayed in the parent
             self._pid = getpid()
 
     def close(self) -> None:
@@ -535,12 +543,34 @@ class App:
             self.broker.publish_many(messages)  # the common case, without a frame more
         else:
             self._publish_with_policy(messages, retry, retry_policy)
+        if conf.task_send_sent_event:
+            self._send_sent_events(messages)
         if _AFTER_PUBLISH:
             for message in messages:
                 signals.after_task_publish.send(
                     sender=message.headers.get("task"), body=message.body,
                     exchange=message.exchange, routing_key=message.routing_key or message.queue,
                     headers=message.headers)
+
+    def _send_sent_events(self, messages: Sequence[protocol.Message]) -> None:
+        """Celery's task-sent event per message, queued for this process's event
+        thread (the publish does not wait for them)."""
+        sender = self._sent_events
+        if sender is None or self._pid != getpid():
+            if "events" not in self.broker.capabilities:
+                return  # this broker carries no events (Celery's would send them nowhere)
+            sender = self._sent_events = EventSender(self.broker, self.origin, tick=None)
+            sender.start()
+        for message in messages:
+            headers = message.headers
+            sender.send("task-sent", {
+                "uuid": headers.get("id"), "root_id": headers.get("root_id"),
+                "parent_id": headers.get("parent_id"), "name": headers.get("task"),
+                "args": headers.get("argsrepr"), "kwargs": headers.get("kwargsrepr"),
+                "retries": headers.get("retries") or 0, "eta": headers.get("eta"),
+                "expires": headers.get("expires"), "queue": message.queue,
+                "exchange": message.exchange or "",
+                "routing_key": message.routing_key or message.queue})
 
     def _publish_with_policy(self, messages: Sequence[protocol.Message], retry: bool | None,
                              retry_policy: dict[str, Any] | None) -> None:

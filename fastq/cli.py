@@ -82,9 +82,11 @@ def main() -> None:
               help="MAX,MIN prefork children, grown when all are busy, shrunk when idle.")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Also run the beat in this worker (the prefork parent only).")
+@click.option("-E", "--task-events", "task_events", is_flag=True, default=None,
+              help="Send task events (Flower, celery events); worker_send_task_events.")
 def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
            health_file, start_method, max_tasks_per_child, max_memory_per_child,
-           autoscale, embed_beat) -> None:
+           autoscale, embed_beat, task_events) -> None:
     """Run a worker that executes tasks."""
     from .worker.supervisor import Worker, banner_logger, setup_logging
 
@@ -114,7 +116,7 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
                    hostname=hostname, health_file=health_file, app_spec=app_spec,
                    start_method=start_method, max_tasks_per_child=max_tasks_per_child,
                    max_memory_per_child=max_memory_per_child, autoscale=scale,
-                   beat=embed_beat)
+                   beat=embed_beat, send_events=task_events or None)
     except ImproperlyInstalled:
         raise  # the group prints it
     except FastqError as exc:

@@ -162,6 +162,12 @@ class Settings:
     worker_revokes_max: int = 50_000
     #: ... each for this many seconds (Celery's REVOKE_EXPIRES: 3 hours).
     worker_revoke_expires: float = 10_800.0
+    #: Send task events (task-received, task-succeeded, ...) for Flower (``-E``).
+    worker_send_task_events: bool = False
+    #: Seconds between worker-heartbeat events (Celery's 2.0); 0 sends no worker events.
+    worker_heartbeat: float = 2.0
+    #: Producers send a task-sent event for each task they publish.
+    task_send_sent_event: bool = False
 
     #: Modules imported by the worker at start so their tasks register.
     imports: tuple = ()
@@ -446,8 +452,8 @@ IGNORED_SETTINGS: dict[str, str] = {
             "control_queue_expires control_queue_ttl",
             "remote control uses Celery's default pidbox exchange and queue arguments"),
     **_each("event_exchange event_queue_durable event_queue_exclusive event_queue_expires "
-            "event_queue_prefix event_queue_ttl event_serializer worker_send_task_events "
-            "task_send_sent_event", "fastq sends no Celery events yet"),
+            "event_queue_prefix event_queue_ttl event_serializer",
+            "events go to Celery's default exchange (celeryev), as JSON"),
     # tasks
     **_each("task_acks_on_failure_or_timeout task_acks_on_failure task_acks_on_timeout",
             "a task that fails or times out is always acked (its FAILURE is stored)"),

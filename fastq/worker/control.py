@@ -3,9 +3,11 @@
 Requests reach every worker consuming from the broker, through the broker's own mailbox
 (``Broker.mailbox``; how each broker carries them is told in its module). A ``revoke``
 adds ids to the worker's ``RevokedSet`` (``worker/revoked.py``), which the consumer's
-hot path tests with one dict lookup; ``ping`` is answered; other requests that ask for a
-reply get Celery's "no such command". The listener has its own broker connection and
-reconnects by itself. The client side (``app.control``) is ``fastq/control.py``.
+hot path tests with one dict lookup; ``ping`` is answered; the other commands (inspect
+``active``, ``stats``, ..., control ``rate_limit``, ``shutdown``, ...) are
+``worker/commands.py``'s; an unknown one that asks for a reply gets Celery's "no such
+command". The listener has its own broker connection and reconnects by itself. The
+client side (``app.control``) is ``fastq/control.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Backoff
+from .commands import COMMANDS, NO_REPLY
 
 if TYPE_CHECKING:
     from ..brokers._mailbox import Mailbox
     from ..brokers.base import Broker
     from .revoked import RevokedSet
+    from .supervisor import Worker
 
 logger = logging.getLogger("fastq.worker.control")
 
@@ -37,18 +41,21 @@ RECONNECT_DELAYS = (0.5, 5.0)
 class ControlListener:
     """Receives control requests for one worker in a thread and applies them.
 
-    Handles ``revoke`` (adds to ``revoked``) and ``ping``; other requests that ask
-    for a reply get Celery's "no such command" error, the rest are ignored.
+    Handles ``revoke`` (adds to ``revoked``) and ``ping``, and with ``worker`` the
+    commands of ``worker/commands.py``; other requests that ask for a reply get Celery's
+    "no such command" error, the rest are ignored.
     """
 
     def __init__(self, broker: Broker, hostname: str, revoked: RevokedSet, *,
-                 node: str | None = None) -> None:
+                 node: str | None = None, worker: Worker | None = None) -> None:
         self.broker = broker
         self.hostname = hostname
         #: the name this listener's queue is declared under (differs for prefork children,
         #: which share their parent's hostname)
         self.node = node or hostname
         self.revoked = revoked
+        #: whose state the commands read and change; None: revoke and ping only
+        self.worker = worker
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mailbox: Mailbox | None = None
@@ -132,10 +139,15 @@ class ControlListener:
                 answer = self._revoke(sent_at=sent_at, **arguments)
             elif method == "ping":
                 answer = {"ok": "pong"}
+            elif self.worker is not None and method in COMMANDS:
+                answer = COMMANDS[method](self.worker, **arguments)
             else:
                 answer = {"error": f"No such control command: {method}"}
         except Exception as exc:
+            logger.warning("%s: control command %r failed: %r", self.hostname, method, exc)
             answer = {"error": repr(exc)}
+        if answer is NO_REPLY:
+            return
         if command.get("reply_to") and command.get("ticket") and self._mailbox is not None:
             try:
                 self._mailbox.reply(command, {self.hostname: answer})

@@ -21,6 +21,7 @@ from ..brokers import BROKER_SCHEMES, broker_class, mask_url
 from ..utils.log import TASK_LOG_FORMAT, TASK_LOGGER_NAME, TaskFormatter
 from . import consumer as consumer_module
 from .control import ControlListener, node_name
+from .events import WorkerEvents
 from .executor import Executor
 from .lifecycle import EXIT_RECYCLE, TaskMeter, TaskObserver
 from .pools import pool_class
@@ -66,7 +67,8 @@ class Worker:
                  max_tasks_per_child: int | None = None,
                  max_memory_per_child: int | None = None,
                  autoscale: tuple[int, int] | None = None,
-                 observer: TaskObserver | None = None, beat: bool = False) -> None:
+                 observer: TaskObserver | None = None, beat: bool = False,
+                 send_events: bool | None = None) -> None:
         self.app = app
         conf = app.conf
         #: what it consumes: the -Q names (or a Broadcast's alias), else every queue of
@@ -98,6 +100,9 @@ class Worker:
         self.observer = observer
         #: ``-B``: this process (never a prefork child) also runs the beat
         self.embed_beat = beat and observer is None
+        #: ``-E``: task events on from the start (else ``worker_send_task_events``)
+        self.send_events = conf.worker_send_task_events if send_events is None \
+            else bool(send_events)
         self._beat: Any = None
         self.started_at = time.time()
         self._signals = 0
@@ -142,12 +147,19 @@ class Worker:
             ack_batch_size=conf.worker_ack_batch_size, ack_interval=conf.worker_ack_interval,
             hostname=self.hostname)
         self._health_stop = threading.Event()
-        # remote control (revoke): its own thread and broker connection; see control.py
+        # Celery's events (Flower): a thread and broker connection of their own; events.py
+        self.events: WorkerEvents | None = None
+        if "events" in self.broker.capabilities and (conf.worker_heartbeat or self.send_events):
+            self.events = WorkerEvents(self.broker, self.hostname, self.load,
+                                       task_events=self.send_events,
+                                       heartbeat=conf.worker_heartbeat)
+        # remote control (revoke, inspect): its own thread and broker connection; control.py
         self.control: ControlListener | None = None
         if conf.worker_enable_remote_control:
             self.control = ControlListener(
                 self.broker, self.hostname, self.executor.revoked,
-                node=node_name(self.hostname, in_prefork_child=observer is not None))
+                node=node_name(self.hostname, in_prefork_child=observer is not None),
+                worker=self)
 
     def _init_process_pool(self, pool_cls: type, concurrency: int | None) -> None:
         """A pool of child processes, each a whole solo worker with its own broker
@@ -302,6 +314,18 @@ class Worker:
         self._restart = reason
         self.consumer.stop()
 
+    def started_at_of(self, task_id: str) -> float | None:
+        """The unix time the running task ``task_id`` started, when task events are on
+        (they note it); None otherwise (``inspect active``'s ``time_start``)."""
+        events = self.events
+        return events.started_at.get(task_id) if events is not None else None
+
+    def load(self) -> tuple[int, int]:
+        """(tasks running now, tasks handled so far): what a heartbeat reports."""
+        counters = self.consumer.counters
+        return (len(self.pool.running_requests()),
+                counters["acked"] + counters["dead_lettered"] + counters["requeued"])
+
     # -- health ---------------------------------------------------------------------
     def health(self) -> dict:
         state = self.consumer.state
@@ -377,6 +401,8 @@ class Worker:
             health.start()
         if self.control is not None:
             self.control.start()  # before consuming: revokes the broker kept apply at once
+        if self.events is not None:
+            self.events.start()
         self.start_beat()
         # what start-up made (modules, the app, the pool) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it every few
@@ -399,6 +425,8 @@ class Worker:
             if self.control is not None:
                 self.control.stop()
             self.pool.stop(cold=bool(self._signals > 1))
+            if self.events is not None:
+                self.events.stop()  # after the pool: the last tasks' events go out too
             self.remove_health()
             self.app.close()
             c = self.consumer.counters

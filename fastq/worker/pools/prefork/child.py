@@ -40,6 +40,8 @@ class ChildSpec:
     loglevel: int
     max_tasks_per_child: int | None
     max_memory_per_child: int | None
+    #: ``-E``: task events on from the start
+    send_events: bool = False
 
 
 class ParentLink(TaskObserver):
@@ -131,7 +133,8 @@ def child_main(spec: ChildSpec, writer: Connection, app: App | None) -> None:
     worker = Worker(app, queues=spec.queues, pool="solo", concurrency=1,
                     prefetch_multiplier=spec.prefetch_multiplier, hostname=spec.hostname,
                     max_tasks_per_child=spec.max_tasks_per_child,
-                    max_memory_per_child=spec.max_memory_per_child, observer=link)
+                    max_memory_per_child=spec.max_memory_per_child, observer=link,
+                    send_events=spec.send_events)
     worker.install_signal_handlers()
     if signal.SIGQUIT in early:
         raise SystemExit(0)  # nothing claimed yet

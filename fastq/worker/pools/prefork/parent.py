@@ -88,7 +88,8 @@ class PreforkParent:
             prefetch_multiplier=worker.prefetch_multiplier, hostname=worker.hostname,
             loglevel=logging.getLogger().getEffectiveLevel(),
             max_tasks_per_child=worker.max_tasks_per_child,
-            max_memory_per_child=worker.max_memory_per_child)
+            max_memory_per_child=worker.max_memory_per_child,
+            send_events=worker.send_events)
         self.autoscaler = None
         if worker.autoscale:
             maximum, minimum = worker.autoscale
