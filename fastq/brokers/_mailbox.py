@@ -11,6 +11,7 @@ Requests are Celery's (``celery-protocol.md`` §6.4): JSON dicts with ``method``
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 from .. import serialization
@@ -55,8 +56,39 @@ class Mailbox:
     def reply(self, command: dict, body: dict) -> None:  # noqa: B027 - casts only by default
         """Answer ``command`` (which carries ``reply_to`` and ``ticket``)."""
 
+    def call(self, command: dict, timeout: float, limit: int | None = None) -> list[dict]:
+        """Send ``command`` asking for replies (``inspect``); the replies (``{node:
+        answer}`` dicts) that arrive within ``timeout`` seconds, or once ``limit`` have.
+
+        Raises:
+            ConfigurationError: this broker carries casts (revoke) only.
+        """
+        from ..exceptions import ConfigurationError
+
+        raise ConfigurationError(
+            f"{type(self.broker).__name__} carries control casts (revoke) but no replies: "
+            "inspect needs RabbitMQ or Redis")
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         pass
+
+
+def request_with_reply(command: dict, oid: str) -> dict:
+    """``command`` with the ``ticket`` and ``reply_to`` a caller adds to get replies."""
+    return {**command, "ticket": str(uuid.uuid4()),
+            "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": oid}}
+
+
+def reply_body(body: bytes, headers: dict | None, ticket: str) -> dict | None:
+    """A reply's ``{node: answer}`` if it answers ``ticket``; None for anything else."""
+    if (headers or {}).get("ticket") != ticket:
+        return None
+    try:
+        answer = serialization.json_loads(body)
+    except Exception:
+        logger.warning("ignored a control reply that is not valid JSON")
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def pidbox_headers() -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -42,7 +43,15 @@ from ..routing import Queue, QueueTable, Route
 from . import _amqp_tls
 from ._amqp_decisions import AckTracker, plan_prefetch
 from ._events import AMQPEventChannel
-from ._mailbox import PIDBOX_EXCHANGE, REPLY_EXCHANGE, Mailbox, decode_command, pidbox_headers
+from ._mailbox import (
+    PIDBOX_EXCHANGE,
+    REPLY_EXCHANGE,
+    Mailbox,
+    decode_command,
+    pidbox_headers,
+    reply_body,
+    request_with_reply,
+)
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -952,6 +961,31 @@ class AMQPMailbox(Mailbox):
             if command is not None:
                 commands.append(command)
         return commands
+
+    def call(self, command: dict, timeout: float, limit: int | None = None) -> list[dict]:
+        # the caller's reply queue, as Celery declares it (§6.1)
+        conn = self._connection()
+        oid = str(uuid.uuid4())
+        queue = f"{oid}.{REPLY_EXCHANGE}"
+        conn.declare_exchange(REPLY_EXCHANGE, "direct", durable=False)
+        conn.declare_queue(queue, durable=False, exclusive=True, auto_delete=True,
+                           arguments={"x-expires": PIDBOX_QUEUE_EXPIRES_MS,
+                                      "x-message-ttl": PIDBOX_MESSAGE_TTL_MS})
+        conn.bind_queue(queue, REPLY_EXCHANGE, oid)
+        conn.consume(queue, no_ack=True)
+        request = request_with_reply(command, oid)
+        self.send(request)
+        replies: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while limit is None or len(replies) < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for delivery in conn.drain(100, remaining):
+                answer = reply_body(delivery[7], delivery[6], request["ticket"])
+                if answer is not None:
+                    replies.append(answer)
+        return replies
 
     def reply(self, command: dict, body: dict) -> None:
         reply_to = command["reply_to"]

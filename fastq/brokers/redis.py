@@ -37,7 +37,15 @@ from ._events import RedisEventChannel
 from ._kombu import envelope as kombu_envelope
 from ._kombu import unpack
 from ._lease import LeaseKeeping
-from ._mailbox import PIDBOX_EXCHANGE, REPLY_EXCHANGE, Mailbox, decode_command, pidbox_headers
+from ._mailbox import (
+    PIDBOX_EXCHANGE,
+    REPLY_EXCHANGE,
+    Mailbox,
+    decode_command,
+    pidbox_headers,
+    reply_body,
+    request_with_reply,
+)
 from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
 
 logger = logging.getLogger(__name__)
@@ -681,6 +689,42 @@ class RedisMailbox(Mailbox):
             logger.warning("ignored a control message that is not a kombu envelope")
             return None
         return decode_command(body, properties.get("content_type"))
+
+    def call(self, command: dict, timeout: float, limit: int | None = None) -> list[dict]:
+        broker = self.broker
+        prefix = broker.prefix
+        oid = str(uuid.uuid4())
+        queue = f"{oid}.{REPLY_EXCHANGE}"
+        # the caller's reply list, bound in kombu's table so workers find it (§6.1)
+        binding = f"{prefix}_kombu.binding.{REPLY_EXCHANGE}"
+        member = f"{oid}\x06\x16\x06\x16{queue}"
+        client = broker.client
+        broker._call("control call", client.sadd, binding, member)
+        replies: list[dict] = []
+        try:
+            request = request_with_reply(command, oid)
+            self.send(request)
+            deadline = time.monotonic() + timeout
+            while limit is None or len(replies) < limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # BRPOP counts whole seconds on old servers: wait in short slices
+                popped = broker._call("control call", client.brpop, [prefix + queue],
+                                      timeout=min(remaining, 0.5))
+                if popped is None:
+                    continue
+                try:
+                    headers, _properties, body = unpack(serialization.json_loads(popped[1]))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    continue
+                answer = reply_body(body, headers, request["ticket"])
+                if answer is not None:
+                    replies.append(answer)
+        finally:
+            broker._call("control call", client.srem, binding, member)
+            broker._call("control call", client.delete, prefix + queue)
+        return replies
 
     def reply(self, command: dict, body: dict) -> None:
         reply_to = command["reply_to"]
