@@ -1,4 +1,4 @@
-"""The fastq command: worker, beat, schedule, call, result, purge, status, doctor, demo, bench."""
+"""The fastq command: worker, beat, schedule, call, result, purge, status, inspect, control, ..."""
 
 from __future__ import annotations
 
@@ -383,6 +383,100 @@ def status(app_spec, as_json) -> None:
                    f"acked={c.get('acked', 0)} queues={','.join(w.get('queues', []))}")
         for child in w.get("children", ()):
             click.echo(f"  child pid={child['pid']} {child['state']} tasks={child['tasks']}")
+
+
+#: What each command's positional ARGS mean: Celery's argument names, in order; a "*"
+#: name takes the rest as a list. Commands missing here take none.
+REMOTE_ARGUMENTS = {
+    "registered": ["*taskinfoitems"], "query_task": ["*ids"], "conf": ["with_defaults"],
+    "revoke": ["*task_id"], "rate_limit": ["task_name", "rate_limit"],
+    "time_limit": ["task_name", "soft", "hard"],
+}
+#: Commands that change a worker; ``fastq inspect`` refuses them, ``fastq control`` sends them.
+CONTROL_COMMANDS = ("rate_limit", "time_limit", "revoke", "shutdown", "enable_events",
+                    "disable_events", "heartbeat", "ping")
+INSPECT_COMMANDS = ("active", "reserved", "scheduled", "registered", "stats", "revoked",
+                    "query_task", "active_queues", "conf", "report", "clock", "ping")
+
+
+def _remote_arguments(command: str, values: tuple[str, ...]) -> dict:
+    names = REMOTE_ARGUMENTS.get(command, [])
+    arguments: dict[str, Any] = {}
+    for index, name in enumerate(names):
+        if name.startswith("*"):
+            arguments[name[1:]] = list(values[index:])
+            return arguments
+        if index < len(values):
+            value: Any = values[index]
+            if name in ("soft", "hard"):
+                value = float(value)
+            elif name == "with_defaults":
+                value = value.lower() in ("1", "true", "yes")
+            arguments[name] = value
+    if len(values) > len(names):
+        raise click.UsageError(f"{command} takes {len(names)} argument(s): "
+                               f"{' '.join(n.lstrip('*') for n in names) or 'none'}")
+    return arguments
+
+
+def _remote(app_spec: str | None, command: str, values: tuple[str, ...],
+            destination: str | None, timeout: float, as_json: bool) -> None:
+    app = load_app(app_spec)
+    nodes = [n for n in (destination or "").split(",") if n] or None
+    arguments = _remote_arguments(command, values)
+    if command == "revoke" and len(arguments.get("task_id", [])) == 1:
+        arguments["task_id"] = arguments["task_id"][0]
+    wants_reply = command not in ("shutdown",)
+    try:
+        replies = app.control.broadcast(command, arguments, destination=nodes,
+                                        reply=wants_reply, timeout=timeout)
+    except FastqError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        app.close()
+    if not wants_reply:
+        click.echo(f"{command} sent")
+        return
+    merged: dict = {}
+    for answer in replies or ():
+        merged.update(answer)
+    if as_json:
+        click.echo(orjson.dumps(merged, default=repr).decode())
+    else:
+        for node, answer in sorted(merged.items()):
+            failed = isinstance(answer, dict) and "error" in answer
+            click.echo(f"-> {node}: {'ERROR' if failed else 'OK'}")
+            text = (answer.get("ok") or answer.get("error")) if isinstance(answer, dict) and \
+                len(answer) == 1 and isinstance(next(iter(answer.values())), str) else \
+                orjson.dumps(answer, default=repr, option=orjson.OPT_INDENT_2).decode()
+            click.echo("    " + str(text).replace("\n", "\n    "))
+        if merged:
+            click.echo(f"\n{len(merged)} node{'s' if len(merged) != 1 else ''} online.")
+    if not merged:
+        raise click.ClickException("No nodes replied within time constraint")
+
+
+def _remote_command(kind: str, commands: tuple[str, ...], doc: str):
+    @main.command(name=kind, help=doc)
+    @app_option
+    @click.argument("command", type=click.Choice(commands))
+    @click.argument("values", nargs=-1)
+    @click.option("-d", "--destination", default=None,
+                  help="Comma-separated node names (default: every worker).")
+    @click.option("-t", "--timeout", type=float, default=1.0, show_default=True,
+                  help="Seconds to wait for replies.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the replies as JSON.")
+    def remote(app_spec, command, values, destination, timeout, as_json) -> None:
+        _remote(app_spec, command, values, destination, timeout, as_json)
+    return remote
+
+
+_remote_command("inspect", INSPECT_COMMANDS,
+                "Ask the workers (fastq's or Celery's) about their state: active, reserved, "
+                "stats, registered [ITEMS...], query_task IDS..., conf, ...")
+_remote_command("control", CONTROL_COMMANDS,
+                "Change running workers (fastq's or Celery's): rate_limit TASK RATE, "
+                "time_limit TASK SOFT [HARD], revoke IDS..., enable_events, shutdown, ...")
 
 
 def read_health_files(directory: str) -> list[dict]:
