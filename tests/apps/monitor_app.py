@@ -37,3 +37,9 @@ def reject():
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="m.retry_later", bind=True, max_retries=1)
+def retry_later(self):
+    # stays in RETRY for a minute: long enough for a monitor to see that state
+    raise self.retry(exc=ValueError("later"), countdown=60)
