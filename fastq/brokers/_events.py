@@ -141,12 +141,13 @@ class EventSender:
     own, on a channel of their own: whoever sends an event never waits on the broker.
 
     ``send`` stamps an event (``hostname``, ``utcoffset``, ``pid``, ``clock``,
-    ``timestamp``, ``type``) and appends it to a bounded queue; the thread publishes
-    what has gathered every ``flush_interval`` seconds, or sooner once ``BATCH_SIZE``
-    wait: one event under its own routing key, several task events as one list under
-    ``task.multi``. Worker events (``worker-*``) are never batched, as in Celery.
-    ``tick`` (when given) is called by the thread every ``tick_interval`` seconds, first
-    at start (the worker's heartbeat).
+    ``timestamp``, ``type``) and appends it to a bounded queue. The thread sleeps until
+    the first event arrives in an empty queue, lets more gather for ``flush_interval``
+    seconds (or until ``BATCH_SIZE`` wait), and publishes them: one event under its own
+    routing key, several task events as one list under ``task.multi``. Worker events
+    (``worker-*``) are never batched, as in Celery. ``tick`` (when given) is called by
+    the thread every ``tick_interval`` seconds, first at start (the worker's heartbeat);
+    between ticks an idle sender does not wake at all.
     """
 
     def __init__(self, broker: Any, hostname: str, *, flush_interval: float = FLUSH_INTERVAL,
@@ -168,7 +169,10 @@ class EventSender:
         self.last_clock = 0
         self._pid = os.getpid()
         self._offset = utcoffset()
+        #: set by the first event into an empty queue (the thread sleeps until then), and
+        #: by a full batch (it stops gathering)
         self._wake = threading.Event()
+        self._full = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._channel: EventChannel | None = None
@@ -187,15 +191,21 @@ class EventSender:
         fields["timestamp"] = time.time()
         fields["type"] = type
         pending = self.pending
-        if len(pending) == pending.maxlen:
-            self.dropped += 1
+        if not pending:
+            self._wake.set()  # once per batch: the thread drains the queue each time
+        else:
+            size = len(pending)
+            if size >= BATCH_SIZE:
+                if not self._full.is_set():
+                    self._full.set()
+                if size == pending.maxlen:
+                    self.dropped += 1  # the oldest goes to make room
         pending.append(fields)
-        if len(pending) >= BATCH_SIZE:
-            self._wake.set()
 
     def wake(self) -> None:
-        """Publish what is queued now rather than at the next interval."""
+        """Publish what is queued now, without waiting for more to gather."""
         self._wake.set()
+        self._full.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fastq-events", daemon=True)
@@ -205,6 +215,7 @@ class EventSender:
         """Publish what is queued (within ``timeout`` seconds), then close the channel."""
         self._stop.set()
         self._wake.set()
+        self._full.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -231,27 +242,31 @@ class EventSender:
                     self.tick()
                 except Exception:
                     logger.exception("%s: could not build the heartbeat", self.hostname)
-            if self.pending and now >= retry_at:
+            if self.pending and (now >= retry_at or stopping):
                 try:
                     self._publish_pending()
                     backoff.succeeded()
+                    retry_at = 0.0
                 except Exception as exc:
-                    delay = backoff.failed(now)
-                    retry_at = now + delay
+                    retry_at = now + backoff.failed(now)
                     if backoff.failures == 1:
                         logger.warning("%s: could not publish events (%s); retrying every "
                                        "few seconds, dropping the oldest past %d queued",
                                        self.hostname, exc, self.pending.maxlen)
                     self._close()
-                    if stopping:
-                        return
             if stopping:
                 return
-            wait = self.flush_interval
-            if self.tick is not None:
-                wait = min(wait, max(0.0, next_tick - time.monotonic()))
-            self._wake.wait(wait)
-            self._wake.clear()
+            # asleep until the next tick, a retry, or the first event of a new batch
+            deadlines = [d for d in (next_tick if self.tick is not None else None,
+                                     retry_at if self.pending else None) if d is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if self.pending and not retry_at:
+                timeout = 0.0  # more came while publishing
+            if self._wake.wait(timeout):
+                self._wake.clear()
+                # let the batch gather, unless it fills first or the sender stops
+                self._full.wait(self.flush_interval)
+            self._full.clear()
 
     def _publish_pending(self) -> None:
         pending = self.pending

@@ -1,0 +1,130 @@
+"""EventSender: events queued by any thread, published in order and in batches by its own
+thread; bounded while the broker is away, and nothing lost to one failed publish."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import orjson
+import pytest
+
+from fastq.brokers._events import BATCH_SIZE, EventChannel, EventSender
+from fastq.exceptions import BrokerConnectionLost
+
+pytestmark = pytest.mark.twin_neutral
+
+
+class RecordingChannel(EventChannel):
+    """Keeps what would be published; fails the first ``failures`` publishes."""
+
+    def __init__(self, broker: RecordingBroker, hostname: str) -> None:
+        super().__init__(broker, hostname)
+
+    def publish(self, events) -> None:
+        broker = self.broker
+        if broker.failures:
+            broker.failures -= 1
+            raise BrokerConnectionLost("broker away")
+        broker.published.extend((key, orjson.loads(body)) for key, body in events)
+
+
+class RecordingBroker:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.published: list[tuple[str, object]] = []
+        self.channels = 0
+
+    def event_channel(self, hostname: str) -> RecordingChannel:
+        self.channels += 1
+        return RecordingChannel(self, hostname)  # type: ignore[arg-type]
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.01)
+
+
+def test_task_events_go_as_one_list_and_worker_events_alone_in_order() -> None:
+    broker = RecordingBroker()
+    sender = EventSender(broker, "w@host", flush_interval=0.05)
+    sender.start()
+    try:
+        for n in range(3):
+            sender.send("task-received", {"uuid": str(n)})
+        sender.send("worker-heartbeat", {"active": 0})
+        sender.send("task-succeeded", {"uuid": "2", "result": "5"})
+        wait_for(lambda: len(broker.published) == 3)
+    finally:
+        sender.stop()
+    (multi, batch), (beat, heartbeat), (single, succeeded) = broker.published
+    assert (multi, beat, single) == ("task.multi", "worker.heartbeat", "task.succeeded")
+    assert [e["uuid"] for e in batch] == ["0", "1", "2"]
+    assert heartbeat["type"] == "worker-heartbeat" and succeeded["result"] == "5"
+    every = [*batch, heartbeat, succeeded]
+    assert [e["clock"] for e in every] == [1, 2, 3, 4, 5]
+    for event in every:
+        assert event["hostname"] == "w@host" and event["pid"] == os.getpid()
+        assert isinstance(event["utcoffset"], float) and isinstance(event["timestamp"], float)
+
+
+def test_a_full_batch_goes_without_waiting_for_the_interval() -> None:
+    broker = RecordingBroker()
+    sender = EventSender(broker, "w@host", flush_interval=30.0)
+
+    def sent() -> list[dict]:
+        return [e for _key, body in broker.published
+                for e in (body if isinstance(body, list) else [body])]
+    sender.start()
+    try:
+        for n in range(BATCH_SIZE + 1):
+            sender.send("task-started", {"uuid": str(n)})
+        # long before the 30 s interval: a full batch wakes the thread
+        wait_for(lambda: len(sent()) >= BATCH_SIZE)
+    finally:
+        sender.stop()
+    assert [e["uuid"] for e in sent()] == [str(n) for n in range(BATCH_SIZE + 1)]
+    assert max(len(body) for _key, body in broker.published) <= BATCH_SIZE
+
+
+def test_events_wait_out_a_lost_broker_in_order() -> None:
+    broker = RecordingBroker(failures=1)
+    sender = EventSender(broker, "w@host", flush_interval=0.01)
+    sender.start()
+    try:
+        sender.send("task-received", {"uuid": "a"})
+        wait_for(lambda: broker.failures == 0)  # the first attempt failed
+        sender.send("task-started", {"uuid": "a"})
+        wait_for(lambda: len(broker.published) == 1)
+    finally:
+        sender.stop()
+    assert [e["type"] for e in broker.published[0][1]] == ["task-received", "task-started"]
+    assert broker.channels == 2  # the failed channel was dropped for a new one
+
+
+def test_the_queue_is_bounded_while_nothing_publishes() -> None:
+    sender = EventSender(RecordingBroker(), "w@host", max_pending=BATCH_SIZE + 5)
+    for n in range(BATCH_SIZE + 8):
+        sender.send("task-received", {"uuid": str(n)})
+    assert len(sender.pending) == BATCH_SIZE + 5 and sender.dropped == 3
+    assert sender.pending[0]["uuid"] == "3"  # the oldest went
+
+
+def test_stop_publishes_what_is_queued_and_ticks_run_on_the_thread() -> None:
+    broker = RecordingBroker()
+    ticks: list[str] = []
+
+    def tick() -> None:
+        ticks.append(threading.current_thread().name)
+        sender.send("worker-heartbeat", {})
+
+    sender = EventSender(broker, "w@host", flush_interval=60.0, tick=tick, tick_interval=60.0)
+    sender.start()
+    wait_for(lambda: broker.published)  # the first tick, at start
+    sender.send("task-received", {"uuid": "x"})
+    sender.stop()
+    assert ticks == ["fastq-events"]
+    assert [key for key, _body in broker.published] == ["worker.heartbeat", "task.received"]
