@@ -138,6 +138,7 @@ def test_fastq_events_have_celerys_fields(tmp_path, env, queues) -> None:
                 "retry": client.send_task("m.retry", queue=queue).id,
                 "revoked": client.send_task("m.add", (1, 1), queue=queue,
                                             task_id=revoked[node]).id,
+                "unknown": client.send_task("m.nope", queue=queue).id,
             }
         sent_by_fastq = producer.send_task("m.add", (4, 5), queue=fastq_queue).id
 
@@ -145,6 +146,8 @@ def test_fastq_events_have_celerys_fields(tmp_path, env, queues) -> None:
             return all(
                 [e for e in capture.of(node, "task-revoked") if e["uuid"] == ids[node]["expired"]]
                 and [e for e in capture.of(node, "task-failed") if e["uuid"] == ids[node]["retry"]]
+                and [e for e in capture.of(node, "task-failed")
+                     if e["uuid"] == ids[node]["unknown"]]
                 for node in ids) and any(
                 e.get("type") == "task-succeeded" and e.get("uuid") == sent_by_fastq
                 for e in capture.of(fastq_node))
@@ -162,7 +165,7 @@ def test_fastq_events_have_celerys_fields(tmp_path, env, queues) -> None:
     compared = [("task-received", "add"), ("task-started", "add"), ("task-succeeded", "add"),
                 ("task-received", "fail"), ("task-failed", "fail"),
                 ("task-retried", "retry"), ("task-revoked", "revoked"),
-                ("task-revoked", "expired")]
+                ("task-revoked", "expired"), ("task-failed", "unknown")]
     for kind, task in compared:
         ours = capture.one(fastq_node, kind, f[task])
         theirs = capture.one(celery_node, kind, c[task])
@@ -175,6 +178,7 @@ def test_fastq_events_have_celerys_fields(tmp_path, env, queues) -> None:
     assert "raise KeyError(message)" in failed["traceback"]
     received = capture.one(fastq_node, "task-received", f["add"])
     assert (received["name"], received["args"], received["kwargs"]) == ("m.add", "(2, 3)", "{}")
+    assert "m.nope" in capture.one(fastq_node, "task-failed", f["unknown"])["exception"]
     assert capture.one(fastq_node, "task-revoked", f["revoked"])["expired"] is False
     assert capture.one(fastq_node, "task-revoked", f["expired"])["expired"] is True
     # revoked on receipt: no task-received, as with Celery
