@@ -99,10 +99,11 @@ class WorkerEvents:
         """Start the sender's thread; its first tick sends worker-online."""
         self.sender.start()
 
-    def stop(self) -> None:
-        """worker-offline, then what is queued, published before the thread ends."""
+    def stop(self, offline: bool = True) -> None:
+        """worker-offline (unless ``offline`` is false: a prefork child replaced while
+        the worker goes on), then what is queued, published before the thread ends."""
         self.disable()
-        if self.freq:
+        if self.freq and offline:
             self._send_worker_event("worker-offline")
         self.sender.stop()
 

@@ -426,7 +426,9 @@ class Worker:
                 self.control.stop()
             self.pool.stop(cold=bool(self._signals > 1))
             if self.events is not None:
-                self.events.stop()  # after the pool: the last tasks' events go out too
+                # after the pool: the last tasks' events go out too; a prefork child that
+                # is being replaced does not say the worker went offline
+                self.events.stop(offline=self.observer is None or self._restart is None)
             self.remove_health()
             self.app.close()
             c = self.consumer.counters

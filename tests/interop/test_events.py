@@ -270,3 +270,34 @@ def test_events_on_redis_reach_celerys_receiver(tmp_path, env) -> None:
     assert capture.one(node, "task-succeeded", ok)["result"] == "42"
     assert [e["type"] for e in capture.of(node) if e.get("uuid") == ok] == [
         "task-received", "task-started", "task-succeeded"]
+
+
+def test_a_replaced_prefork_child_does_not_take_its_worker_offline(tmp_path, env,
+                                                                   queues) -> None:
+    from celery import Celery
+
+    queue = queues[0]
+    node = f"{queue}@test"
+    capture = EventCapture(URL)
+    client = Celery("events-prefork", broker=URL)
+    worker = Proc([sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.monitor_app",
+                   "-E", "-P", "prefork", "-c", "1", "--max-tasks-per-child", "1",
+                   "-Q", queue, "-n", node, "-l", "info"], env, str(tmp_path / "worker.log"))
+    try:
+        wait_for(lambda: capture.of(node, "worker-heartbeat") or capture.of(node, "worker-online"),
+                 20, [worker])
+        first = client.send_task("m.add", (1, 2), queue=queue).id
+        wait_for(lambda: [e for e in capture.of(node, "task-succeeded") if e["uuid"] == first],
+                 10, [worker])
+        second = client.send_task("m.add", (3, 4), queue=queue).id  # run by the next child
+        wait_for(lambda: [e for e in capture.of(node, "task-succeeded") if e["uuid"] == second],
+                 10, [worker])
+        assert not capture.of(node, "worker-offline")
+        worker.stop()
+        wait_for(lambda: capture.of(node, "worker-offline"), 5, [])
+    finally:
+        worker.stop()
+        capture.stop()
+        client.close()
+    pids = {capture.one(node, "task-succeeded", task_id)["pid"] for task_id in (first, second)}
+    assert len(pids) == 2  # two children, one after the other
