@@ -149,6 +149,9 @@ class Worker:
         self._health_stop = threading.Event()
         # Celery's events (Flower): a thread and broker connection of their own; events.py
         self.events: WorkerEvents | None = None
+        if self.send_events and "events" not in self.broker.capabilities and self.is_main:
+            logger.warning("%s: task events are off: %s cannot carry Celery's events (Flower "
+                           "needs RabbitMQ or Redis)", self.hostname, type(self.broker).__name__)
         if "events" in self.broker.capabilities and (conf.worker_heartbeat or self.send_events):
             self.events = WorkerEvents(self.broker, self.hostname, self.load,
                                        task_events=self.send_events,
