@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fastq import App
 from tests.integration.test_amqp_broker import URL, delete_queues
 from tests.interop.processes import ROOT, Proc
 
@@ -114,6 +115,12 @@ def test_inspect_replies_have_celerys_shape(tmp_path, env, queues) -> None:
         hello = client.control.broadcast("hello", arguments={"from_node": "other@host",
                                                              "revoked": {}},
                                          destination=both, reply=True, timeout=2)
+        # fastq's own client reads both workers' replies the same way
+        fastq_client = App("inspect-fastq-client", broker_url=URL)
+        try:
+            by_fastq = fastq_client.control.inspect(destination=both, timeout=2).active()
+        finally:
+            fastq_client.close()
     finally:
         for worker in workers:
             worker.proc.kill()  # nothing to keep; a warm stop would wait for the sleeps
@@ -122,6 +129,8 @@ def test_inspect_replies_have_celerys_shape(tmp_path, env, queues) -> None:
 
     for name, by_node in replies.items():
         assert set(by_node) == set(both), (name, by_node)
+    assert {node: sorted(t["id"] for t in tasks) for node, tasks in by_fastq.items()} == {
+        node: sorted(t["id"] for t in tasks) for node, tasks in replies["active"].items()}
     ours = {name: by_node[fastq_node] for name, by_node in replies.items()}
     theirs = {name: by_node[celery_node] for name, by_node in replies.items()}
     for name in ("active", "reserved", "scheduled", "revoked", "clock", "ping", "registered"):
