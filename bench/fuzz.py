@@ -2,6 +2,11 @@
 twin, counted by outcome; any crash, hang or disagreement between the twins is printed.
 
     python -m bench.fuzz [--examples 100000] [--seed N]
+    python -m bench.fuzz --frames 2000 [--seed N]
+
+``--frames N`` fuzzes the AMQP frame readers instead: N sessions with RabbitMQ
+(127.0.0.1:5672) through a proxy that damages one frame, on each driver, counted by
+outcome; a stray exception or a session over its time bound is a problem.
 
 The suite runs the same property on a short deterministic profile
 (``tests/unit/test_fuzz.py``); this one draws fresh inputs each run (``--seed`` repeats
@@ -29,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__)
     parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=0,
+                        help="fuzz the AMQP frame readers with this many damaged sessions")
     options = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)  # every dead letter logs an error: millions of lines
+    if options.frames:
+        return fuzz_frames(options.frames, options.seed)
 
     twins = [("py", _consumer_py.Consumer)]
     if os.environ.get("FASTQ_NO_SPEEDUPS") != "1":
@@ -80,6 +89,53 @@ def main(argv: list[str] | None = None) -> int:
     for outcome, count in outcomes.most_common():
         print(f"  {count:8d}  {outcome}")
     print(f"crashes, hangs and twin disagreements: {len(problems)}")
+    for line in problems[:20]:
+        print("  " + line[:2000])
+    return 1 if problems else 0
+
+
+#: a damaged session's own waits add up to about 4 s; past this it is a hang
+FRAME_SESSION_BOUND = 6.0
+
+
+def fuzz_frames(examples: int, seed_value: int | None) -> int:
+    from fastq.brokers._amqp_py import Connection as PyConnection
+
+    drivers = [("py-amqp", PyConnection)]
+    if os.environ.get("FASTQ_NO_SPEEDUPS") != "1":
+        from fastq._speedups._amqp import Connection as CConnection
+
+        drivers.insert(0, ("rabbitmq-c", CConnection))
+    outcomes: collections.Counter[str] = collections.Counter()
+    problems: list[str] = []
+    slowest = [0.0]
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(fuzzing.frame_damages())
+    def run(damage):
+        for name, driver in drivers:
+            started = time.monotonic()
+            try:
+                outcome = fuzzing.damaged_session(driver, ("127.0.0.1", 5672), damage)
+            except Exception as exc:  # noqa: BLE001 - counting stray exceptions is the point
+                problems.append(f"{name} {damage}: {type(exc).__name__}: {exc}")
+                outcome = "STRAY EXCEPTION"
+            took = time.monotonic() - started
+            slowest[0] = max(slowest[0], took)
+            if took > FRAME_SESSION_BOUND:
+                problems.append(f"{name} {damage}: {outcome} after {took:.1f} s")
+            outcomes[f"{name}: {outcome}"] += 1
+
+    if seed_value is not None:
+        run = seed(seed_value)(run)
+    started = time.monotonic()
+    run()
+    print(f"{examples} damaged sessions per driver in {time.monotonic() - started:.0f} s "
+          f"(slowest {slowest[0]:.2f} s):")
+    for outcome, count in sorted(outcomes.items()):
+        print(f"  {count:8d}  {outcome}")
+    print(f"stray exceptions and hangs: {len(problems)}")
     for line in problems[:20]:
         print("  " + line[:2000])
     return 1 if problems else 0

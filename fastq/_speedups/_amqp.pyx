@@ -824,7 +824,11 @@ cdef class Connection:
             self._lost(doing, f"a message body of {size} bytes")
         properties, headers = _decode_properties(
             <rmq.amqp_basic_properties_t *>frame.payload.properties.decoded)
-        body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        try:
+            body = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        except MemoryError:
+            # a size no memory holds is a damaged header (RabbitMQ's own limit is 512 MiB)
+            self._lost(doing, f"cannot hold a message body of {size} bytes")
         into = PyBytes_AS_STRING(body)
         while got < size:
             self._next_frame(&frame, rmq.AMQP_FRAME_BODY, channel, doing)
@@ -840,11 +844,25 @@ cdef class Connection:
                          rmq.amqp_channel_t channel, str doing) except -1:
         """The next frame of a content being read, which must be a ``kind`` frame on
         ``channel``; connection-level methods in between (connection.blocked,
-        connection.close) are handled here."""
+        connection.close) are handled here. RabbitMQ sends a content's frames one after
+        the other: one that has not come within rpc_timeout never will."""
         cdef int status
+        cdef rmq.timeval tv
+        cdef double waited = 0.0, step
         while True:
+            step = WAIT_SLICE
+            if 0 < self.rpc_timeout - waited < step:
+                step = self.rpc_timeout - waited
+            _set_timeval(&tv, step)
             with nogil:
-                status = rmq.amqp_simple_wait_frame(self._state, frame)
+                status = rmq.amqp_simple_wait_frame_noblock(self._state, frame, &tv)
+            if status == rmq.AMQP_STATUS_TIMEOUT:
+                waited += step
+                if self.rpc_timeout > 0 and waited >= self.rpc_timeout:
+                    return self._lost(doing, f"the rest of a message did not come within "
+                                             f"{self.rpc_timeout:g} s (rpc_timeout)")
+                PyErr_CheckSignals()
+                continue
             if status != rmq.AMQP_STATUS_OK:
                 return self._lost(doing, rmq.amqp_error_string2(status).decode())
             if frame.frame_type == rmq.AMQP_FRAME_METHOD and frame.channel == 0:

@@ -243,7 +243,40 @@ class _ContextTransport(SSLTransport):
 
 
 class _ContextConnection(amqp.Connection):
-    """An ``amqp.Connection`` whose TLS goes through ``_ContextTransport``."""
+    """An ``amqp.Connection`` whose TLS goes through ``_ContextTransport``, and whose
+    frames, when damaged, end the connection rather than escape as parsing errors."""
+
+    #: when set (monotonic seconds), a synchronous method's reply is overdue after it:
+    #: py-amqp only bounds each read, and frames that keep coming (deliveries it rejects
+    #: while a consume-ok is missing) would make it wait for ever
+    rpc_deadline: float | None = None
+    #: since when a message's frames have been arriving without completing it (None:
+    #: no message is half read); RabbitMQ sends them back to back
+    content_since: float | None = None
+
+    def blocking_read(self, timeout: Any = None) -> Any:
+        if self.rpc_deadline is not None and time.monotonic() > self.rpc_deadline:
+            raise amqp_exceptions.RecoverableConnectionError(
+                "no reply within rpc_timeout")
+        if timeout == 0:
+            # a non-blocking socket makes py-amqp retry EAGAIN in a loop: with half a
+            # frame in hand (basic_publish polls with timeout 0) it spun for ever
+            timeout = 0.0001
+        with self.transport.having_timeout(timeout):
+            frame = self.transport.read_frame()
+        try:
+            complete = self.on_inbound_frame(frame)
+            if frame[0] in (1, 2, 3):  # not a heartbeat
+                if complete:
+                    self.content_since = None
+                elif self.content_since is None:
+                    self.content_since = time.monotonic()
+            return complete
+        except (struct.error, IndexError, KeyError, ValueError) as exc:
+            # py-amqp decodes arguments and content headers without checking their
+            # lengths: a damaged frame surfaces as one of these (found by fuzzing)
+            raise amqp_exceptions.RecoverableConnectionError(
+                f"unreadable frame from the server ({type(exc).__name__}: {exc})") from None
 
     def Transport(self, host: str, connect_timeout: Any, ssl: Any = False,  # noqa: N802
                   read_timeout: Any = None, write_timeout: Any = None,
@@ -311,7 +344,7 @@ class Connection:
             connect_timeout=self.connect_timeout, ssl=self._tls_options(),
             client_properties={"product": "fastq (py-amqp)"})
         self._conn = conn
-        with self._guard("connect"):
+        with self._guard("connect", rpc=False):  # under connect_timeout
             conn.connect()
             # the handshake is bounded by connect_timeout. Afterwards drain and confirm
             # waits set their own timeout for each read; every other wait (an RPC's
@@ -400,8 +433,13 @@ class Connection:
         return channel
 
     @contextlib.contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        """Translate py-amqp and socket errors into fastq's at the boundary."""
+    def _guard(self, doing: str, rpc: bool = True) -> Iterator[None]:
+        """Translate py-amqp and socket errors into fastq's at the boundary; with ``rpc``
+        (a call that waits for a reply) the whole call is bounded by rpc_timeout."""
+        conn = self._conn
+        if conn is not None:
+            conn.rpc_deadline = (time.monotonic() + self.rpc_timeout
+                                 if rpc and self.rpc_timeout else None)
         try:
             yield
         except (amqp_exceptions.RecoverableConnectionError, OSError, EOFError) as exc:
@@ -419,6 +457,9 @@ class Connection:
             self._abandon()
             raise AMQPError(exc.reply_code or exc.code, exc.reply_text or str(exc),
                             "connection") from None
+        finally:
+            if conn is not None:
+                conn.rpc_deadline = None
 
     # -- topology ------------------------------------------------------------------------
     def declare_exchange(self, name: str, type: str = "direct", durable: bool = True,  # noqa: A002
@@ -501,6 +542,15 @@ class Connection:
         readable, _, _ = select.select([sock], [], [], 0)
         return bool(readable)
 
+    def _check_content_stall(self) -> None:
+        """A message begun and not finished within rpc_timeout never will be (its frames
+        were lost, or its header announced more than follows): the stream is broken."""
+        since = self._conn.content_since if self._conn is not None else None
+        if since is not None and self.rpc_timeout and (
+                time.monotonic() - since > self.rpc_timeout):
+            raise TimeoutError(f"the rest of a message did not come within "
+                               f"{self.rpc_timeout:g} s (rpc_timeout)")
+
     def _tick(self) -> None:
         if self.heartbeat and self._conn is not None:
             self._conn.heartbeat_tick()
@@ -509,7 +559,7 @@ class Connection:
         """Up to ``max_count`` deliveries: wait up to ``timeout`` s for the first, then
         take only what has already arrived. Heartbeats are sent and checked meanwhile."""
         buffer = self._buffer
-        with self._guard("receive messages"):
+        with self._guard("receive messages", rpc=False):
             self._require()
             if not buffer:
                 deadline = time.monotonic() + max(0.0, timeout)
@@ -517,10 +567,17 @@ class Connection:
                 step = self.heartbeat / 2 if self.heartbeat else math.inf
                 while not buffer:
                     self._tick()
-                    remaining = deadline - time.monotonic()
+                    self._check_content_stall()
+                    now = time.monotonic()
+                    remaining = deadline - now
                     if remaining <= 0:
                         if not self._ready_now():
                             break
+                        if self.rpc_timeout and now - deadline > self.rpc_timeout:
+                            # begun and never finished: the stream is broken, and
+                            # waiting on would spin here for ever
+                            raise TimeoutError(f"a frame stayed incomplete for "
+                                               f"{self.rpc_timeout:g} s (rpc_timeout)")
                         remaining = 0.05  # a frame is arriving: let it finish
                     self._read_one(min(remaining, step))
             # a delivery is three frames; keep reading while bytes are already here
@@ -587,7 +644,7 @@ class Connection:
         """
         confirms = self._confirms
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._guard("wait for publisher confirms"):
+        with self._guard("wait for publisher confirms", rpc=False):
             while len(confirms):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -3,7 +3,9 @@ reports what it did with each one (ran it, dead-lettered it and why, deferred it
 
 The property every worker must keep: whatever arrives is either run as a task or
 dead-lettered with a reason, within a bounded time, and the worker goes on; the compiled
-consumer and its pure-Python twin do the same thing with the same input. Used by the
+consumer and its pure-Python twin do the same thing with the same input. The AMQP frame
+readers (rabbitmq-c's and py-amqp's) are fuzzed through a proxy that damages one frame
+of a session: every damage ends in a result or a broker error, in bounded time. Used by the
 suite (``tests/unit/test_fuzz.py``, a short deterministic profile) and by
 ``python -m bench.fuzz`` (the long run). Needs ``hypothesis`` (the ``dev`` extra).
 """
@@ -205,6 +207,105 @@ class FuzzWorker:
         self.app.close()
 
 
+#: How a frame from RabbitMQ can be damaged on its way to the client.
+FRAME_DAMAGE = ("cut", "flip", "drop", "repeat", "garbage", "split")
+#: The messages a damaged session publishes and reads back: small, with a table of
+#: headers, and one spanning several body frames (frame_max 4096).
+SESSION_MESSAGES = (
+    (b"small", {"content_type": "application/json"}, None),
+    (b'{"x": 1}', {"delivery_mode": 2, "priority": 1},
+     {"task": "fz.echo", "nested": {"list": [1, "two", None], "when": 1.5}}),
+    (bytes(range(256)) * 40, {"correlation_id": "big"}, {"size": 10240}),
+)
+
+
+@st.composite
+def frame_damages(draw: Any) -> tuple[int, str, int, int]:
+    """``(which, how, where, byte)``: the ``which``-th frame RabbitMQ sends after the
+    handshake is damaged ``how`` (one of FRAME_DAMAGE), at offset ``where``."""
+    return (draw(st.integers(0, 14)), draw(st.sampled_from(FRAME_DAMAGE)),
+            draw(st.integers(0, 10_300)), draw(st.integers(0, 255)))
+
+
+class FrameDamage:
+    """A ``FaultProxy`` rewrite that damages one server frame once ``armed``."""
+
+    def __init__(self, damage: tuple[int, str, int, int]) -> None:
+        self.which, self.how, self.where, self.byte = damage
+        self.armed = False
+        self._seen = 0
+
+    def __call__(self, frame: bytes) -> bytes:
+        if not self.armed:
+            return frame
+        self._seen += 1
+        if self._seen - 1 != self.which:
+            return frame
+        at = self.where % len(frame)
+        if self.how == "cut":
+            return frame[:at]
+        if self.how == "flip":
+            return frame[:at] + bytes([frame[at] ^ (self.byte or 1)]) + frame[at + 1:]
+        if self.how == "drop":
+            return b""
+        if self.how == "repeat":
+            return frame + frame
+        if self.how == "garbage":
+            return frame[:at] + bytes([self.byte]) * (1 + self.where % 64) + frame[at:]
+        return frame  # "split": the proxy already sends frames as they come
+
+
+def damaged_session(driver: type, upstream: tuple[str, int],
+                    damage: tuple[int, str, int, int]) -> str:
+    """One AMQP session through a proxy that damages one frame RabbitMQ sends: declare
+    an exclusive queue, publish SESSION_MESSAGES with confirms, consume them back.
+
+    Returns what the driver made of it: ``whole`` (everything back intact), ``altered``
+    (a damaged byte inside a message came through: AMQP has no checksum, the decoder
+    is the next guard), ``lost`` (BrokerConnectionLost), ``refused`` (AMQPError, a
+    channel or connection error), ``unconfirmed`` (PublishTimeout/PublishNacked) or
+    ``short`` (fewer messages within the time allowed). Any other exception is a bug
+    and propagates.
+    """
+    from ..exceptions import AMQPError, BrokerConnectionLost, PublishNacked, PublishTimeout
+    from .proxy import FaultProxy
+
+    rewrite = FrameDamage(damage)
+    proxy = FaultProxy(upstream, rewrite=rewrite)
+    conn = driver("127.0.0.1", proxy.port, frame_max=4096, connect_timeout=2.0,
+                  rpc_timeout=0.3)
+    try:
+        conn.connect()
+        conn.confirm_select()
+        rewrite.armed = True
+        queue = f"fastq-fuzz-{uuid.uuid4().hex}"
+        try:
+            conn.declare_queue(queue, durable=False, exclusive=True, auto_delete=True)
+            for body, properties, headers in SESSION_MESSAGES:
+                conn.publish("", queue, body, properties, headers)
+            conn.wait_for_confirms(0.5)
+            conn.consume(queue)
+            got: list[tuple] = []
+            deadline = time.monotonic() + 0.8
+            while len(got) < len(SESSION_MESSAGES) and time.monotonic() < deadline:
+                got.extend(conn.drain(len(SESSION_MESSAGES) - len(got), 0.1))
+            if got:
+                conn.ack(got[-1][0], multiple=True)
+        except BrokerConnectionLost:
+            return "lost"
+        except AMQPError:
+            return "refused"
+        except (PublishTimeout, PublishNacked):
+            return "unconfirmed"
+        if len(got) < len(SESSION_MESSAGES):
+            return "short"
+        bodies = [item[7] for item in got]
+        return "whole" if bodies == [m[0] for m in SESSION_MESSAGES] else "altered"
+    finally:
+        conn.close()
+        proxy.close()
+
+
 def describe(headers: Any, properties: dict, body: bytes) -> str:
     """One line that reproduces an input (for failure reports)."""
     return orjson.dumps({"headers": headers, "properties": properties,
@@ -212,5 +313,6 @@ def describe(headers: Any, properties: dict, body: bytes) -> str:
                         default=repr).decode()
 
 
-__all__ = ["ACCEPT", "FuzzWorker", "TASK_NAMES", "describe", "fuzz_app", "json_values",
-           "task_bodies", "task_headers", "task_messages"]
+__all__ = ["ACCEPT", "FRAME_DAMAGE", "FrameDamage", "FuzzWorker", "SESSION_MESSAGES",
+           "TASK_NAMES", "damaged_session", "describe", "frame_damages", "fuzz_app",
+           "json_values", "task_bodies", "task_headers", "task_messages"]

@@ -78,10 +78,11 @@ class FaultProxy:
         """Drop every open connection (the listener stays: clients may reconnect)."""
         with self._lock:
             sockets, self._open = list(self._open), set()
+        # shut down, not closed: the pump thread sees the end and closes them itself (a
+        # socket closed under its selector just leaves it, and the pump waited for ever)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
     def close(self) -> None:
         self._closed = True
