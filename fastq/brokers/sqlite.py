@@ -281,12 +281,24 @@ class SQLiteBroker(LeaseKeeping, Broker):
         self._ensure_keeper()
         if len(rows) > 1:
             rows.sort(key=lambda row: (-row[2], row[0]))
-        loads = serialization.json_loads
-        deliveries = []
-        for tag, queue, _priority, count, envelope, body in rows:
-            headers, properties = loads(envelope)
-            deliveries.append(Delivery(tag, headers, properties, body, queue, count - 1))
-        return deliveries
+        return [self._row_delivery(tag, queue, count, envelope, body)
+                for tag, queue, _priority, count, envelope, body in rows]
+
+    @staticmethod
+    def _row_delivery(tag: int, queue: str, count: Any, envelope: Any, body: Any) -> Delivery:
+        """A Delivery from a claimed row. A row fastq did not write (damaged, or put there
+        by hand: SQLite keeps any type in any column) still becomes one, with empty
+        headers, so that the worker dead-letters it instead of failing on it."""
+        if not isinstance(body, bytes):
+            body = body.encode("utf-8", "replace") if isinstance(body, str) else b""
+        redeliveries = count - 1 if type(count) is int and count > 0 else 0
+        try:
+            headers, properties = serialization.json_loads(envelope)
+        except (ValueError, TypeError):
+            return Delivery(tag, {}, {}, body, queue, redeliveries)
+        if type(headers) is not dict or type(properties) is not dict:
+            return Delivery(tag, {}, {}, body, queue, redeliveries)
+        return Delivery(tag, headers, properties, body, queue, redeliveries)
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if not queues:
@@ -442,10 +454,11 @@ class SQLiteBroker(LeaseKeeping, Broker):
         rows = self._retry(lambda: conn.execute(sql, (*params, limit)).fetchall())
         letters = []
         for q, reason, deliveries, at, envelope, body in rows:
-            headers, properties = serialization.json_loads(envelope)
+            # kept as it came, readable or not (a row fastq did not write)
+            letter = self._row_delivery(0, q, 1, envelope, body)
             letters.append({"queue": q, "reason": reason, "deliveries": deliveries,
-                            "dead_lettered_at": at, "headers": headers,
-                            "properties": properties, "body": body})
+                            "dead_lettered_at": at, "headers": letter.headers,
+                            "properties": letter.properties, "body": letter.body})
         return letters
 
     # -- remote control --------------------------------------------------------------

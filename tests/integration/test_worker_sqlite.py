@@ -110,6 +110,26 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_running(worker, 
     assert "moved to the dead letters" in w.log()
 
 
+def test_rows_fastq_did_not_write_are_dead_lettered(worker, producer, sqlite_env):
+    """SQLite keeps whatever a hand (or a damaged file) puts in a row: each such row is
+    dead-lettered, and the worker goes on."""
+    w = worker()
+    hostile = [b"\xff\xfe not json", b"[1, 2, 3]", b'{"a": 1, "b": 2}', b"42", b"[[], []]",
+               "[{}, {}]", 7, b"[[1], {}]"]
+    with sqlite3.connect(sqlite_env[1].removeprefix("sqlite:///")) as db:
+        db.executemany(
+            "INSERT INTO fastq_messages (queue, priority, state, visible_at, enqueued_at, "
+            "envelope, body) VALUES ('celery', 0, 0, 0, 0, ?, ?)",
+            [(envelope, b"[[1, 1], {}, {}]" if n % 2 else "text body")
+             for n, envelope in enumerate(hostile)])
+    assert producer.tasks["t.add"].delay(20, 22).get(timeout=20) == 42
+    deadline = time.monotonic() + 10
+    while len(producer.broker.dead_letters()) < len(hostile) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(producer.broker.dead_letters()) == len(hostile)
+    assert w.proc.poll() is None
+
+
 def test_reject_dead_letters_with_the_reason(worker, producer):
     worker()
     result = producer.tasks["t.reject"].delay()

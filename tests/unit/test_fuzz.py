@@ -11,11 +11,14 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
+import orjson  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from fastq import protocol, serialization  # noqa: E402
 from fastq.brokers import _sqs_wire  # noqa: E402
 from fastq.brokers.redis import RedisBroker  # noqa: E402
+from fastq.brokers.sqlite import SQLiteBroker  # noqa: E402
 from fastq.exceptions import MessageRejected  # noqa: E402
 from fastq.testing import fuzzing  # noqa: E402
 from fastq.worker import _consumer_py  # noqa: E402
@@ -62,6 +65,24 @@ def test_stored_envelopes_always_become_deliveries(message):
         except ValueError:
             continue  # the SQS broker delivers it raw, for the worker to dead-letter
         assert isinstance(got_headers, dict)
+
+
+@CI_PROFILE
+@given(message=fuzzing.task_messages(),
+       damage=st.sampled_from(["none", "half", "quote", "list", "scalar"]),
+       body=st.binary(max_size=64) | st.text(max_size=16) | st.integers() | st.none())
+def test_sqlite_rows_always_become_deliveries(message, damage, body):
+    """Whatever a row holds (SQLite keeps any type in any column), claiming it gives a
+    Delivery with table headers and a bytes body, for the worker to run or dead-letter."""
+    headers, properties, _body = message
+    envelope = orjson.dumps([headers, properties], default=repr)
+    envelope = {"none": envelope, "half": envelope[: len(envelope) // 2],
+                "quote": envelope.replace(b'"', b"'", 1),
+                "list": orjson.dumps([headers, properties, 3], default=repr),
+                "scalar": orjson.dumps(properties, default=repr)}[damage]
+    delivery = SQLiteBroker._row_delivery(1, "q", 1, envelope, body)
+    assert isinstance(delivery.headers, dict) and isinstance(delivery.properties, dict)
+    assert isinstance(delivery.body, bytes)
 
 
 def _consumers():
