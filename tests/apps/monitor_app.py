@@ -33,10 +33,16 @@ def reject():
     raise Reject("no thanks", requeue=False)
 
 
-@app.task(name="m.sleep", rate_limit="100/s")
+@app.task(name="m.sleep")
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="m.limited", rate_limit="100/s")
+def limited():
+    # never sent: its rate limit is what ``inspect registered rate_limit`` shows
+    return None
 
 
 @app.task(name="m.retry_later", bind=True, max_retries=1)

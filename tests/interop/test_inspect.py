@@ -165,7 +165,7 @@ def test_inspect_replies_have_celerys_shape(tmp_path, env, queues) -> None:
     assert ours["stats"]["broker"]["hostname"] == "127.0.0.1"
     assert ours["active_queues"][0]["name"] == fastq_queue
     assert "m.add" in ours["registered"] and "m.sleep" in ours["registered"]
-    assert "m.sleep [rate_limit=100/s]" in items[fastq_node]
+    assert "m.limited [rate_limit=100/s]" in items[fastq_node]
     assert ours["conf"]["broker_url"] == "amqp://guest:***@127.0.0.1:5672//"
     assert ours["conf"]["result_backend"].startswith("sqlite:///")
     assert {fastq_node: {"revoked": [revoked_id], "clock": ours["clock"]["clock"]}} in hello \
