@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -253,6 +253,30 @@ class AsyncResult(Generic[R_co]):
 
     wait = get
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> R_co:
+        """``get`` for asyncio code: await the task's value without blocking the loop.
+
+        Every result awaited on one loop shares its backend's waiter there: Redis
+        subscribes them all on one connection; other stores are read by one poller
+        thread that backs off to 0.1 s between reads. ``await result`` is
+        ``await result.aget()``.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+            Exception: with ``propagate``, the task's own exception for FAILURE and
+                REVOKED, as ``get`` raises it.
+            ConnectionError: the result backend could not be read while waiting.
+        """
+        meta = self._cache or await self.backend.await_ready(self.id, timeout=timeout)
+        self._cache = meta
+        value: R_co = self._value(meta)
+        if propagate and meta["status"] in PROPAGATE_STATES and isinstance(value, BaseException):
+            raise value
+        return value
+
+    def __await__(self) -> Generator[Any, None, R_co]:
+        return self.aget().__await__()
+
     def forget(self) -> None:
         """Delete the stored result."""
         self._cache = None
@@ -481,6 +505,63 @@ class GroupResult:
         return values
 
     get = join
+
+    async def ajoin(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """``join`` for asyncio code: every member's value in order, awaited together.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds (for the whole group) passed first.
+            Exception: with ``propagate``, the exception of the first member (in order)
+                that failed or was revoked.
+        """
+        values: list[Any] = []
+        async for _ in self.aiter_completed(timeout=timeout):
+            pass
+        for result in self.results:
+            if isinstance(result, GroupResult):
+                values.append(await result.ajoin(propagate=propagate))
+            else:
+                values.append(await result.aget(propagate=propagate))
+        return values
+
+    async def aiter_completed(self, timeout: float | None = None
+                              ) -> AsyncIterator[AsyncResult[Any]]:
+        """The members (nested groups' members too) as each finishes, in finishing order.
+
+        Each yielded result is ready and keeps its outcome, so ``r.successful()``,
+        ``r.result`` and ``await r`` read nothing more; a failed member is yielded like
+        any other, not raised. Leaving the loop early stops the waits still running.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds (for the whole iteration) passed first.
+        """
+        import asyncio
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending: dict[asyncio.Future[Any], tuple[int, AsyncResult[Any]]] = {}
+        try:
+            for position, result in enumerate(self._leaves()):
+                if result._cache is not None:
+                    yield result
+                else:
+                    waiting = asyncio.ensure_future(result.backend.await_ready(result.id))
+                    pending[waiting] = (position, result)
+            while pending:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = await asyncio.wait(pending, timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    raise ResultTimeout(f"group {self.id}: {len(pending)} of "
+                                        f"{len(list(self._leaves()))} members not ready "
+                                        f"after {timeout}s")
+                # those found ready in the same read come in the group's order
+                for future in sorted(done, key=lambda f: pending[f][0]):
+                    _, result = pending.pop(future)
+                    result._cache = future.result()
+                    yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
     #: Celery reads a Redis group with one command here; fastq's ``join`` already reads
     #: each member once it is ready, and the values and errors are the same

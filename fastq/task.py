@@ -628,6 +628,29 @@ class Task(Generic[P, R]):
                     raise TypeError(f"{self.name}: {exc}") from None
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` for asyncio code; see ``aapply_async``."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: Iterable[Any] | None = None,
+                           kwargs: dict[str, Any] | None = None,
+                           **options: Unpack[TaskOptions]) -> AsyncResult[R]:
+        """``apply_async`` for asyncio code: the same options and result.
+
+        The message is published by the blocking producer on a thread of the loop's
+        default executor, so the loop goes on while the broker confirms; the brokers'
+        producers are safe to share between threads.
+
+        Raises:
+            PublishTimeout: the broker could not be reached in time.
+        """
+        import asyncio
+        import functools
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, functools.partial(self.apply_async, args, kwargs, **options))
+
     def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """``delay`` once the current Django transaction commits (at once outside one);
         nothing is sent if it rolls back. Celery 5.4's ``DjangoTask.delay_on_commit``:

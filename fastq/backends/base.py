@@ -220,6 +220,45 @@ class Backend(abc.ABC):
             if interval is None:
                 sleep = min(sleep * 2, POLL_INTERVAL_MAX)
 
+    # -- waiting on an event loop -----------------------------------------------------
+    async def await_ready(self, task_id: str, timeout: float | None = None) -> dict:
+        """Await ``task_id``'s ready meta document without blocking the running loop.
+
+        Every wait on one loop shares the backend's ``AsyncWaiter`` there (one poller
+        thread, or one subscription for stores that notify): a thousand awaits cost one
+        read per round, not a thousand threads.
+
+        Raises:
+            ResultTimeout: ``timeout`` seconds passed first.
+            ConnectionError: the store could not be read while waiting.
+        """
+        return await self._async_waiter().wait(task_id, timeout)
+
+    def new_async_waiter(self, loop: Any) -> Any:
+        """The ``AsyncWaiter`` for ``loop``: a poller that backs off; stores that can
+        notify override it."""
+        from ._async_wait import PollingWaiter
+
+        return PollingWaiter(self, loop)
+
+    def _async_waiter(self) -> Any:
+        import asyncio
+        import weakref
+
+        loop = asyncio.get_running_loop()
+        waiters = self.__dict__.get("_async_waiters")
+        if waiters is None:
+            waiters = self.__dict__["_async_waiters"] = weakref.WeakKeyDictionary()
+        waiter = waiters.get(loop)
+        if waiter is None or waiter.closed:
+            waiter = waiters[loop] = self.new_async_waiter(loop)
+        return waiter
+
+    def _forget_async_waiter(self, waiter: Any) -> None:
+        waiters = self.__dict__.get("_async_waiters")
+        if waiters is not None and waiters.get(waiter.loop) is waiter:
+            del waiters[waiter.loop]
+
     def forget(self, task_id: str) -> None:
         """Delete the stored result of ``task_id``."""
         self._delete(task_id)

@@ -244,6 +244,16 @@ class RedisBackend(Backend):
         self._pool.disconnect()
 
     # -- waiting ---------------------------------------------------------------------
+    def new_async_waiter(self, loop: Any) -> Any:
+        """Awaits on ``loop`` share one subscription (``_redis_async``), not a poller."""
+        from ._redis_async import RedisNotifiedWaiter
+
+        return RedisNotifiedWaiter(self, loop, RECHECK_INTERVAL)
+
+    def decode_stored(self, value: bytes) -> dict:
+        """The meta document of a stored or published value (Celery may compress it)."""
+        return decode_meta(_uncompress(value))
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
         """Block until ``task_id`` is ready: listen on its channel, re-read on each message.
