@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import signals
+from ._time import parse_datetime
 from .backends.base import ChordPart
 from .exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 from .limits import (
@@ -149,8 +150,10 @@ class Execution:
         The request is the task's current one from ``task_prerun`` to ``task_postrun``,
         so hooks and receivers see ``task.request``.
         """
-        if request.id in self.revoked_ids:  # revoke: held prefetched while it was revoked
-            return self.skip_revoked(request, task)
+        if request.id in self.revoked_ids or request.headers.get("expires") is not None:
+            skipped = self.not_to_run(task, request)  # the rare path: no call otherwise
+            if skipped is not None:
+                return skipped
         previous = task.push_request(request)
         try:
             ignore_result, hard, soft = self._begin(task, request)
@@ -170,11 +173,27 @@ class Execution:
         finally:
             task.push_request(previous)
 
+    def not_to_run(self, task: Task, request: Request) -> tuple[str, Any] | None:
+        """How to ack a request that must not run after all, else None: revoked while
+        it waited in hand, or expired meanwhile (checked on arrival too; Celery checks
+        again before it runs a task, and so does this)."""
+        if request.id in self.revoked_ids:
+            return self.skip_revoked(request, task)
+        expires = request.headers.get("expires")
+        if expires is not None and parse_datetime(expires).timestamp() < time.time():
+            return self.skip_revoked(request, task, expired=True)
+        return None
+
     def skip_revoked(self, request: Request, task: Task | None = None,
                      expired: bool = False) -> tuple[str, Any]:
-        """Record REVOKED for a revoked task instead of running it; its message is acked."""
-        logger.info("Task %s[%s] revoked: not run", request.name, request.id)
-        error = revoked_error_dict("revoked")
+        """Record REVOKED for a revoked (or expired) task instead of running it; its
+        message is acked."""
+        if expired:
+            logger.info("Task %s[%s] expired at %s: revoked, not run", request.name,
+                        request.id, request.headers.get("expires"))
+        else:
+            logger.info("Task %s[%s] revoked: not run", request.name, request.id)
+        error = revoked_error_dict("expired" if expired else "revoked")
         self.pending_results.append((request.id, REVOKED, error, None, self._extended(request)))
         if request.embed and request.embed.get("chord"):  # the chord fails, not hangs
             self.pending_chord_parts.append((request, REVOKED, error))

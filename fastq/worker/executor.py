@@ -144,8 +144,10 @@ class Executor(Execution):
         """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
         with its time limits as cancellation; a plain function runs in the loop's default
         thread executor, so it cannot stall the other coroutines."""
-        if request.id in self.revoked_ids:  # revoke: held prefetched while it was revoked
-            return self.skip_revoked(request, task)
+        if request.id in self.revoked_ids or request.headers.get("expires") is not None:
+            skipped = self.not_to_run(task, request)  # the rare path: no call otherwise
+            if skipped is not None:
+                return skipped
         previous = task.push_request(request)
         try:
             ignore_result, hard, soft = self._begin(task, request)

@@ -124,6 +124,34 @@ def test_future_eta_goes_back_to_the_broker_not_into_memory(app, run_worker):
     assert consumer.counters["deferred"] == 1
 
 
+def test_a_task_that_expires_while_waiting_in_hand_is_revoked_not_run(app, run_worker):
+    gate = threading.Event()
+    ran: list[str] = []
+
+    @app.task
+    def blocker():
+        gate.wait(5)
+
+    @app.task
+    def short():
+        ran.append("short")
+
+    # every slot of every pool busy, the expiring task taken into the worker's hands
+    # (prefetched) while it was still valid, and still waiting when it expires
+    blockers = [blocker.delay() for _ in range(3)]
+    result = short.apply_async(expires=0.3)
+    sent = time.monotonic()
+    consumer = run_worker(prefetch=8)
+    while consumer.counters["received"] < 4 and time.monotonic() < sent + 5:
+        time.sleep(0.01)
+    time.sleep(max(0.0, sent + 0.4 - time.monotonic()))
+    gate.set()
+    assert [b.get(timeout=5) for b in blockers] == [None] * 3
+    with pytest.raises(Exception, match="expired"):
+        result.get(timeout=5)
+    assert result.state == "REVOKED" and ran == []
+
+
 def test_rate_limited_tasks_are_deferred_not_blocking(app, run_worker):
     @app.task(rate_limit="5/s")
     def limited():
