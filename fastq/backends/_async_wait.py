@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .._registry import mask_url
-from ..exceptions import ResultTimeout
+from ..exceptions import DecodeError, ResultTimeout
 from ..states import PENDING, READY_STATES
 
 if TYPE_CHECKING:
@@ -181,16 +181,31 @@ class PollingWaiter(AsyncWaiter):
                     continue
                 idle_since = None
                 for chunk in _chunks(ids, READ_CHUNK):
-                    metas = await self.loop.run_in_executor(executor, self.backend.get_many,
-                                                            chunk)
-                    for task_id, meta in zip(chunk, metas):
-                        self.settle(task_id, meta)
+                    await self.loop.run_in_executor(executor, self._read, chunk)
                 pause = ASYNC_POLL_MIN if had_new else min(pause * 2, ASYNC_POLL_MAX)
                 if not self.awaited_ids() or await self.idle_wait(pause):
                     pause = ASYNC_POLL_MIN
         finally:
             # the thread may be inside a read; it ends once that returns
             executor.shutdown(wait=False)
+
+
+    def _read(self, task_ids: list[str]) -> None:
+        """One round's read, on the poller's thread; settles through the loop."""
+        try:
+            metas = self.backend.get_many(task_ids)
+        except DecodeError:
+            # one unreadable document fails its own waiters, not every wait on the loop
+            for task_id in task_ids:
+                try:
+                    meta = self.backend.get(task_id)
+                except DecodeError as exc:
+                    self.loop.call_soon_threadsafe(self.fail, task_id, exc)
+                else:
+                    self.loop.call_soon_threadsafe(self.settle, task_id, meta)
+            return
+        for task_id, meta in zip(task_ids, metas):
+            self.loop.call_soon_threadsafe(self.settle, task_id, meta)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -151,3 +151,20 @@ def test_eager_results_and_adelay_in_eager_mode() -> None:
 
     assert run(main()) == (8, 10)
     app.close()
+
+
+def test_an_unreadable_document_fails_only_its_own_wait(backend) -> None:
+    from fastq.exceptions import DecodeError
+
+    backend._set_many([("junk", SUCCESS, b"not a meta document")], None)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        good = asyncio.ensure_future(AsyncResult("fine", backend=backend).aget(timeout=5))
+        bad = asyncio.ensure_future(AsyncResult("junk", backend=backend).aget(timeout=5))
+        loop.call_later(0.05, backend.store, "fine", SUCCESS, "ok")
+        with pytest.raises(DecodeError):
+            await bad
+        return await good
+
+    assert run(main()) == "ok"
