@@ -14,6 +14,10 @@ Not run by default, selected with ``--only fastq-prefork,celery-prefork``: fastq
 against the other. With two processes the end stamp may run while the other child still
 holds part of its prefetch window (fastq: 256 no-ops, Celery: the parent's 2,000), so
 those rates are high by at most window/rate seconds over the run.
+
+The cost of task events: ``--only fastq,fastq-events,celery,celery-events`` runs each
+worker again with ``-E`` (every task sends task-received/-started/-succeeded); the
+``vs off`` column gives each ``-events`` contender against the same worker without.
 """
 
 from __future__ import annotations
@@ -42,6 +46,14 @@ CONTENDERS = {
                 "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "-l", "warning"]),
     "bare": ({"BENCH_FLAVOUR": "fastq"}, [sys.executable, "-m", "bench.bare"]),
+    # task events on (-E): --only fastq,fastq-events,celery,celery-events
+    "fastq-events": ({"BENCH_FLAVOUR": "fastq", "FASTQ_REQUIRE_SPEEDUPS": "1"},
+                     [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P",
+                      "solo", "--prefetch-multiplier", "256", "-E", "-l", "warning"]),
+    "celery-events": ({"BENCH_FLAVOUR": "celery"},
+                      [sys.executable, "-m", "celery", "-A", "bench.apps", "worker", "-P",
+                       "solo", "-c", "1", "--without-gossip", "--without-mingle",
+                       "--without-heartbeat", "-E", "-l", "warning"]),
     # two processes each: run with --only fastq-prefork,celery-prefork (not by default)
     "fastq-prefork": ({"BENCH_FLAVOUR": "fastq", "FASTQ_REQUIRE_SPEEDUPS": "1"},
                       [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P",
@@ -148,19 +160,26 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), broker "
           f"{mask_url(BROKER_URL)}, median of {args.runs} run(s)")
     print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} "
-          f"{'vs celery':>10s} {'vs bare':>8s}")
+          f"{'vs celery':>10s} {'vs bare':>8s} {'vs off':>7s}")
     for name in names:
         med = statistics.median(rates[name])
         # prefork contenders against Celery prefork, the others against Celery solo
+        # (and events-on contenders against Celery with events on, when it ran)
         base = celery_prefork if name.endswith("-prefork") else celery
+        if name.endswith("-events") and rates.get("celery-events"):
+            base = statistics.median(rates["celery-events"])
         ratio = f"{med / base:.1f}x" if base else "-"
         # each run against the bare consumer of the same run, which met the same broker
         # moods, then the median of those: steadier than a ratio of medians
         of_bare = (f"{statistics.median(r / b for r, b in zip(rates[name], rates['bare'])):.0%}"
                    if rates.get("bare") else "-")
+        # events on against the same worker with events off, run by run
+        off = name.removesuffix("-events")
+        of_off = (f"{statistics.median(r / o for r, o in zip(rates[name], rates[off])):.0%}"
+                  if name.endswith("-events") and rates.get(off) else "-")
         print(f"{name:14s} {med:>10,.0f} {med * 60:>12,.0f} "
               f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s} "
-              f"{of_bare:>8s}")
+              f"{of_bare:>8s} {of_off:>7s}")
     return rates
 
 
