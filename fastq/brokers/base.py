@@ -391,6 +391,20 @@ class Broker(abc.ABC):
         """Dead-lettered messages, newest first: dicts with at least queue, reason, headers."""
         return []
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        """Publish the dead letter of task ``task_id`` in ``queue`` to ``queue`` again, as a
+        new message (its delivery count starts over), and remove it from the dead letters.
+
+        Returns:
+            False when no such dead letter is there (already retried, or expired).
+
+        Raises:
+            ConfigurationError: this broker cannot take one letter out of its dead letters.
+        """
+        raise ConfigurationError(
+            f"retrying a dead letter is not available on {type(self).__name__} "
+            f"({mask_url(self.url)}); use Redis")
+
     # -- events ----------------------------------------------------------------------
     def event_channel(self, hostname: str) -> EventChannel:
         """A new channel publishing Celery's worker events as ``hostname`` on a

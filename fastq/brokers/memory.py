@@ -251,6 +251,18 @@ class MemoryBroker(Broker):
                                       properties=dict(record["properties"])))
             return found
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        with self._state.lock:
+            for index, record in enumerate(self._state.dead):
+                if record["queue"] == queue and record["headers"].get("id") == task_id:
+                    del self._state.dead[index]
+                    break
+            else:
+                return False
+        self.publish_many([Message(record["headers"], record["properties"], record["body"],
+                                   queue=queue)])
+        return True
+
     def mailbox(self, expires: float) -> MemoryMailbox:
         return MemoryMailbox(self, expires)
 

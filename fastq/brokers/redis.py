@@ -623,6 +623,31 @@ class RedisBroker(LeaseKeeping, Broker):
         letters.sort(key=lambda r: r.get("dead_lettered_at") or 0, reverse=True)
         return letters[:limit]
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        from ..protocol import Message
+
+        key = f"{self.prefix}fastq:dead:{queue}"
+        for raw in self._call("dead letters", lambda: self.client.lrange(key, 0, -1)):
+            try:
+                envelope = serialization.json_loads(raw).get("envelope")
+            except (ValueError, AttributeError):
+                continue
+            if not isinstance(envelope, dict):
+                continue
+            delivery = self._delivery("", serialization.json_dumps(envelope), queue)
+            if delivery.headers.get("id") != task_id:
+                continue
+            message = Message(delivery.headers, delivery.properties, delivery.body, queue=queue)
+            band = self.prefix + self.band_key(queue, delivery.properties.get("priority"))
+            self._known.add(queue)
+            # removed and pushed in one step: two admins retrying the same letter at once
+            # publish it once
+            moved = self._call("retry dead letter", lambda raw=raw, message=message, band=band:
+                               self.client.eval(_RETRY_DEAD_LETTER, 2, key, band, raw,
+                                                self.envelope(message)))
+            return bool(moved)
+        return False
+
     # -- events ----------------------------------------------------------------------
     def event_channel(self, hostname: str) -> RedisEventChannel:
         return RedisEventChannel(self, hostname)
@@ -630,6 +655,16 @@ class RedisBroker(LeaseKeeping, Broker):
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> RedisMailbox:
         return RedisMailbox(self, expires)
+
+
+#: KEYS: dead-letter list, queue band. ARGV: the dead letter's record, the new envelope.
+_RETRY_DEAD_LETTER = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[2])
+    return 1
+end
+return 0
+"""
 
 
 class RedisMailbox(Mailbox):
