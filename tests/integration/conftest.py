@@ -11,6 +11,12 @@ import time
 import orjson
 import pytest
 
+# Django's settings are set up once per session, for every module that uses Django
+from tests.integration.django_support import (  # noqa: F401 - fixtures
+    django_databases,
+    django_project_databases,
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -1,8 +1,9 @@
 """The django-db:// backend on SQLite and PostgreSQL, and fastq in a Django project.
 
-Django is set up once for this module from ``tests.django_project.settings``: a SQLite
-file as ``default`` and a PostgreSQL database created for this run (dropped after) as
-``postgres``; the app's migration runs on both. Worker processes read the same settings.
+Django is set up once per session by ``django_support`` from
+``tests.django_project.settings``: a SQLite file as ``default`` and a PostgreSQL database
+created for this run (dropped after) as ``postgres``; the migrations run on both. Worker
+processes read the same settings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,57 +25,6 @@ from tests.integration.conftest import ROOT, WorkerProcess
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 django = pytest.importorskip("django")
-
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres"
-SETTINGS_MODULE = "tests.django_project.settings"
-
-
-def _pg_admin(statement: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(f"{PG_DSN} dbname=postgres", autocommit=True,
-                             connect_timeout=3) as conn:
-            conn.execute(statement)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"no PostgreSQL on 127.0.0.1:5432 (user postgres, trust): {exc}; "
-                    f"start it with `bash ci/services.sh`")
-
-
-@pytest.fixture(scope="module")
-def django_databases(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """Django set up on a fresh SQLite file and a fresh PostgreSQL database, migrated."""
-    from django.conf import settings
-
-    if settings.configured:
-        pytest.fail("Django was configured before this module; it must configure it itself")
-    pg_name = f"fastq_django_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{pg_name}"')
-    values = {
-        "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
-        "FASTQ_TEST_DJANGO_SQLITE": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
-        "FASTQ_TEST_DJANGO_PG_NAME": pg_name,
-    }
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        django.setup()
-        from django.core.management import call_command
-
-        for alias in ("default", "postgres"):
-            call_command("migrate", database=alias, verbosity=0)
-        yield values
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        _pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-
 
 def _empty_table(alias: str) -> None:
     from fastq.contrib.django.models import TaskResult
