@@ -10,7 +10,30 @@ import os
 SECRET_KEY = "fastq-tests-only"
 USE_TZ = True
 TIME_ZONE = "UTC"
-INSTALLED_APPS = ["fastq.contrib.django", "tests.django_project.shop"]
+INSTALLED_APPS = [
+    "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+    "django.contrib.sessions", "django.contrib.messages",
+    "fastq.contrib.django", "tests.django_project.shop",
+]
+# what the admin pages need (tests/integration/test_django_admin.py)
+ROOT_URLCONF = "tests.django_project.urls"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
 
 DATABASES = {
     "default": {

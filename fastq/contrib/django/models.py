@@ -32,3 +32,31 @@ class TaskResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.state}"
+
+
+class DeadLetter(models.Model):
+    """A copy of one of the broker's dead letters, for the admin's list of them.
+
+    The broker holds the dead letters; this table only mirrors them. ``admin.py``
+    replaces its rows with the broker's newest dead letters each time the list is opened,
+    so filters, search and actions work as on any model; nothing else reads or writes it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=255)
+    task_id = models.CharField("task id", max_length=255)
+    task_name = models.CharField("task name", max_length=255, blank=True)
+    reason = models.CharField(max_length=255)
+    dead_lettered_at = models.DateTimeField("dead-lettered at", null=True, blank=True)
+    deliveries = models.PositiveIntegerField(default=1, help_text="times it was delivered")
+    args = models.TextField(blank=True, help_text="the argsrepr header")
+    kwargs = models.TextField(blank=True, help_text="the kwargsrepr header")
+
+    class Meta:
+        db_table = "fastq_deadletter"
+        ordering = ("-dead_lettered_at",)
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+
+    def __str__(self) -> str:
+        return f"{self.task_name or '?'} {self.task_id} ({self.reason})"
