@@ -11,8 +11,8 @@ import pytest
 from tests.integration.conftest import WorkerProcess
 from tests.integration.redis_support import REDIS_URL, redis_prefix  # noqa: F401
 
-# result stores, brokers and the admin: no code with a compiled twin
-pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
+# not twin_neutral: a worker process runs the retried task through the consumer loop
+pytestmark = pytest.mark.integration
 
 pytest.importorskip("django")
 
