@@ -30,7 +30,7 @@ bash ci/services.sh
 
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
 
-"$PYTHON" -m ruff check fastq tests bench
+"$PYTHON" -m ruff check fastq tests bench examples
 
 if [ $# = 0 ]; then
     # What a user gets from `pip install`: the binary wheel carries rabbitmq-c (checked in
