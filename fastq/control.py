@@ -49,8 +49,10 @@ class Control:
         """Tell every worker not to run these tasks.
 
         A worker that receives one of them later, or holds it prefetched, stores
-        REVOKED (``TaskRevokedError``) and acks it. A task already running finishes:
-        ``terminate`` is sent (Celery workers honour it) but fastq workers ignore it.
+        REVOKED (``TaskRevokedError``) and acks it. With ``terminate`` a task already
+        running is interrupted (prefork, solo, asyncio pools; ``signal`` is reported,
+        not delivered: the task is stopped inside its process) and ends REVOKED with
+        the reason "terminated"; the threads and green pools let it finish.
 
         Raises:
             ConfigurationError: the broker cannot carry remote control (SQS).

@@ -25,6 +25,7 @@ from .exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 from .limits import (
     AlarmLimiter,
     HardTimeLimit,
+    TaskTerminated,
     thread_event_loop,
 )
 from .states import FAILURE, IGNORED, REJECTED, RETRY, REVOKED, STARTED, SUCCESS
@@ -202,6 +203,20 @@ class Execution:
                                       signum=None, expired=expired)
         return ACK, None
 
+    def terminated(self, task: Task, request: Request, signum: int) -> tuple[str, Any]:
+        """Record REVOKED (reason "terminated") for a task stopped by
+        ``revoke(terminate=True)``; its message is acked, so it is not run again."""
+        logger.warning("Task %s[%s] terminated (revoke with terminate=True, signal %s)",
+                       request.name, request.id, signum)
+        error = revoked_error_dict("terminated")
+        self.pending_results.append((request.id, REVOKED, error, None, self._extended(request)))
+        if request.embed and request.embed.get("chord"):  # the chord fails, not hangs
+            self.pending_chord_parts.append((request, REVOKED, error))
+        if _REVOKED:
+            signals.task_revoked.send(sender=task, request=request, terminated=True,
+                                      signum=signum, expired=False)
+        return ACK, None
+
     def internal_error(self, task: Task, request: Request, exc: BaseException) -> None:
         """Send ``task_internal_error`` for ``exc``, raised by fastq around the task."""
         signals.task_internal_error.send(
@@ -284,6 +299,8 @@ class Execution:
             if not task._plain or _FAILURE or _POSTRUN:
                 self._report_failure(task, request, limit_exc, ExceptionInfo(limit_exc, ""))
             return ACK, None
+        if isinstance(exc, TaskTerminated):
+            return self.terminated(task, request, exc.signum)
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit, a cold shutdown: not the task's outcome
         return self._on_exception(task, request, exc, ignore_result, started)

@@ -27,6 +27,24 @@ class HardTimeLimit(BaseException):
     cannot swallow it."""
 
 
+class TaskTerminated(BaseException):
+    """Raised in a running task by ``revoke(terminate=True)``; ``signum`` is the signal
+    the request named. A BaseException for the same reason as HardTimeLimit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signal that carries ``revoke(terminate=True)`` to the main thread. Not the one the
+#: request names: SIGTERM (its default) already means "warm shutdown" to a worker process,
+#: and the process must survive to ack the message and store the outcome itself.
+TERMINATE_SIGNAL = signal.SIGUSR2
+#: How long ``MainThreadTerminator.terminate`` keeps signalling a task that is between
+#: its body's frames (starting, or storing its outcome), in seconds.
+TERMINATE_PATIENCE = 2.0
+
+
 def _soft_error(soft: float) -> SoftTimeLimitExceeded:
     return SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
 
@@ -172,6 +190,61 @@ class GreenLimiter:
         finally:
             for timer in timers:
                 timer.cancel()
+
+
+class MainThreadTerminator:
+    """Interrupts the task running on the main thread (solo pool, prefork children) from
+    another thread: a signal to the main thread, whose handler raises TaskTerminated.
+
+    The handler raises only while ``body_code`` (the frame that calls the task's body) is
+    on the stack and ``running()`` names the target, so fastq's own code around the task
+    (bookkeeping, acks) is never interrupted; this costs nothing per task. Like a time
+    limit, the exception cuts ``time.sleep`` and socket waits short; code stuck in C sees
+    it when it returns to Python.
+    """
+
+    def __init__(self, body_code: Any, running: Callable[[], str | None]) -> None:
+        self._body_code = body_code
+        self._running = running
+        self._target: tuple[str, int] | None = None
+        self._raised = threading.Event()
+        self.installed = False
+
+    def install(self) -> bool:
+        """Take TERMINATE_SIGNAL; only the main thread may (a worker in a test thread
+        cannot terminate tasks)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        signal.signal(TERMINATE_SIGNAL, self._on_signal)
+        self.installed = True
+        return True
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Interrupt ``task_id`` if it runs; True once TaskTerminated was raised in it."""
+        if not self.installed or self._running() != task_id:
+            return False
+        self._raised.clear()
+        self._target = (task_id, signum)
+        try:
+            deadline = time.monotonic() + TERMINATE_PATIENCE
+            while self._running() == task_id and time.monotonic() < deadline:
+                signal.pthread_kill(threading.main_thread().ident, TERMINATE_SIGNAL)
+                if self._raised.wait(0.05):
+                    return True
+            return False
+        finally:
+            self._target = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        target = self._target
+        if target is None or self._running() != target[0]:
+            return
+        while frame is not None:
+            if frame.f_code is self._body_code:
+                self._target = None
+                self._raised.set()
+                raise TaskTerminated(target[1])
+            frame = frame.f_back
 
 
 async def await_limited(coroutine: Coroutine, hard: float | None, soft: float | None) -> Any:

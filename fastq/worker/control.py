@@ -16,6 +16,7 @@ import fnmatch
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -160,9 +161,19 @@ class ControlListener:
         self.revoked.update(ids, sent_at)
         logger.info("%s: tasks flagged as revoked: %s", self.hostname, ", ".join(ids))
         if terminate:
-            logger.warning("%s: revoke(terminate=True) is not supported: a task already "
-                           "running finishes", self.hostname)
+            self._terminate(ids, signal)
         return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+
+    def _terminate(self, ids: list[str], signal_name: Any) -> None:
+        """Interrupt those of ``ids`` that run here: the pool knows how (prefork children
+        and solo by a signal to their main thread, asyncio by cancelling), or says why not."""
+        pool = getattr(self.worker, "pool", None)
+        if pool is None:
+            return
+        signum = signal_number(signal_name)
+        for task_id in ids:
+            if pool.terminate(task_id, signum):
+                logger.info("%s: task %s terminated", self.hostname, task_id)
 
     def _is_for_me(self, command: dict) -> bool:
         destination = command.get("destination")
@@ -174,6 +185,21 @@ class ControlListener:
                 return re.match(pattern, self.hostname) is not None
             return fnmatch.fnmatch(self.hostname, pattern)
         return True
+
+
+def signal_number(value: Any) -> int:
+    """Celery's ``signal`` argument (``"SIGKILL"``, ``"KILL"``, ``9``) as a number;
+    SIGTERM when it names none."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    if isinstance(value, str) and value:
+        name = value.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            logger.warning("unknown signal %r in a revoke: SIGTERM assumed", value)
+    return int(signal.SIGTERM)
 
 
 def node_name(hostname: str, in_prefork_child: bool) -> str:

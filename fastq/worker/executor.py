@@ -23,7 +23,7 @@ from ..execution import (
     not_registered_dict,
     revoked_error_dict,
 )
-from ..limits import await_limited
+from ..limits import TaskTerminated, await_limited
 from ..states import PROPAGATE_STATES
 from .revoked import RevokedSet
 
@@ -53,6 +53,9 @@ class Executor(Execution):
         # tests them on receipt, ``run`` again for tasks that waited prefetched
         self.revoked = RevokedSet(self.conf.worker_revokes_max, self.conf.worker_revoke_expires)
         self.revoked_ids = self.revoked.ids
+        #: task id -> signal of the coroutines revoke(terminate=True) cancels (asyncio
+        #: pool): their CancelledError is a termination, not a worker stopping
+        self.terminating: dict[str, int] = {}
 
     @property
     def backend(self):
@@ -165,6 +168,10 @@ class Executor(Execution):
                         call = functools.partial(context.run, self._invoke, task, request)
                     value = await loop.run_in_executor(None, call)
             except BaseException as exc:
+                if self.terminating and isinstance(exc, asyncio.CancelledError) \
+                        and request.id in self.terminating:
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    exc = TaskTerminated(self.terminating.pop(request.id))
                 return self._failed(task, request, exc, ignore_result, hard, started)
             return self._succeeded(task, request, value, ignore_result, started)
         except Exception as exc:  # fastq's own code around the body (or a hook) failed

@@ -43,3 +43,12 @@ def sleep_echo(self, seconds, value):
     _record(self, seconds, value)
     time.sleep(seconds)
     return value
+
+
+@app.task(name="t.async_sleep_echo", bind=True)
+async def async_sleep_echo(self, seconds, value):
+    import asyncio
+
+    _record(self, seconds, value)
+    await asyncio.sleep(seconds)
+    return value

@@ -182,3 +182,13 @@ def test_a_worker_started_after_the_revoke_still_skips_the_task(app, start_worke
         result.get(timeout=5)
     assert app.runs == []
     assert app.send_task("r.add", (2, 2)).get(timeout=5) == 4
+
+
+def test_a_revoke_names_its_signal_as_celery_does() -> None:
+    import signal
+
+    from fastq.worker.control import signal_number
+
+    assert signal_number("SIGKILL") == signal_number("KILL") == signal_number(9) == 9
+    assert signal_number("sigusr1") == signal.SIGUSR1
+    assert signal_number(None) == signal_number("NOPE") == signal.SIGTERM

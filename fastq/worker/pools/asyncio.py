@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -40,7 +39,6 @@ class AsyncioPool(HandOffPool):
         self.loop: asyncio.AbstractEventLoop
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._keys = itertools.count()
         self._pending = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -75,7 +73,8 @@ class AsyncioPool(HandOffPool):
             self.loop.create_task(self._job(task, request))
 
     async def _job(self, task, request) -> None:
-        key = next(self._keys)
+        # keyed by its own asyncio task, which terminate() cancels
+        key = asyncio.current_task()
         try:
             async with self._slots:
                 if not self._accepting:
@@ -99,6 +98,16 @@ class AsyncioPool(HandOffPool):
             self._pending -= 1
             if not self._pending:
                 self._idle.set()
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Cancel the coroutine running ``task_id``; a plain function on an executor
+        thread cannot be stopped: its outcome is REVOKED, its thread runs on to the end."""
+        for job, request in list(self._running.items()):
+            if request.id == task_id:
+                self.executor.terminating[task_id] = signum
+                self.loop.call_soon_threadsafe(job.cancel)
+                return True
+        return False
 
     def grow(self, n: int = 1) -> None:
         super().grow(n)

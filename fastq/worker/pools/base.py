@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from ...brokers.base import Broker, Delivery
     from ...task import Request, Task
     from ..executor import Executor
+
+logger = logging.getLogger("fastq.worker")
 
 #: A finished job: the request, the ack action (executor.ACK, ...) and its argument.
 Completion = tuple["Request", str, Any]
@@ -59,6 +62,16 @@ class Pool(abc.ABC):
     def running_requests(self) -> list[Request]:
         """The requests executing right now (a cold shutdown requeues them)."""
         return []
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Interrupt ``task_id`` if it runs here (``revoke(terminate=True)``); True if
+        it was. Pools that cannot interrupt a task say so and let it finish; its revoke
+        stays, so it does not run again."""
+        if any(request.id == task_id for request in self.running_requests()):
+            logger.warning("Task %s cannot be interrupted on the %s pool: it runs to its "
+                           "end (revoked: it will not run again). Terminating needs -P "
+                           "prefork, solo or asyncio.", task_id, type(self).__name__)
+        return False
 
     def grow(self, n: int = 1) -> None:
         """Run ``n`` more jobs at once."""

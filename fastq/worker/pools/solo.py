@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ...execution import Execution
+from ...limits import MainThreadTerminator
 from .base import RELEASE, Completion, Pool
 
 
@@ -16,6 +18,19 @@ class SoloPool(Pool):
         super().__init__(executor, 1)
         self._done: list[Completion] = []
         self.running = None  # the request in progress, for cold shutdown
+        self._terminator = MainThreadTerminator(Execution._invoke.__code__, self._running_id)
+
+    def start(self) -> None:
+        self._terminator.install()
+
+    def _running_id(self) -> str | None:
+        running = self.running
+        return None if running is None else running.id
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        if self._terminator.installed:
+            return self._terminator.terminate(task_id, signum)
+        return super().terminate(task_id, signum)
 
     def submit(self, jobs: Sequence, should_stop: Callable[[], bool]) -> None:
         run = self.executor.run
