@@ -355,6 +355,20 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigurationError(f"setting {name!r} must be a boolean, got {raw!r}")
 
 
+def setting_from_text(name: str, raw: str) -> tuple[str, Any]:
+    """``(setting name, value)`` for a setting written as text, in an ini file say, read
+    as its ``FASTQ_<NAME>`` variable would be: JSON for dict and free-form settings,
+    ``none``/``null`` where None is allowed; assigning the value coerces the rest.
+
+    Raises:
+        ConfigurationError: ``name`` is no setting (with a "did you mean"), or bad JSON.
+    """
+    key = _check_name(name)
+    if key not in _FIELD_TYPES:  # one of Celery's settings fastq does not apply
+        return key, raw
+    return key, _parse_env(key, raw)
+
+
 def _parse_env(name: str, raw: str) -> Any:
     kind = _FIELD_TYPES[name]
     if "None" in kind and raw.strip().lower() in {"none", "null"}:
