@@ -11,7 +11,7 @@
     fastq.task_routes = {"proj.tasks.report": {"queue": "slow"}}
 
 Values are text, read as the ``FASTQ_<NAME>`` variable of the same setting would be
-(JSON for dicts such as ``task_routes`` and ``beat_schedule``); ``fastq.*`` wins over
+(JSON for dicts such as ``task_routes``); ``fastq.*`` wins over
 ``celery.*``, and the process's ``FASTQ_*`` environment over both. Views reach the App
 as ``request.fastq_app`` (or ``registry.fastq_app``); tasks reach the Pyramid registry
 with ``pyramid_registry_of(task.app)``.
