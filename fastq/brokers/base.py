@@ -403,7 +403,7 @@ class Broker(abc.ABC):
         """
         raise ConfigurationError(
             f"retrying a dead letter is not available on {type(self).__name__} "
-            f"({mask_url(self.url)}); use Redis")
+            f"({mask_url(self.url)}); Redis and SQLite have it")
 
     # -- events ----------------------------------------------------------------------
     def event_channel(self, hostname: str) -> EventChannel:

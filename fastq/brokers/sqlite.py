@@ -461,9 +461,49 @@ class SQLiteBroker(LeaseKeeping, Broker):
                             "properties": letter.properties, "body": letter.body})
         return letters
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        conn = self._conn
+
+        def move() -> bool:
+            # one write transaction: a letter two callers retry at once moves once
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                moved = False
+                for row_id, envelope, body in conn.execute(
+                        "SELECT id, envelope, body FROM fastq_dead_letters WHERE queue = ? "
+                        "ORDER BY id DESC", (queue,)).fetchall():
+                    letter = self._row_delivery(0, queue, 1, envelope, body)
+                    if letter.headers.get("id") != task_id:
+                        continue
+                    now = time.time()
+                    # a new row: READY, its delivery count starting over
+                    conn.execute(
+                        "INSERT INTO fastq_messages (queue, priority, state, visible_at, "
+                        "enqueued_at, envelope, body) SELECT queue, ?, ?, ?, ?, envelope, body "
+                        "FROM fastq_dead_letters WHERE id = ?",
+                        (_priority(letter.properties), READY, now, now, row_id))
+                    conn.execute("DELETE FROM fastq_dead_letters WHERE id = ?", (row_id,))
+                    moved = True
+                    break
+                conn.execute("COMMIT")
+                return moved
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return self._retry(move)
+
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> SQLiteMailbox:
         return SQLiteMailbox(self, expires)
+
+
+def _priority(properties: dict) -> int:
+    """The priority column of a message with these properties (0 when it has none)."""
+    try:
+        return int(properties.get("priority") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 class SQLiteMailbox(Mailbox):

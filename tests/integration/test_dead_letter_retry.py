@@ -1,5 +1,5 @@
-"""Broker.retry_dead_letter on Redis and memory: the letter goes back to its queue as a
-new message and leaves the dead letters; a second retry of it finds nothing."""
+"""Broker.retry_dead_letter on Redis, SQLite and memory: the letter goes back to its queue
+as a new message and leaves the dead letters; a second retry of it finds nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from tests.integration.redis_support import REDIS_URL, redis_prefix  # noqa: F40
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
-@pytest.fixture(params=["redis", "memory"])
-def broker(request):
+@pytest.fixture(params=["redis", "sqlite", "memory"])
+def broker(request, tmp_path):
     if request.param == "redis":
         prefix = request.getfixturevalue("redis_prefix")
         made = create_broker(f"{REDIS_URL}?global_keyprefix={prefix}")
+    elif request.param == "sqlite":
+        made = create_broker(f"sqlite:///{tmp_path / 'broker.sqlite3'}")
     else:
         made = create_broker(f"memory://retry-{uuid.uuid4().hex}")
     yield made
@@ -53,3 +55,4 @@ def test_retrying_an_unknown_letter_changes_nothing(broker):
     assert broker.retry_dead_letter(queue, str(uuid.uuid4())) is False
     assert broker.retry_dead_letter("other-" + queue, task_id) is False
     assert [letter["headers"]["id"] for letter in broker.dead_letters(queue)] == [task_id]
+
