@@ -24,6 +24,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "eventlet": ("eventlet", "eventlet"),
     "ephem": ("ephem", "solar"),
     "cryptography": ("cryptography", "auth"),
+    "prometheus_client": ("prometheus-client", "prometheus"),
 }
 
 

@@ -84,9 +84,13 @@ def main() -> None:
               help="Also run the beat in this worker (the prefork parent only).")
 @click.option("-E", "--task-events", "task_events", is_flag=True, default=None,
               help="Send task events (Flower, celery events); worker_send_task_events.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus metrics on this port (/metrics); worker_metrics_port.")
+@click.option("--metrics-host", default=None,
+              help="Address the metrics listen on (default 127.0.0.1); worker_metrics_host.")
 def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
            health_file, start_method, max_tasks_per_child, max_memory_per_child,
-           autoscale, embed_beat, task_events) -> None:
+           autoscale, embed_beat, task_events, metrics_port, metrics_host) -> None:
     """Run a worker that executes tasks."""
     from .worker.supervisor import Worker, banner_logger, setup_logging
 
@@ -116,7 +120,8 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
                    hostname=hostname, health_file=health_file, app_spec=app_spec,
                    start_method=start_method, max_tasks_per_child=max_tasks_per_child,
                    max_memory_per_child=max_memory_per_child, autoscale=scale,
-                   beat=embed_beat, send_events=task_events or None)
+                   beat=embed_beat, send_events=task_events or None,
+                   metrics_port=metrics_port, metrics_host=metrics_host)
     except ImproperlyInstalled:
         raise  # the group prints it
     except FastqError as exc:

@@ -166,6 +166,10 @@ class Settings:
     worker_send_task_events: bool = False
     #: Seconds between worker-heartbeat events (Celery's 2.0); 0 sends no worker events.
     worker_heartbeat: float = 2.0
+    #: Port of the worker's Prometheus ``/metrics`` (``--metrics-port``); None: not served.
+    worker_metrics_port: int | None = None
+    #: Address ``/metrics`` listens on (``--metrics-host``); loopback unless widened.
+    worker_metrics_host: str = "127.0.0.1"
     #: Producers send a task-sent event for each task they publish.
     task_send_sent_event: bool = False
 

@@ -33,11 +33,13 @@ class Backoff:
     """Pauses between attempts at something that keeps failing: ``initial`` seconds,
     doubling up to ``maximum``, back to ``initial`` after a success.
 
-    ``failures`` counts the failures since the last success. No clock of its own: the
-    caller passes monotonic time, so it is tested with plain numbers.
+    ``failures`` counts the failures since the last success, ``recoveries`` the successes
+    that ended a run of failures (a worker's reconnects, for its metrics). No clock of its
+    own: the caller passes monotonic time, so it is tested with plain numbers.
     """
 
-    __slots__ = ("initial", "maximum", "step", "delay", "next_attempt", "failures")
+    __slots__ = ("initial", "maximum", "step", "delay", "next_attempt", "failures",
+                 "recoveries")
 
     def __init__(self, initial: float = 0.1, maximum: float = 2.0,
                  step: float | None = None) -> None:
@@ -48,6 +50,7 @@ class Backoff:
         self.delay = initial
         self.next_attempt = 0.0
         self.failures = 0
+        self.recoveries = 0
 
     def due(self, now: float) -> bool:
         """Whether an attempt may be made at monotonic time ``now``."""
@@ -63,6 +66,8 @@ class Backoff:
         return delay
 
     def succeeded(self) -> None:
+        if self.failures:
+            self.recoveries += 1
         self.delay = self.initial
         self.next_attempt = 0.0
         self.failures = 0

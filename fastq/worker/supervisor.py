@@ -24,6 +24,7 @@ from .control import ControlListener, node_name
 from .events import WorkerEvents
 from .executor import Executor
 from .lifecycle import EXIT_RECYCLE, TaskMeter, TaskObserver
+from .metrics import MetricsServer, TaskStats
 from .pools import pool_class
 from .stacks import dump_stacks
 
@@ -68,7 +69,8 @@ class Worker:
                  max_memory_per_child: int | None = None,
                  autoscale: tuple[int, int] | None = None,
                  observer: TaskObserver | None = None, beat: bool = False,
-                 send_events: bool | None = None) -> None:
+                 send_events: bool | None = None, metrics_port: int | None = None,
+                 metrics_host: str | None = None, collect_metrics: bool = False) -> None:
         self.app = app
         conf = app.conf
         #: what it consumes: the -Q names (or a Broadcast's alias), else every queue of
@@ -103,6 +105,13 @@ class Worker:
         #: ``-E``: task events on from the start (else ``worker_send_task_events``)
         self.send_events = conf.worker_send_task_events if send_events is None \
             else bool(send_events)
+        #: ``--metrics-port``: where this process serves /metrics (never a prefork child,
+        #: which only counts, with ``collect_metrics``, for its parent to serve)
+        self.metrics_port = None if observer is not None else \
+            metrics_port or conf.worker_metrics_port
+        self.metrics_host = metrics_host or conf.worker_metrics_host
+        self.metrics: TaskStats | None = None
+        self._metrics_server: MetricsServer | None = None
         self._beat: Any = None
         self.started_at = time.time()
         self._signals = 0
@@ -156,6 +165,8 @@ class Worker:
             self.events = WorkerEvents(self.broker, self.hostname, self.load,
                                        task_events=self.send_events,
                                        heartbeat=conf.worker_heartbeat)
+        if self.metrics_port or collect_metrics:
+            self.metrics = TaskStats(self)
         # remote control (revoke, inspect): its own thread and broker connection; control.py
         self.control: ControlListener | None = None
         if conf.worker_enable_remote_control:
@@ -406,6 +417,10 @@ class Worker:
             self.control.start()  # before consuming: revokes the broker kept apply at once
         if self.events is not None:
             self.events.start()
+        if self.metrics is not None:
+            self.metrics.connect()
+            if self.metrics_port:
+                self.start_metrics_server(self.metrics.snapshot)
         self.start_beat()
         # what start-up made (modules, the app, the pool) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it every few
@@ -425,6 +440,7 @@ class Worker:
         finally:
             self._health_stop.set()
             self.stop_beat()
+            self.stop_metrics_server()
             if self.control is not None:
                 self.control.stop()
             self.pool.stop(cold=bool(self._signals > 1))
@@ -448,6 +464,28 @@ class Worker:
                 return EXIT_RECYCLE
             restart_in_place()
         return code
+
+    def start_metrics_server(self, read: Any) -> None:
+        """With ``--metrics-port``: /metrics in a thread of this process, from ``read()``
+        (this process's numbers, or a prefork parent's sum of its children's)."""
+        from ..exceptions import ConfigurationError
+
+        server = MetricsServer(read, self.hostname, int(self.metrics_port or 0),
+                               self.metrics_host)
+        try:
+            server.start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.metrics_host}:{self.metrics_port}: {exc}; "
+                f"choose another --metrics-port") from exc
+        self._metrics_server = server
+
+    def stop_metrics_server(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.stop()
+        if self.metrics is not None:
+            self.metrics.disconnect()
 
     def start_beat(self) -> None:
         """With ``-B``: the beat in a thread of this process (a prefork parent's, never a

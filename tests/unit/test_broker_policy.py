@@ -145,3 +145,14 @@ def test_a_broker_without_control_says_so() -> None:
     with pytest.raises(ConfigurationError, match="_Flaky.*'control' capability.*"
                        "worker_enable_remote_control=False"):
         broker.mailbox(60)
+
+
+def test_backoff_counts_the_recoveries_that_end_a_run_of_failures() -> None:
+    backoff = Backoff(0.1, 1.0)
+    backoff.succeeded()
+    assert backoff.recoveries == 0  # a success after a success recovers from nothing
+    backoff.failed(0.0)
+    backoff.failed(0.1)
+    backoff.succeeded()
+    backoff.succeeded()
+    assert (backoff.recoveries, backoff.failures) == (1, 0)

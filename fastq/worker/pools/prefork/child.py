@@ -42,6 +42,8 @@ class ChildSpec:
     max_memory_per_child: int | None
     #: ``-E``: task events on from the start
     send_events: bool = False
+    #: ``--metrics-port`` on the parent: count tasks and report them with each status
+    metrics: bool = False
 
 
 class ParentLink(TaskObserver):
@@ -73,9 +75,12 @@ class ParentLink(TaskObserver):
         worker = self.worker
         assert worker is not None and worker.meter is not None
         meter = worker.meter
-        return {"e": "status", "state": worker.consumer.state, "done": meter.done,
-                "busy": meter.busy_now(), "running": meter.running_id,
-                "counters": worker.consumer.counters}
+        status = {"e": "status", "state": worker.consumer.state, "done": meter.done,
+                  "busy": meter.busy_now(), "running": meter.running_id,
+                  "counters": worker.consumer.counters}
+        if worker.metrics is not None:
+            status["metrics"] = worker.metrics.snapshot()
+        return status
 
     def start_reporting(self, worker: Worker) -> None:
         self.worker = worker
@@ -134,7 +139,7 @@ def child_main(spec: ChildSpec, writer: Connection, app: App | None) -> None:
                     prefetch_multiplier=spec.prefetch_multiplier, hostname=spec.hostname,
                     max_tasks_per_child=spec.max_tasks_per_child,
                     max_memory_per_child=spec.max_memory_per_child, observer=link,
-                    send_events=spec.send_events)
+                    send_events=spec.send_events, collect_metrics=spec.metrics)
     worker.install_signal_handlers()
     if signal.SIGQUIT in early:
         raise SystemExit(0)  # nothing claimed yet

@@ -19,6 +19,7 @@ from ....brokers import mask_url
 from ....exceptions import ConfigurationError, TimeLimitExceeded
 from ....states import FAILURE
 from ...lifecycle import EXIT_RECYCLE
+from ...metrics import cumulative_part, merge, resident_bytes
 from ...stacks import dump_stacks
 from ...supervisor import HEALTH_INTERVAL, Worker
 from .autoscale import Autoscaler
@@ -53,6 +54,8 @@ class ChildProcess:
         self.done = 0
         self.counters: dict[str, int] = {}
         self.running: str | None = None
+        #: the child's last metrics snapshot (``--metrics-port``), cumulative numbers
+        self.metrics: dict | None = None
         #: (task id, name, hard limit, kill deadline) of a hard-limited task in progress
         self.limited: tuple[str, str, float, float] | None = None
         self.retiring = False  # told to stop; not replaced
@@ -89,7 +92,7 @@ class PreforkParent:
             loglevel=logging.getLogger().getEffectiveLevel(),
             max_tasks_per_child=worker.max_tasks_per_child,
             max_memory_per_child=worker.max_memory_per_child,
-            send_events=worker.send_events)
+            send_events=worker.send_events, metrics=bool(worker.metrics_port))
         self.autoscaler = None
         if worker.autoscale:
             maximum, minimum = worker.autoscale
@@ -103,6 +106,8 @@ class PreforkParent:
         self.started_count = 0
         self.exited_counters: collections.Counter = collections.Counter()
         self.exited_tasks = 0
+        #: the counters of exited children's last metrics snapshots, added up
+        self.exited_metrics: dict = {}
         self._signals: collections.deque[int] = collections.deque()
         self._next_health = 0.0
         self._wake_r, self._wake_w = os.pipe()
@@ -199,6 +204,8 @@ class PreforkParent:
     def run(self) -> int:
         worker = self.worker
         self.install_signal_handlers()
+        if worker.metrics_port:  # before any child can run a task: none goes unseen
+            worker.start_metrics_server(self.metrics_snapshot)
         initial = self.autoscaler.minimum if self.autoscaler else worker.concurrency
         for _ in range(initial):
             self.start_child()
@@ -211,6 +218,7 @@ class PreforkParent:
                 self.step()
         finally:
             worker.stop_beat()
+            worker.stop_metrics_server()
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -286,6 +294,8 @@ class PreforkParent:
         child.done = message["done"]
         child.running = message["running"]
         child.counters = message["counters"]
+        if "metrics" in message:
+            child.metrics = message["metrics"]
         state = "stopping" if child.retiring and message["state"] == "consuming" \
             else message["state"]
         child.state = state
@@ -301,6 +311,8 @@ class PreforkParent:
         child.process.close()
         self.exited_tasks += child.done
         self.exited_counters.update(child.counters)
+        if child.metrics is not None:
+            self.exited_metrics = merge([self.exited_metrics, cumulative_part(child.metrics)])
         self._next_health = 0.0
         status = _describe_exit(code)
         if child.retiring or self.stopping:
@@ -364,6 +376,13 @@ class PreforkParent:
             child.retiring = True
             self._signal_children(signal.SIGTERM, [child])
         self._next_health = 0.0
+
+    def metrics_snapshot(self) -> dict:
+        """The children's latest numbers and the exited ones' counters, with this
+        process's memory; read by the metrics server's thread at each scrape."""
+        snapshots = [c.metrics for c in list(self.children.values()) if c.metrics]
+        own = {"rss": resident_bytes()}
+        return merge([self.exited_metrics, own, *snapshots])
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict:
