@@ -133,3 +133,25 @@ def test_retrying_a_letter_retried_elsewhere_says_it_is_gone(admin_client, redis
 
 class DjangoAdminWorker(WorkerProcess):
     app_module = "tests.apps.django_app"
+
+
+def test_retry_is_offered_only_to_users_who_may_delete_dead_letters(django_databases, redis_app):
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    # the admin shows its actions only above a list with rows in it
+    _dead_letter(redis_app, f"admin-{uuid.uuid4().hex[:8]}", [1], "rejected")
+    viewer = User.objects.create_user(f"viewer-{uuid.uuid4().hex[:8]}", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client = Client()
+    client.force_login(viewer)
+    try:
+        page = client.get(DEAD_LETTERS)
+        assert page.status_code == 200
+        assert "Retry: publish to their queue again" not in page.content.decode()
+        viewer.user_permissions.add(Permission.objects.get(codename="delete_deadletter"))
+        viewer = User.objects.get(pk=viewer.pk)  # permissions are cached per user object
+        client.force_login(viewer)
+        assert "Retry: publish to their queue again" in client.get(DEAD_LETTERS).content.decode()
+    finally:
+        viewer.delete()
