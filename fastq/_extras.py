@@ -25,6 +25,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "ephem": ("ephem", "solar"),
     "cryptography": ("cryptography", "auth"),
     "prometheus_client": ("prometheus-client", "prometheus"),
+    "rich": ("rich", "monitor"),
 }
 
 

@@ -484,6 +484,41 @@ _remote_command("control", CONTROL_COMMANDS,
                 "time_limit TASK SOFT [HARD], revoke IDS..., enable_events, shutdown, ...")
 
 
+@main.command()
+@app_option
+@click.option("--dump", "raw", is_flag=True,
+              help="Print each event as one line of JSON instead of the live view.")
+@click.option("--once", is_flag=True,
+              help="Listen for a moment, print one frame of the live view and exit.")
+@click.option("--duration", type=float, default=None,
+              help="Stop after this many seconds (default: until Ctrl-C).")
+def events(app_spec, raw, once, duration) -> None:
+    """Watch the workers' events (they need -E): task rates by state and name, and
+    workers with the age of their last heartbeat; --dump prints the raw events."""
+    from . import monitor
+
+    app = load_app(app_spec)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        receiver = app.broker.event_receiver()
+        receiver.open()
+    except FastqError as exc:
+        app.close()
+        raise click.ClickException(str(exc)) from None
+    try:
+        def until() -> bool:
+            return deadline is not None and time.monotonic() >= deadline
+        if raw:
+            monitor.dump(receiver, sys.stdout, until)
+        else:
+            monitor.live(receiver, until, once=once)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.close()
+        app.close()
+
+
 def read_health_files(directory: str) -> list[dict]:
     """Health reports of live workers; a stale or dead one is shown as 'unresponsive'."""
     from .worker.supervisor import HEALTH_INTERVAL

@@ -306,3 +306,49 @@ def _task_message(events: list[dict]) -> tuple[str, bytes]:
         event = events[0]
         return event["type"].replace("-", "."), serialization.json_dumps(event)
     return "task.multi", serialization.json_dumps(events)
+
+
+class AMQPEventReceiver:
+    """Reads every event on RabbitMQ's ``celeryev`` exchange (``fastq events``): a private
+    auto-delete queue bound with ``#``, as Celery's receivers bind theirs."""
+
+    def __init__(self, broker: AMQPBroker) -> None:
+        self.broker = broker
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            conn = self.broker._new_connection()
+            queue = f"fastq-events.{uuid.uuid4().hex}"
+            conn.declare_exchange(EVENT_EXCHANGE, "topic", durable=True)
+            # events are for whoever listens now: nothing queued once we go
+            conn.declare_queue(queue, durable=False, exclusive=True, auto_delete=True,
+                               arguments={"x-message-ttl": 5000})
+            conn.bind_queue(queue, EVENT_EXCHANGE, "#")
+            conn.consume(queue, no_ack=True)
+            self._conn = conn
+        return self._conn
+
+    def open(self) -> None:
+        """Bind now, so that events sent from here on are kept for ``receive``."""
+        self._connection()
+
+    def receive(self, timeout: float) -> list[dict]:
+        """The events that arrived within ``timeout`` seconds, a ``task.multi`` batch
+        unpacked; an undecodable body is skipped."""
+        events: list[dict] = []
+        for delivery in self._connection().drain(100, timeout):
+            try:
+                decoded = serialization.json_loads(delivery[7])
+            except Exception:
+                continue
+            for event in decoded if isinstance(decoded, list) else [decoded]:
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+

@@ -42,7 +42,7 @@ from ..exceptions import (
 from ..routing import Queue, QueueTable, Route
 from . import _amqp_tls
 from ._amqp_decisions import AckTracker, plan_prefetch
-from ._events import AMQPEventChannel
+from ._events import AMQPEventChannel, AMQPEventReceiver
 from ._mailbox import (
     PIDBOX_EXCHANGE,
     REPLY_EXCHANGE,
@@ -898,6 +898,9 @@ class AMQPBroker(Broker):
     # -- events ----------------------------------------------------------------------
     def event_channel(self, hostname: str) -> AMQPEventChannel:
         return AMQPEventChannel(self, hostname)
+
+    def event_receiver(self) -> AMQPEventReceiver:
+        return AMQPEventReceiver(self)
 
     # -- remote control ----------------------------------------------------------------
     def mailbox(self, expires: float) -> AMQPMailbox:

@@ -423,6 +423,17 @@ class Broker(abc.ABC):
             f"events (Flower, celery events) are not available on {type(self).__name__} "
             f"({mask_url(self.url)}): it lacks the 'events' capability; use RabbitMQ or Redis")
 
+    def event_receiver(self) -> Any:
+        """A reader of every worker's events on this broker (``fastq events``): ``open``,
+        ``receive(timeout)`` -> list of event dicts, ``close``.
+
+        Raises:
+            ConfigurationError: this broker's events cannot be read by fastq yet.
+        """
+        raise ConfigurationError(
+            f"fastq events reads RabbitMQ's events only, not {type(self).__name__}'s "
+            f"({mask_url(self.url)}); use Flower or celery events")
+
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> Mailbox:
         """A new mailbox carrying remote control requests over this broker (one per
