@@ -104,3 +104,31 @@ def test_a_running_task_is_terminated_revoked_and_acked(tmp_path, pool, task_nam
     assert f"Task {task_name}[{long.id}] terminated" in output, output
     assert f"[{long.id}] revoked: not run" not in output, output
     assert long.state == "REVOKED"
+
+
+def test_the_threads_pool_says_it_cannot_interrupt_and_lets_the_task_finish(tmp_path):
+    queue = unique("terminate-threads")
+    run_log = tmp_path / "runs.log"
+    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
+               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"), FASTQ_TEST_RUN_LOG=str(run_log),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    app = App("amqp-terminate-threads", broker_url=URL, result_backend=results_url,
+              task_default_queue=queue)
+    task = app.send_task("t.sleep_echo", (1.5, "finished"))
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.amqp_app", "-P",
+             "threads", "-c", "2", "-Q", queue, "-n", f"{queue}@test", "-l", "info"],
+            env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_run(run_log, task.id)
+        task.revoke(terminate=True)
+        assert task.get(timeout=20) == "finished"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        app.close()
+        delete_queues([queue])
+    output = (tmp_path / "worker.log").read_text()
+    assert f"Task {task.id} cannot be interrupted by the ThreadPool" in output, output

@@ -68,7 +68,7 @@ class Pool(abc.ABC):
         it was. Pools that cannot interrupt a task say so and let it finish; its revoke
         stays, so it does not run again."""
         if any(request.id == task_id for request in self.running_requests()):
-            logger.warning("Task %s cannot be interrupted on the %s pool: it runs to its "
+            logger.warning("Task %s cannot be interrupted by the %s: it runs to its "
                            "end (revoked: it will not run again). Terminating needs -P "
                            "prefork, solo or asyncio.", task_id, type(self).__name__)
         return False
