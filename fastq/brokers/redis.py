@@ -267,9 +267,12 @@ class RedisBroker(LeaseKeeping, Broker):
         if client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = connect_client(self.url, self._parsed, self.options)
-                    self._scripts = {name: self._client.register_script(getattr(_redis_lua, name))
+                    made = connect_client(self.url, self._parsed, self.options)
+                    # the scripts before the client: another thread that finds the client
+                    # set reads no lock, and must find the scripts too
+                    self._scripts = {name: made.register_script(getattr(_redis_lua, name))
                                      for name in ("CLAIM", "SETTLE", "EXTEND")}
+                    self._client = made
                 client = self._client
         return client
 
