@@ -110,7 +110,11 @@ def test_dead_letters_list_filters_and_retry_runs_the_task(
     worker = DjangoAdminWorker(tmp_path, redis_app.broker_url, run_log, env)
     try:
         worker.start("-Q", queue, "-P", "solo")
-        assert redis_app.AsyncResult(retried).get(timeout=30) == 6
+        try:
+            value = redis_app.AsyncResult(retried).get(timeout=30)
+        except TimeoutError:
+            pytest.fail(f"the retried task did not finish; worker log:\n{worker.log()}")
+        assert value == 6
     finally:
         worker.stop()
 
