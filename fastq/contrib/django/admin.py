@@ -67,13 +67,20 @@ def mirror_dead_letters(broker: Any, limit: int = DEAD_LETTERS_SHOWN) -> int:
 
 
 def _row(letter: dict) -> DeadLetter:
-    headers = letter.get("headers") or {}
+    headers = letter.get("headers")
+    if not isinstance(headers, dict):
+        headers = {}
     return DeadLetter(
         queue=str(letter.get("queue") or ""), task_id=str(headers.get("id") or ""),
         task_name=str(headers.get("task") or ""), reason=str(letter.get("reason") or ""),
         dead_lettered_at=_moment(letter.get("dead_lettered_at")),
-        deliveries=max(int(letter.get("deliveries") or 1), 1),
+        deliveries=_count(letter.get("deliveries")),
         args=str(headers.get("argsrepr") or ""), kwargs=str(headers.get("kwargsrepr") or ""))
+
+
+def _count(deliveries: Any) -> int:
+    # a damaged letter is listed all the same, so that it can be seen and retried
+    return deliveries if isinstance(deliveries, int) and deliveries > 0 else 1
 
 
 def _moment(unix: Any) -> datetime | None:
