@@ -126,7 +126,11 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
         raise  # the group prints it
     except FastqError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(w.run())
+    try:
+        code = w.run()
+    except ConfigurationError as exc:  # found only once it runs (a metrics port in use)
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 @main.command()

@@ -99,7 +99,7 @@ class TaskStats:
         return {"tasks": tasks, "runtime": runtime,
                 "reconnects": getattr(backoff, "recoveries", 0),
                 "running": running,
-                "prefetched": max(0, counters.get("received", 0) - settled - running),
+                "unacked": max(0, counters.get("received", 0) - settled),
                 "pool_size": worker.pool.concurrency, "rss": resident_bytes()}
 
 
@@ -116,7 +116,7 @@ def merge(snapshots: Iterable[dict]) -> dict:
     """Several processes' snapshots as one: counts and gauges added up."""
     tasks: dict[tuple[str, str], int] = {}
     runtime: dict[str, list[float]] = {}
-    total = {"reconnects": 0, "running": 0, "prefetched": 0, "pool_size": 0, "rss": 0}
+    total = {"reconnects": 0, "running": 0, "unacked": 0, "pool_size": 0, "rss": 0}
     for snapshot in snapshots:
         for name, outcome, n in snapshot.get("tasks", ()):
             tasks[(name, outcome)] = tasks.get((name, outcome), 0) + n
@@ -166,9 +166,9 @@ class MetricsCollector:
         yield runtime
         for metric, help_text, key, kind in (
                 ("fastq_worker_tasks_running", "Tasks running now.", "running", "gauge"),
-                ("fastq_worker_messages_prefetched",
-                 "Messages received and waiting in the worker's hands, not yet running.",
-                 "prefetched", "gauge"),
+                ("fastq_worker_messages_unacked",
+                 "Messages the worker holds unacknowledged: prefetched, running, or done "
+                 "and waiting for the next batch of acks.", "unacked", "gauge"),
                 ("fastq_worker_pool_size", "Tasks the pool may run at once.", "pool_size",
                  "gauge"),
                 ("fastq_worker_resident_memory_bytes",

@@ -394,6 +394,11 @@ class Worker:
             finally:
                 signals.worker_shutdown.send(sender=self)
         self.install_signal_handlers()
+        if self.metrics is not None:
+            # first: a port in use stops the worker before it has told anyone it is up
+            if self.metrics_port:
+                self.start_metrics_server(self.metrics.snapshot)
+            self.metrics.connect()
         self.pool.start()
         # a process that runs tasks itself: Celery's solo pool and prefork children
         runs_tasks = self.pool_name == "solo" or not self.is_main
@@ -417,10 +422,6 @@ class Worker:
             self.control.start()  # before consuming: revokes the broker kept apply at once
         if self.events is not None:
             self.events.start()
-        if self.metrics is not None:
-            self.metrics.connect()
-            if self.metrics_port:
-                self.start_metrics_server(self.metrics.snapshot)
         self.start_beat()
         # what start-up made (modules, the app, the pool) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it every few

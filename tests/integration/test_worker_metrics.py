@@ -71,16 +71,17 @@ def test_a_prefork_workers_metrics_add_up_over_its_children(tmp_path):
             samples = _scrape(port)
             succeeded = _value(samples, "fastq_tasks_total", name="t.add", outcome="SUCCESS")
             failures = _value(samples, "fastq_tasks_total", name="t.fail", outcome="FAILURE")
-            if (succeeded, failures) == (30, 3) or time.monotonic() > deadline:
+            # acks go in batches, a moment after the outcome is counted
+            unacked = _value(samples, "fastq_worker_messages_unacked")
+            if (succeeded, failures, unacked) == (30, 3, 0) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert (succeeded, failures) == (30, 3), samples
+        assert (succeeded, failures, unacked) == (30, 3, 0), samples
         assert _value(samples, "fastq_task_runtime_seconds_count", name="t.add") == 30
         assert _value(samples, "fastq_task_runtime_seconds_bucket", name="t.add",
                       le="+Inf") == 30
         assert _value(samples, "fastq_worker_pool_size", worker=hostname) == 2
         assert _value(samples, "fastq_worker_tasks_running") == 0
-        assert _value(samples, "fastq_worker_messages_prefetched") == 0
         assert _value(samples, "fastq_broker_reconnects_total") == 0
         assert _value(samples, "fastq_worker_resident_memory_bytes") > 10_000_000
     finally:
@@ -121,3 +122,25 @@ def test_a_solo_worker_serves_its_own_counts(tmp_path):
         proc.wait(15)
         app.close()
         delete_queues([queue])
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_a_metrics_port_in_use_stops_the_worker_with_one_line(tmp_path, pool):
+    env = dict(os.environ, FASTQ_BROKER_URL=URL,
+               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    queue = unique("metrics-port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.amqp_app", "-P",
+                 pool, "-c", "1", "-Q", queue, "--metrics-port", str(port)],
+                env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        finally:
+            delete_queues([queue])
+    assert done.returncode == 1
+    assert f"Error: cannot serve metrics on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from ...execution import Execution
 from ...limits import MainThreadTerminator
-from .base import RELEASE, Completion, Pool
+from .base import RELEASE, Completion, Pool, logger
 
 
 class SoloPool(Pool):
@@ -28,9 +28,14 @@ class SoloPool(Pool):
         return None if running is None else running.id
 
     def terminate(self, task_id: str, signum: int) -> bool:
-        if self._terminator.installed:
-            return self._terminator.terminate(task_id, signum)
-        return super().terminate(task_id, signum)
+        if not self._terminator.installed:
+            return super().terminate(task_id, signum)
+        if self._terminator.terminate(task_id, signum):
+            return True
+        if self._running_id() == task_id:
+            logger.warning("Task %s did not stop when asked to (stuck outside Python?): it "
+                           "runs to its end; revoked, it will not run again", task_id)
+        return False
 
     def submit(self, jobs: Sequence, should_stop: Callable[[], bool]) -> None:
         run = self.executor.run
