@@ -194,27 +194,26 @@ class Execution:
                         request.id, request.headers.get("expires"))
         else:
             logger.info("Task %s[%s] revoked: not run", request.name, request.id)
-        error = revoked_error_dict("expired" if expired else "revoked")
-        self.pending_results.append((request.id, REVOKED, error, None, self._extended(request)))
-        if request.embed and request.embed.get("chord"):  # the chord fails, not hangs
-            self.pending_chord_parts.append((request, REVOKED, error))
-        if _REVOKED:
-            signals.task_revoked.send(sender=task, request=request, terminated=False,
-                                      signum=None, expired=expired)
-        return ACK, None
+        return self._record_revoked(task, request, "expired" if expired else "revoked",
+                                    expired=expired)
 
     def terminated(self, task: Task, request: Request, signum: int) -> tuple[str, Any]:
         """Record REVOKED (reason "terminated") for a task stopped by
         ``revoke(terminate=True)``; its message is acked, so it is not run again."""
         logger.warning("Task %s[%s] terminated (revoke with terminate=True, signal %s)",
                        request.name, request.id, signum)
-        error = revoked_error_dict("terminated")
+        return self._record_revoked(task, request, "terminated", signum=signum)
+
+    def _record_revoked(self, task: Task | None, request: Request, reason: str, *,
+                        expired: bool = False, signum: int | None = None) -> tuple[str, Any]:
+        error = revoked_error_dict(reason)
         self.pending_results.append((request.id, REVOKED, error, None, self._extended(request)))
         if request.embed and request.embed.get("chord"):  # the chord fails, not hangs
             self.pending_chord_parts.append((request, REVOKED, error))
         if _REVOKED:
-            signals.task_revoked.send(sender=task, request=request, terminated=True,
-                                      signum=signum, expired=False)
+            signals.task_revoked.send(sender=task, request=request,
+                                      terminated=reason == "terminated", signum=signum,
+                                      expired=expired)
         return ACK, None
 
     def internal_error(self, task: Task, request: Request, exc: BaseException) -> None:
