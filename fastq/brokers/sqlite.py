@@ -106,7 +106,7 @@ def open_database(path: str, timeout: float = 30.0) -> sqlite3.Connection:
             # readable by no one else, and so are the WAL and shared-memory files SQLite
             # creates next (it gives them the database file's mode)
             os.chmod(path, 0o600)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn, timeout)
         # NORMAL in WAL mode is durable across process crashes (only an OS crash or power
         # loss can drop the last commits), which is what a kill -9 test needs.
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -114,6 +114,25 @@ def open_database(path: str, timeout: float = 30.0) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting up to ``timeout`` for the lock it needs.
+
+    SQLite does not call its busy handler for this pragma: connections opening a new
+    file at the same moment (a worker's threads, a producer) got "database is locked" at
+    once, about one start in seven with four of them."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:

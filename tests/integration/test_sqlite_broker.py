@@ -173,3 +173,35 @@ def test_forked_child_uses_its_own_connection_and_owner(fastq_tmp_sqlite_url):
     broker.ack_many([mine.tag])
     assert broker.queue_sizes() == {}
     broker.close()
+
+
+def test_connections_opening_a_new_file_at_once_all_get_it(tmp_path):
+    """SQLite does not wait for the lock the switch to WAL needs: four threads opening
+    one new file together failed one time in seven with "database is locked"."""
+    import threading
+
+    from fastq.brokers.sqlite import open_database
+
+    for n in range(50):
+        path = str(tmp_path / f"new-{n}.sqlite3")
+        errors: list[BaseException] = []
+        together = threading.Barrier(4)
+
+        def open_it(path: str = path, errors: list = errors,
+                    together: threading.Barrier = together) -> None:
+            together.wait()
+            try:
+                conn = open_database(path, 10.0)
+                conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+                conn.close()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
