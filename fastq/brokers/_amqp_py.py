@@ -435,7 +435,8 @@ class Connection:
     @contextlib.contextmanager
     def _guard(self, doing: str, rpc: bool = True) -> Iterator[None]:
         """Translate py-amqp and socket errors into fastq's at the boundary; with ``rpc``
-        (a call that waits for a reply) the whole call is bounded by rpc_timeout."""
+        (a call that waits for a reply) the whole call is bounded by rpc_timeout. Calls
+        that only send (ack, publish: the hot path) pass ``rpc=False``."""
         conn = self._conn
         if conn is not None:
             conn.rpc_deadline = (time.monotonic() + self.rpc_timeout
@@ -595,15 +596,15 @@ class Connection:
         return None if message is None else _to_tuple(message)
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        with self._guard("ack"):
+        with self._guard("ack", rpc=False):
             self._ch.basic_ack(delivery_tag, multiple)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
-        with self._guard("reject"):
+        with self._guard("reject", rpc=False):
             self._ch.basic_reject(delivery_tag, requeue)
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        with self._guard("nack"):
+        with self._guard("nack", rpc=False):
             # py-amqp has no basic_nack; basic.nack (60, 120) is a RabbitMQ extension
             # carrying delivery-tag, then the multiple and requeue bits in one octet
             self._ch.send_method(spec.Basic.Nack, "Lbb", (delivery_tag, multiple, requeue))
@@ -617,7 +618,7 @@ class Connection:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
         message = _Outgoing(body, encode_properties(properties, headers))
-        with self._guard(f"publish to {exchange!r}/{routing_key!r}"):
+        with self._guard(f"publish to {exchange!r}/{routing_key!r}", rpc=False):
             self._ch.basic_publish(message, exchange, routing_key, mandatory)
         self._confirms.published()
 

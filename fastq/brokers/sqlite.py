@@ -135,6 +135,21 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
         pause = min(pause * 2, 0.05)
 
 
+def _decode_row(envelope: Any, body: Any) -> tuple[dict, dict, bytes]:
+    """``(headers, properties, body)`` of a stored row. A row fastq did not write
+    (damaged, or put there by hand: SQLite keeps any type in any column) gives empty
+    headers, so that the worker dead-letters it instead of failing on it."""
+    if not isinstance(body, bytes):
+        body = body.encode("utf-8", "replace") if isinstance(body, str) else b""
+    try:
+        headers, properties = serialization.json_loads(envelope)
+    except (ValueError, TypeError):
+        return {}, {}, body
+    if type(headers) is not dict or type(properties) is not dict:
+        return {}, {}, body
+    return headers, properties, body
+
+
 def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
     """``open_database`` with its errors as BrokerError."""
     try:
@@ -305,19 +320,9 @@ class SQLiteBroker(LeaseKeeping, Broker):
 
     @staticmethod
     def _row_delivery(tag: int, queue: str, count: Any, envelope: Any, body: Any) -> Delivery:
-        """A Delivery from a claimed row. A row fastq did not write (damaged, or put there
-        by hand: SQLite keeps any type in any column) still becomes one, with empty
-        headers, so that the worker dead-letters it instead of failing on it."""
-        if not isinstance(body, bytes):
-            body = body.encode("utf-8", "replace") if isinstance(body, str) else b""
+        """A Delivery from a claimed row (see ``_decode_row``)."""
         redeliveries = count - 1 if type(count) is int and count > 0 else 0
-        try:
-            headers, properties = serialization.json_loads(envelope)
-        except (ValueError, TypeError):
-            return Delivery(tag, {}, {}, body, queue, redeliveries)
-        if type(headers) is not dict or type(properties) is not dict:
-            return Delivery(tag, {}, {}, body, queue, redeliveries)
-        return Delivery(tag, headers, properties, body, queue, redeliveries)
+        return Delivery(tag, *_decode_row(envelope, body), queue, redeliveries)
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if not queues:
@@ -474,10 +479,10 @@ class SQLiteBroker(LeaseKeeping, Broker):
         letters = []
         for q, reason, deliveries, at, envelope, body in rows:
             # kept as it came, readable or not (a row fastq did not write)
-            letter = self._row_delivery(0, q, 1, envelope, body)
+            headers, properties, body = _decode_row(envelope, body)
             letters.append({"queue": q, "reason": reason, "deliveries": deliveries,
-                            "dead_lettered_at": at, "headers": letter.headers,
-                            "properties": letter.properties, "body": letter.body})
+                            "dead_lettered_at": at, "headers": headers,
+                            "properties": properties, "body": body})
         return letters
 
     def retry_dead_letter(self, queue: str, task_id: str) -> bool:
@@ -491,8 +496,8 @@ class SQLiteBroker(LeaseKeeping, Broker):
                 for row_id, envelope, body in conn.execute(
                         "SELECT id, envelope, body FROM fastq_dead_letters WHERE queue = ? "
                         "ORDER BY id DESC", (queue,)).fetchall():
-                    letter = self._row_delivery(0, queue, 1, envelope, body)
-                    if letter.headers.get("id") != task_id:
+                    headers, properties, _body = _decode_row(envelope, body)
+                    if headers.get("id") != task_id:
                         continue
                     now = time.time()
                     # a new row: READY, its delivery count starting over
@@ -500,7 +505,7 @@ class SQLiteBroker(LeaseKeeping, Broker):
                         "INSERT INTO fastq_messages (queue, priority, state, visible_at, "
                         "enqueued_at, envelope, body) SELECT queue, ?, ?, ?, ?, envelope, body "
                         "FROM fastq_dead_letters WHERE id = ?",
-                        (_priority(letter.properties), READY, now, now, row_id))
+                        (_priority(properties), READY, now, now, row_id))
                     conn.execute("DELETE FROM fastq_dead_letters WHERE id = ?", (row_id,))
                     moved = True
                     break
