@@ -23,6 +23,10 @@ from .loader import AppLoadError, load_app
 
 app_option = click.option("-A", "--app", "app_spec", envvar="FASTQ_APP",
                           help="Module holding the App: pkg.module or pkg.module:attr.")
+ini_option = click.option("--ini", "ini_path", default=None, metavar="FILE",
+                          help="Paste-style ini file (Pyramid, Pylons): settings from its "
+                               "[fastq]/[celery] section and [app:main]'s fastq.*/celery.* "
+                               "keys; its Pyramid app is built in each worker process.")
 
 
 def _json_arg(value: str | None, what: str, kind: type) -> Any:
@@ -40,6 +44,23 @@ def _json_arg(value: str | None, what: str, kind: type) -> Any:
 #: Exit code for a missing optional package (or compiled module): an install problem,
 #: told apart from a task or broker failure (1), as click tells usage errors (2).
 EXIT_NOT_INSTALLED = 2
+#: Exit code for an --ini file that cannot configure the App: a usage error, as click's.
+EXIT_BAD_INI = 2
+
+
+def _load_app_with_ini(app_spec: str | None, ini_path: str | None) -> tuple[Any, str | None]:
+    """The App from ``-A`` alone, or configured from ``--ini``; and the ``-A`` that spawned
+    worker children are to use. A bad ini file ends the command with one line."""
+    if ini_path is None:
+        return load_app(app_spec), app_spec
+    from .contrib.ini import export_for_children, load_app_from_ini
+
+    try:
+        app = load_app_from_ini(ini_path, app_spec)
+    except ConfigurationError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INI)
+    return app, export_for_children(ini_path, app_spec)
 
 
 class FastqGroup(click.Group):
@@ -63,13 +84,15 @@ def main() -> None:
 
 @main.command()
 @app_option
+@ini_option
 @click.option("-P", "--pool", default=None,
               help="Pool: solo (default), prefork (-c child processes).")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once.")
 @click.option("-l", "--loglevel", default="warning", show_default=True)
 @click.option("--prefetch-multiplier", type=int, default=None,
-              help="Messages claimed ahead per slot (0: one at a time).")
+              help="Messages held per slot, running ones included (0: one at a time); "
+                   "without it the window adapts to how long the tasks take.")
 @click.option("-n", "--hostname", default=None, help="Node name, e.g. w1@%h.")
 @click.option("--health-file", default=None, help="Where to write the health JSON.")
 @click.option("--start-method", type=click.Choice(["fork", "spawn", "forkserver"]),
@@ -88,8 +111,8 @@ def main() -> None:
               help="Serve Prometheus metrics on this port (/metrics); worker_metrics_port.")
 @click.option("--metrics-host", default=None,
               help="Address the metrics listen on (default 127.0.0.1); worker_metrics_host.")
-def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, hostname,
-           health_file, start_method, max_tasks_per_child, max_memory_per_child,
+def worker(app_spec, ini_path, pool, queues, concurrency, loglevel, prefetch_multiplier,
+           hostname, health_file, start_method, max_tasks_per_child, max_memory_per_child,
            autoscale, embed_beat, task_events, metrics_port, metrics_host) -> None:
     """Run a worker that executes tasks."""
     from .worker.supervisor import Worker, banner_logger, setup_logging
@@ -109,7 +132,7 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
         except ConfigurationError as exc:
             raise click.BadParameter(str(exc), param_hint="--autoscale") from None
         pool = pool or "prefork"
-    app = load_app(app_spec)
+    app, app_spec = _load_app_with_ini(app_spec, ini_path)
     if hostname:
         import socket
 
@@ -135,6 +158,7 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
 
 @main.command()
 @app_option
+@ini_option
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.option("--max-interval", type=click.FloatRange(min=0.01), default=None,
               help="Longest sleep between looks at the schedule, in seconds "
@@ -145,14 +169,14 @@ def worker(app_spec, pool, queues, concurrency, loglevel, prefetch_multiplier, h
 @click.option("-S", "--scheduler", default=None,
               help="'django': also the periodic tasks of django-celery-beat's tables "
                    "(Celery's django_celery_beat.schedulers:DatabaseScheduler works too).")
-def beat(app_spec, loglevel, max_interval, dry_run, until, scheduler) -> None:
+def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) -> None:
     """Send periodic tasks when due; safe to run on several machines at once."""
     from datetime import datetime, timedelta, timezone
 
     from .beat import Beat
     from .worker.supervisor import setup_logging
 
-    app = load_app(app_spec)
+    app, _ = _load_app_with_ini(app_spec, ini_path)
     sources = _beat_sources(scheduler)
     if dry_run:
         try:
@@ -506,6 +530,10 @@ def events(app_spec, raw, once, duration) -> None:
     try:
         receiver = app.broker.event_receiver()
         receiver.open()
+    except ConfigurationError as exc:  # a broker without Celery's events: a usage error
+        app.close()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except FastqError as exc:
         app.close()
         raise click.ClickException(str(exc)) from None

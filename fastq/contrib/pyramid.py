@@ -17,14 +17,15 @@ as ``request.fastq_app`` (or ``registry.fastq_app``); tasks reach the Pyramid re
 with ``pyramid_registry_of(task.app)``.
 
 A worker loads the same ini once per process through Pyramid's ``bootstrap``, so its
-tasks see the registry the web process has: ``proj/worker.py`` holds
-``fastq_app = bootstrap("production.ini")["registry"].fastq_app`` and the worker runs
-``fastq worker -A proj.worker:fastq_app``.
+tasks see the registry the web process has: ``fastq worker --ini production.ini``
+(``fastq.contrib.ini``, which also reads a ``[fastq]`` section) does it, or a
+``proj/worker.py`` holding ``fastq_app = bootstrap("production.ini")["registry"].fastq_app``
+and ``fastq worker -A proj.worker:fastq_app``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._state import current_app
@@ -47,6 +48,25 @@ def settings_from_pyramid(settings: Mapping[str, Any]) -> list[tuple[str, str, A
             if key.startswith(prefix) and key != APP_KEY]
 
 
+def apply_text_settings(app: App, entries: Iterable[tuple[str, str, Any]]) -> None:
+    """Apply ``(where, setting name, value)`` entries to ``app`` in order, text read as the
+    ``FASTQ_<NAME>`` variable would be; the environment's ``FASTQ_*`` still win.
+
+    Raises:
+        ConfigurationError: a name is no setting, or a value one it cannot take; the
+            message starts with the entry's ``where`` (the key and file it came from).
+    """
+    for where, name, value in entries:
+        try:
+            if isinstance(value, str):
+                name, value = setting_from_text(name, value)
+            setattr(app.conf, name, value)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+    # the environment wins, and connections made so far follow the new URLs
+    app.config_from_object({})
+
+
 def configure_from_pyramid(app: App, settings: Mapping[str, Any]) -> None:
     """Apply the fastq settings among Pyramid's ``settings`` to ``app``; the
     environment's ``FASTQ_*`` still win.
@@ -55,15 +75,13 @@ def configure_from_pyramid(app: App, settings: Mapping[str, Any]) -> None:
         ConfigurationError: a key names no setting, or holds a value it cannot take; the
             message names the key.
     """
-    for key, name, value in settings_from_pyramid(settings):
-        try:
-            if isinstance(value, str):
-                name, value = setting_from_text(name, value)
-            setattr(app.conf, name, value)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"Pyramid setting {key!r}: {exc}") from None
-    # the environment wins, and connections made so far follow the new URLs
-    app.config_from_object({})
+    apply_text_settings(app, [(f"Pyramid setting {key!r}", name, value)
+                              for key, name, value in settings_from_pyramid(settings)])
+
+
+def bind_pyramid_registry(app: App, registry: Any) -> None:
+    """Make ``registry`` the one ``pyramid_registry_of(app)`` returns."""
+    app.__dict__["pyramid_registry"] = registry
 
 
 def pyramid_registry_of(app: App) -> Any:
@@ -90,11 +108,11 @@ def includeme(config: Any) -> None:
     if not isinstance(app, App):
         raise ConfigurationError(f"Pyramid setting {APP_KEY!r} = {named!r} is not a fastq App")
     configure_from_pyramid(app, settings)
-    app.__dict__["pyramid_registry"] = config.registry
+    bind_pyramid_registry(app, config.registry)
     config.registry.fastq_app = app
     config.add_request_method(lambda request: request.registry.fastq_app, "fastq_app",
                               reify=True)
 
 
-__all__ = ["configure_from_pyramid", "includeme", "pyramid_registry_of",
-           "settings_from_pyramid"]
+__all__ = ["apply_text_settings", "bind_pyramid_registry", "configure_from_pyramid",
+           "includeme", "pyramid_registry_of", "settings_from_pyramid"]
