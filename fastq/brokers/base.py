@@ -431,8 +431,8 @@ class Broker(abc.ABC):
             ConfigurationError: this broker's events cannot be read by fastq yet.
         """
         raise ConfigurationError(
-            f"fastq events reads RabbitMQ's events only, not {type(self).__name__}'s "
-            f"({mask_url(self.url)}); use Flower or celery events")
+            f"fastq events needs RabbitMQ or Redis: {type(self).__name__} "
+            f"({mask_url(self.url)}) carries no Celery events")
 
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> Mailbox:

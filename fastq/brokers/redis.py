@@ -33,7 +33,7 @@ from .._fork import getpid
 from .._registry import mask_url
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import _redis_lua
-from ._events import RedisEventChannel
+from ._events import EVENT_EXCHANGE, RedisEventChannel
 from ._kombu import envelope as kombu_envelope
 from ._kombu import unpack
 from ._lease import LeaseKeeping
@@ -655,6 +655,9 @@ class RedisBroker(LeaseKeeping, Broker):
     def event_channel(self, hostname: str) -> RedisEventChannel:
         return RedisEventChannel(self, hostname)
 
+    def event_receiver(self) -> RedisEventReceiver:
+        return RedisEventReceiver(self)
+
     # -- remote control --------------------------------------------------------------
     def mailbox(self, expires: float) -> RedisMailbox:
         return RedisMailbox(self, expires)
@@ -679,7 +682,7 @@ class RedisMailbox(Mailbox):
 
     def __init__(self, broker: RedisBroker, expires: float) -> None:
         super().__init__(broker, expires)
-        self._pubsub: Any = None
+        self._subscription: PatternSubscription | None = None
         self.channel = f"{broker.prefix}/{broker._parsed['db']}.{PIDBOX_EXCHANGE}"
 
     @staticmethod
@@ -698,25 +701,17 @@ class RedisMailbox(Mailbox):
                      self._envelope(command, pidbox_headers(), PIDBOX_EXCHANGE, ""))
 
     def open(self, node: str) -> list[tuple[dict, float]]:
-        broker = self.broker
-        # a subscriber of its own, waiting as long as get_message says
-        options = {**broker.options, "socket_timeout": None}
-        client = connect_client(broker.url, broker._parsed, options)
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        broker._call("control subscribe", self._pubsub.psubscribe, self.channel)
+        self._subscription = PatternSubscription(self.broker, self.channel, "control")
+        self._subscription.open()
         return []
 
     def receive(self, timeout: float) -> list[dict]:
-        pubsub = self._pubsub
-        call = self.broker._call
+        assert self._subscription is not None
         commands = []
-        message = call("control receive", pubsub.get_message, timeout=timeout)
-        while message is not None:
-            if message.get("type") in ("pmessage", "message"):
-                command = self._decode(message["data"])
-                if command is not None:
-                    commands.append(command)
-            message = call("control receive", pubsub.get_message, timeout=0)
+        for data in self._subscription.receive(timeout):
+            command = self._decode(data)
+            if command is not None:
+                commands.append(command)
         return commands
 
     @staticmethod
@@ -785,9 +780,82 @@ class RedisMailbox(Mailbox):
             broker._call("control reply", broker.client.lpush, prefix + queue, envelope)
 
     def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
+
+
+class PatternSubscription:
+    """A PSUBSCRIBE on a connection of its own (kombu's fanout readers, §2.6): the
+    payloads of the messages published on channels matching ``pattern``."""
+
+    def __init__(self, broker: RedisBroker, pattern: str, what: str) -> None:
+        self.broker = broker
+        self.pattern = pattern
+        self.what = what
+        self._pubsub: Any = None
+
+    def open(self) -> None:
+        broker = self.broker
+        # waits as long as get_message says, not the broker's socket timeout
+        options = {**broker.options, "socket_timeout": None}
+        client = connect_client(broker.url, broker._parsed, options)
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        broker._call(f"{self.what} subscribe", self._pubsub.psubscribe, self.pattern)
+
+    def receive(self, timeout: float) -> list[bytes]:
+        """What arrived within ``timeout`` seconds (all of it once the first is in)."""
+        pubsub = self._pubsub
+        call = self.broker._call
+        what = f"{self.what} receive"
+        payloads = []
+        message = call(what, pubsub.get_message, timeout=timeout)
+        while message is not None:
+            if message.get("type") in ("pmessage", "message"):
+                payloads.append(message["data"])
+            message = call(what, pubsub.get_message, timeout=0)
+        return payloads
+
+    def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
                 pubsub.close()
             except Exception:  # pragma: no cover - closing is best effort
                 pass
+
+
+class RedisEventReceiver:
+    """Reads every worker's events on Redis (``fastq events``) as Celery's receivers do:
+    ``PSUBSCRIBE <prefix>/<db>.celeryev/*``, the pattern kombu makes of the ``#`` binding
+    (§2.6), so fastq's and Celery's workers are heard alike."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        topic = f"{broker.prefix}/{broker._parsed['db']}.{EVENT_EXCHANGE}/*"
+        self._subscription = PatternSubscription(broker, topic, "events")
+        self._opened = False
+
+    def open(self) -> None:
+        """Subscribe now: only events published from here on are heard (pub/sub keeps
+        nothing)."""
+        if not self._opened:
+            self._subscription.open()
+            self._opened = True
+
+    def receive(self, timeout: float) -> list[dict]:
+        """The events that arrived within ``timeout`` seconds, a ``task.multi`` batch
+        unpacked; a message that is not a kombu envelope of JSON is skipped."""
+        self.open()
+        events: list[dict] = []
+        for data in self._subscription.receive(timeout):
+            try:
+                _headers, _properties, body = unpack(serialization.json_loads(data))
+                decoded = serialization.json_loads(body)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            events.extend(e for e in (decoded if isinstance(decoded, list) else [decoded])
+                          if isinstance(e, dict))
+        return events
+
+    def close(self) -> None:
+        self._subscription.close()
