@@ -239,12 +239,20 @@ class MainThreadTerminator:
         target = self._target
         if target is None or self._running() != target[0]:
             return
-        while frame is not None:
-            if frame.f_code is self._body_code:
-                self._target = None
-                self._raised.set()
-                raise TaskTerminated(target[1])
-            frame = frame.f_back
+        if runs_code(frame, self._body_code):
+            self._target = None
+            self._raised.set()
+            raise TaskTerminated(target[1])
+
+
+def runs_code(frame: Any, code: Any) -> bool:
+    """Whether ``code`` is on the stack that ends at ``frame`` (None: an empty stack):
+    a task is interrupted only inside its body, never in fastq's code around it."""
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 async def await_limited(coroutine: Coroutine, hard: float | None, soft: float | None) -> Any:

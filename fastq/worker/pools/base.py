@@ -70,7 +70,8 @@ class Pool(abc.ABC):
         if any(request.id == task_id for request in self.running_requests()):
             logger.warning("Task %s cannot be interrupted by the %s: it runs to its "
                            "end (revoked: it will not run again). Terminating needs -P "
-                           "prefork, solo or asyncio.", task_id, type(self).__name__)
+                           "prefork, solo, gevent, eventlet or asyncio.", task_id,
+                           type(self).__name__)
         return False
 
     def grow(self, n: int = 1) -> None:

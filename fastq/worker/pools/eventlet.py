@@ -24,6 +24,11 @@ class EventletPool(GreenPool):
 
         eventlet.sleep(seconds)
 
+    def _call_in_hub(self, fn, *args) -> None:
+        from eventlet import hubs
+
+        hubs.get_hub().schedule_call_global(0, fn, *args)
+
     def _real_thread(self, target) -> None:
         from eventlet import patcher
 

@@ -24,6 +24,11 @@ class GeventPool(GreenPool):
 
         gevent.sleep(seconds)
 
+    def _call_in_hub(self, fn, *args) -> None:
+        import gevent
+
+        gevent.get_hub().loop.run_callback(fn, *args)
+
     def _real_thread(self, target) -> None:
         from gevent import monkey
 

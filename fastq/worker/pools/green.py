@@ -10,11 +10,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ... import _green
-from ...limits import GreenLimiter
+from ...execution import Execution
+from ...limits import TERMINATE_PATIENCE, GreenLimiter, TaskTerminated, runs_code
 from .base import HandOffPool
 
 logger = logging.getLogger("fastq.worker")
 
+#: the frame of a task's own code: a termination is raised only while it is on the stack
+_BODY_CODE = Execution._invoke.__code__
 #: how often the hub proves it is alive, and how long it may go quiet before we say so
 HUB_TICK = 0.1
 BLOCKED_AFTER = 1.0
@@ -41,6 +44,8 @@ class GreenPool(HandOffPool):
         self._jobs: deque = deque()
         self._greenlets = 0
         self._keys = itertools.count()
+        #: the greenlet of each ``_work`` loop, by the key its jobs run under
+        self._greenlet_of: dict[int, Any] = {}
         self._last_tick = time.monotonic()
         self._watching = True
 
@@ -52,6 +57,10 @@ class GreenPool(HandOffPool):
         raise NotImplementedError
 
     def _sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _call_in_hub(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` from the hub's own greenlet, on its next turn."""
         raise NotImplementedError
 
     def _real_thread(self, target: Callable[[], None]) -> None:
@@ -74,7 +83,10 @@ class GreenPool(HandOffPool):
 
     def _work(self) -> None:
         jobs, execute = self._jobs, self._execute
+        from greenlet import getcurrent  # installed with gevent and eventlet alike
+
         key = next(self._keys)
+        self._greenlet_of[key] = getcurrent()
         try:
             while jobs:
                 task, request = jobs.popleft()
@@ -82,7 +94,37 @@ class GreenPool(HandOffPool):
         except BaseException:
             logger.exception("a task greenlet failed outside any task")
         finally:
+            del self._greenlet_of[key]
             self._greenlets -= 1
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Raise TaskTerminated in the greenlet running ``task_id``, where it waits; True
+        once raised. Asked from another greenlet (the control listener's), so this waits
+        cooperatively; a task between its body's frames (starting, storing its outcome)
+        is asked again until TERMINATE_PATIENCE runs out."""
+        found = [(key, request) for key, request in list(self._running.items())
+                 if request.id == task_id]
+        if not found:
+            return False
+        key, request = found[0]
+        thrown: list[bool] = []
+        deadline = time.monotonic() + TERMINATE_PATIENCE
+        while not thrown and self._running.get(key) is request \
+                and time.monotonic() < deadline:
+            self._call_in_hub(self._throw_into_body, key, request, signum, thrown)
+            self._sleep(0.05)
+        return bool(thrown)
+
+    def _throw_into_body(self, key: int, request: Any, signum: int,
+                         thrown: list[bool]) -> None:
+        # in the hub: nothing runs between this check and the throw, so the exception
+        # lands in the task it names and inside its body, never in fastq's bookkeeping
+        greenlet = self._greenlet_of.get(key)
+        if thrown or greenlet is None or self._running.get(key) is not request \
+                or not runs_code(greenlet.gr_frame, _BODY_CODE):
+            return
+        thrown.append(True)
+        greenlet.throw(TaskTerminated(signum))
 
     def fetch(self, broker, queues, limit, timeout):
         fd = broker.blocking_fd()
