@@ -1,6 +1,7 @@
-"""revoke(terminate=True) on the gevent and eventlet pools: the task's greenlet gets
-TaskTerminated where it sleeps (``time.sleep`` is patched), its siblings run on, and the
-worker keeps taking tasks (real worker processes on Redis)."""
+"""revoke(terminate=True) on the gevent, eventlet and solo pools: the task gets
+TaskTerminated where it sleeps (in its greenlet, ``time.sleep`` patched; solo: by a signal
+to the main thread), a sibling greenlet runs on, and the worker keeps taking tasks (real
+worker processes on Redis). Prefork, asyncio and threads: ``test_worker_terminate.py``."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from tests.interop.processes import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
-@pytest.mark.parametrize("library", ["gevent", "eventlet"])
-def test_a_sleeping_green_task_is_terminated_within_two_seconds(tmp_path, library):
+@pytest.mark.parametrize("library", ["gevent", "eventlet", "solo"])
+def test_a_sleeping_task_is_terminated_within_two_seconds(tmp_path, library):
     require_redis()
-    pytest.importorskip(library)
+    green = library != "solo"
+    if green:
+        pytest.importorskip(library)
     queue = f"terminate-{library}-{uuid.uuid4().hex[:8]}"
     hostname = f"{queue}@test"
     run_log = tmp_path / "runs.log"
@@ -35,23 +38,24 @@ def test_a_sleeping_green_task_is_terminated_within_two_seconds(tmp_path, librar
     app = App(f"terminate-{library}", broker_url=REDIS_URL, result_backend=REDIS_URL,
               task_default_queue=queue)
     long = app.send_task("t.sleep", (LONG,))
-    sibling = app.send_task("t.sleep", (3.0,))
+    sibling = app.send_task("t.sleep", (3.0,)) if green else None
     with open(tmp_path / "worker.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.redis_app", "-P",
-             library, "-c", "4", "-Q", queue, "-n", hostname, "-l", "info"],
+             library, "-c", "4" if green else "1", "-Q", queue, "-n", hostname, "-l", "info"],
             env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_for_run(run_log, long.id, timeout=30)
-        _wait_for_run(run_log, sibling.id, timeout=10)
+        if sibling is not None:
+            _wait_for_run(run_log, sibling.id, timeout=10)
         asked = time.monotonic()
         long.revoke(terminate=True)
         with pytest.raises(TaskRevokedError, match="terminated"):
             long.get(timeout=10)
         assert time.monotonic() - asked < 2.0
         assert long.state == "REVOKED"
-        # only the revoked task's greenlet was interrupted
-        assert sibling.get(timeout=20) == 3.0
+        if sibling is not None:  # only the revoked task's greenlet was interrupted
+            assert sibling.get(timeout=20) == 3.0
         assert app.send_task("t.add", (2, 3)).get(timeout=20) == 5  # the worker goes on
         proc.terminate()
         assert proc.wait(20) == 0
