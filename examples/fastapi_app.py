@@ -12,13 +12,12 @@ the Redis defaults below)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
 
 from fastq import App
+from fastq.contrib.fastapi import fastq_lifespan, get_app
 from fastq.exceptions import ResultTimeout
 
 fastq_app = App("examples.fastapi_app", broker="redis://127.0.0.1:6379/0",
@@ -30,19 +29,8 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-def get_fastq_app() -> App:
-    """The App, as a dependency: a test can swap it with ``api.dependency_overrides``."""
-    return fastq_app
-
-
-@asynccontextmanager
-async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-    yield
-    # the producer's and result store's connections, opened on first use
-    fastq_app.close()
-
-
-api = FastAPI(lifespan=lifespan)
+# connects to the broker at start, closes the App's connections at shutdown
+api = FastAPI(lifespan=fastq_lifespan(fastq_app))
 
 
 @api.post("/sums")
@@ -52,7 +40,7 @@ async def send_sum(x: int, y: int) -> dict:
 
 
 @api.get("/sums/{task_id}")
-async def read_sum(app: Annotated[App, Depends(get_fastq_app)], task_id: str,
+async def read_sum(app: Annotated[App, Depends(get_app)], task_id: str,
                    wait: float = 10.0) -> dict:
     try:
         value = await app.AsyncResult(task_id).aget(timeout=wait)
