@@ -895,6 +895,45 @@ class AMQPBroker(Broker):
                 conn.nack(last, True, True)  # back where they were, in order
         return letters
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        """Publish task ``task_id``'s letter from ``<queue>.dead`` to ``queue`` again and
+        remove it.
+
+        Reads ``<queue>.dead`` with basic.get until the letter turns up; the copy loses the
+        dead-letter headers and the delivery count, and the letter is acked only once the
+        copy is confirmed (a failure in between leaves both: a retry is at least once).
+        The letters read before it go back in order. One that another client holds at
+        that moment (a peek, a retry from elsewhere) is not found, so two retries of
+        the same letter publish it once.
+        """
+        if queue not in self._declared:
+            self.declare(queue)
+        return self._admin(self._move_dead_letter, queue, task_id, missing=False)
+
+    def _move_dead_letter(self, conn: Any, queue: str, task_id: str) -> bool:
+        passed = None  # the tag of the last letter read that is not the one sought
+        try:
+            for _ in range(DEAD_LETTER_PEEK_MAX):
+                item = conn.get(queue + DEAD_SUFFIX)
+                if item is None:
+                    return False
+                headers = dict(item[6])
+                if headers.get("id") != task_id:
+                    passed = item[0]
+                    continue
+                for name in (DEAD_REASON_HEADER, DEAD_AT_HEADER, SOURCE_QUEUE_HEADER,
+                             REDELIVERIES_HEADER):
+                    headers.pop(name, None)
+                conn.publish("", queue, item[7], item[5], headers)
+                if self.confirm_publish:
+                    conn.wait_for_confirms(self.confirm_timeout)
+                conn.ack(item[0])
+                return True
+            return False
+        finally:
+            if passed is not None:
+                conn.nack(passed, True, True)  # back where they were, in order
+
     # -- events ----------------------------------------------------------------------
     def event_channel(self, hostname: str) -> AMQPEventChannel:
         return AMQPEventChannel(self, hostname)

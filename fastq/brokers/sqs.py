@@ -828,6 +828,36 @@ class SQSBroker(LeaseKeeping, Broker):
         letters.sort(key=lambda r: r["dead_lettered_at"] or 0, reverse=True)
         return letters[:limit]
 
+    def retry_dead_letter(self, queue: str, task_id: str) -> bool:
+        """Send task ``task_id``'s letter from ``queue``'s dead-letter queue to ``queue``
+        as a new message, then delete the letter.
+
+        The letters are received as ``dead_letters()`` reads them, hidden for
+        ``PEEK_VISIBILITY`` seconds, so a retry from elsewhere meanwhile does not find
+        this one: two retries send it once. The others are made visible again. A failure
+        between the send and the delete leaves both (at least once).
+        """
+        from ..protocol import Message
+
+        dead = self._queue(wire.dead_queue_of(queue), create=False)
+        if dead is None:
+            return False
+        read = [_Held(dead, m["ReceiptHandle"], m.get("MessageId", ""), m.get("Body", ""),
+                      wire.sendable_attributes(m.get("MessageAttributes")), 0)
+                for m in self._receive(dead, PEEK_MAX, 0, visibility=PEEK_VISIBILITY)]
+        found = next((e for e in read if self._delivery(e).headers.get("id") == task_id), None)
+        try:
+            if found is not None:
+                letter = self._delivery(found)
+                self.publish_many([Message(letter.headers, letter.properties, letter.body,
+                                           queue=queue)])
+                self._delete([found])
+        finally:
+            others = [e for e in read if e is not found]
+            if others:
+                self._make_visible(others)
+        return found is not None
+
 
 def _size_batches(entries: list[dict]) -> list[list[dict]]:
     """Entries in SendMessageBatch-sized groups: ten at most, 256 KiB at most."""

@@ -16,7 +16,8 @@ A model-less view would have had to rebuild the filters, search and action form 
 The broker is that of ``fastq``'s current App: the one the project created last, as
 Celery's ``current_app`` (the Django recipe's ``proj/__init__.py`` imports it, so the
 web process has it). Override ``DeadLetterAdmin.fastq_app`` to name another. Retrying
-needs a broker that can remove one dead letter: Redis, SQLite (and ``memory://``).
+needs a broker that can remove one dead letter: Redis, RabbitMQ, SQS, SQLite (and
+``memory://``).
 """
 
 from __future__ import annotations
