@@ -135,8 +135,10 @@ class Settings:
     #: Re-raise exceptions of eager tasks in the caller.
     task_eager_propagates: bool = False
 
-    #: Messages claimed ahead per unit of concurrency (0 = only when a slot is free).
-    worker_prefetch_multiplier: int = 4
+    #: Messages held per unit of concurrency, running ones included (0 = one: a message
+    #: is taken only when a slot is free). None, the default, sizes the window from the
+    #: tasks' measured durations: deep for short tasks, one per slot for long ones.
+    worker_prefetch_multiplier: int | None = None
     #: Worker concurrency; None means 1 for solo and the CPU count for process pools.
     worker_concurrency: int | None = None
     #: Pool implementation: solo (more arrive with the pools issue).

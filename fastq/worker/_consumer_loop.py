@@ -23,15 +23,23 @@ class ConsumerLoop:
 
     def _run_synchronous(self) -> None:
         """The loop for a pool that runs jobs inside ``submit`` (solo)."""
-        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
+        broker, pool, queues, window = self.broker, self.pool, self.queues, self.window
         prepare, acks = self._prepare, self._acks
+        adaptive = window.adaptive
+        started = fetched = 0.0
         while not self._stop:
             pending = len(acks) or self.executor.pending_results
-            batch = broker.fetch(queues, prefetch, 0.0 if pending else self.idle_timeout)
+            if adaptive:
+                started = time.monotonic()
+            batch = broker.fetch(queues, window.limit, 0.0 if pending else self.idle_timeout)
             if not batch:
                 if pending:
                     self.flush()
                 continue
+            if adaptive:
+                fetched = time.monotonic()
+                if pending:  # a fetch that did not wait for messages: a round trip
+                    window.fetched(fetched - started)
             self.counters["received"] += len(batch)
             self._in_hand = batch
             jobs = []
@@ -41,6 +49,8 @@ class ConsumerLoop:
                     jobs.append(job)
             if jobs:
                 pool.submit(jobs, self.should_stop)
+                if adaptive:
+                    window.ran(len(jobs), time.monotonic() - fetched)
                 self._settle(pool.completions())
             self._in_hand = []
             if acks.due(time.monotonic(), broker.ack_window):

@@ -21,6 +21,7 @@ from ._ack_decisions import AckBatch
 from ._consumer_loop import ConsumerLoop
 from .executor import not_registered_dict, revoked_error_dict
 from .lifecycle import finished_before
+from .prefetch import PrefetchWindow
 from .revoked import RevokedSet
 
 if TYPE_CHECKING:
@@ -60,14 +61,17 @@ class Consumer(ConsumerLoop):
     ack_batch_type: type[AckBatch] = AckBatch
 
     def __init__(self, app: App, broker: Broker, executor: Executor, pool: Pool,
-                 queues: list[str], prefetch: int, *, ack_batch_size: int = 256,
+                 queues: list[str], prefetch: int | PrefetchWindow, *,
+                 ack_batch_size: int = 256,
                  ack_interval: float = 0.05, hostname: str = "fastq") -> None:
         self.app = app
         self.broker = broker
         self.executor = executor
         self.pool = pool
         self.queues = queues
-        self.prefetch = max(1, prefetch)
+        #: how many messages to hold; an int is a fixed window of that many
+        self.window = prefetch if isinstance(prefetch, PrefetchWindow) \
+            else PrefetchWindow(1, prefetch)
         self.ack_batch_size = max(1, ack_batch_size)
         self.ack_interval = ack_interval
         self.hostname = hostname
@@ -120,17 +124,25 @@ class Consumer(ConsumerLoop):
 
     def _run_handing_off(self) -> None:
         """The loop for pools that run jobs elsewhere (threads, greenlets, an event loop):
-        keep up to ``prefetch`` messages in hand, settle completions as they come."""
-        broker, pool, queues, prefetch = self.broker, self.pool, self.queues, self.prefetch
+        keep up to the window's limit of messages in hand, settle completions as they come."""
+        broker, pool, queues, window = self.broker, self.pool, self.queues, self.window
         prepare, executor, in_flight = self._prepare, self.executor, self._in_flight
         acks = self._acks
+        adaptive, slots = window.adaptive, window.slots
+        # the adaptive window learns a task's duration from the slot-seconds the pool was
+        # busy (tasks held beyond the slots are waiting, not running) per completion
+        busy, mark = 0.0, time.monotonic()
         while not self._stop:
             done = pool.completions()
             if done:
+                if adaptive:
+                    now = time.monotonic()
+                    window.ran(len(done), busy + min(len(in_flight), slots) * (now - mark))
+                    busy, mark = 0.0, now
                 for request, _action, _argument in done:
                     in_flight.pop(request.delivery.tag, None)
                 self._settle(done)
-            room = prefetch - len(in_flight)
+            room = window.limit - len(in_flight)
             if room > 0:
                 if done or len(acks) or executor.pending_results:
                     timeout = 0.0
@@ -138,8 +150,15 @@ class Consumer(ConsumerLoop):
                     timeout = BUSY_FETCH_TIMEOUT  # completions are not seen while we wait
                 else:
                     timeout = self.idle_timeout
+                started = time.monotonic() if adaptive else 0.0
                 batch = pool.fetch(broker, queues, room, timeout)
                 if batch:
+                    if adaptive:
+                        now = time.monotonic()
+                        if timeout == 0.0:
+                            window.fetched(now - started)
+                        busy += min(len(in_flight), slots) * (now - mark)
+                        mark = now
                     self.counters["received"] += len(batch)
                     jobs = []
                     for delivery in batch:

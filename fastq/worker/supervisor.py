@@ -26,6 +26,7 @@ from .executor import Executor
 from .lifecycle import EXIT_RECYCLE, TaskMeter, TaskObserver
 from .metrics import MetricsServer, TaskStats
 from .pools import pool_class
+from .prefetch import PrefetchWindow
 from .stacks import dump_stacks
 
 if TYPE_CHECKING:
@@ -81,14 +82,14 @@ class Worker:
         self.concurrency = concurrency or conf.worker_concurrency or 1
         multiplier = conf.worker_prefetch_multiplier if prefetch_multiplier is None \
             else prefetch_multiplier
-        if multiplier < 0:
+        if multiplier is not None and multiplier < 0:
             from ..exceptions import ConfigurationError
 
             raise ConfigurationError(
                 f"worker_prefetch_multiplier must be 0 or more, not {multiplier}")
+        #: None: the window adapts to the tasks' durations (prefetch.py)
         self.prefetch_multiplier = multiplier
-        # 0 disables prefetch: a message is taken only when a slot is free to run it
-        self.prefetch = max(1, multiplier) * self.concurrency
+        self.window = PrefetchWindow(self.concurrency, multiplier)
         self.hostname = hostname or f"fastq@{socket.gethostname()}"
         #: a prefork child (observer set) reports to its parent instead of a health file
         self.health_file = None if observer is not None else health_file or os.path.join(
@@ -152,7 +153,7 @@ class Worker:
         # a queue bound to an exchange the broker lacks stops the worker here, naming it
         self.queues = self.broker.prepare_consume(self.queue_entities)
         self.consumer = consumer_module.Consumer(
-            app, self.broker, self.executor, self.pool, self.queues, self.prefetch,
+            app, self.broker, self.executor, self.pool, self.queues, self.window,
             ack_batch_size=conf.worker_ack_batch_size, ack_interval=conf.worker_ack_interval,
             hostname=self.hostname)
         self._health_stop = threading.Event()
@@ -183,7 +184,7 @@ class Worker:
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.autoscale:
             self.concurrency = self.autoscale[0]
-        self.prefetch = max(1, self.prefetch_multiplier)  # per child
+        self.window = PrefetchWindow(1, self.prefetch_multiplier)  # each child's own
         self.executor = self.consumer = self.broker = self.meter = None  # type: ignore[assignment]
         self.pool = pool_cls(None, self.concurrency)
 
@@ -196,16 +197,23 @@ class Worker:
         if self.is_main:
             signals.worker_init.send(sender=self)
 
+    @property
+    def prefetch(self) -> int:
+        """The messages this process holds at most now (per child under prefork)."""
+        return self.window.limit
+
     def banner(self) -> str:
         backend = self.app.backend_url
         if self.supervises_processes:
             size = (f"children={self.autoscale[1]}..{self.autoscale[0]} (autoscale)"
                     if self.autoscale else f"children={self.concurrency}")
+            prefetch = "adaptive" if self.window.adaptive else f"{self.window.limit}/child"
             pool = (f"pool=prefork {size} start_method={self.start_method} "
-                    f"prefetch={self.prefetch}/child")
+                    f"prefetch={prefetch}")
         else:
+            prefetch = "adaptive" if self.window.adaptive else str(self.window.limit)
             pool = (f"pool={self.pool_name} concurrency={self.concurrency} "
-                    f"prefetch={self.prefetch}")
+                    f"prefetch={prefetch}")
         recycle = "".join(
             f" {name}={value}" for name, value in (
                 ("max_tasks_per_child", self.max_tasks_per_child),
