@@ -17,7 +17,11 @@ those rates are high by at most window/rate seconds over the run.
 
 The cost of task events: ``--only fastq,fastq-events,celery,celery-events`` runs each
 worker again with ``-E`` (every task sends task-received/-started/-succeeded); the
-``vs off`` column gives each ``-events`` contender against the same worker without.
+``vs base`` column gives each ``-events`` contender against the same worker without.
+
+Default settings: ``--only fastq,fastq-default`` runs the worker without
+``--prefetch-multiplier`` (its adaptive window); ``vs base`` gives it against the tuned
+``fastq`` (a fixed window of 256).
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ CONTENDERS = {
                 "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "-l", "warning"]),
     "bare": ({"BENCH_FLAVOUR": "fastq"}, [sys.executable, "-m", "bench.bare"]),
+    # default settings (the adaptive prefetch window): --only fastq,fastq-default
+    "fastq-default": ({"BENCH_FLAVOUR": "fastq", "FASTQ_REQUIRE_SPEEDUPS": "1"},
+                      [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P",
+                       "solo", "-l", "warning"]),
     # task events on (-E): --only fastq,fastq-events,celery,celery-events
     "fastq-events": ({"BENCH_FLAVOUR": "fastq", "FASTQ_REQUIRE_SPEEDUPS": "1"},
                      [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P",
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), broker "
           f"{mask_url(BROKER_URL)}, median of {args.runs} run(s)")
     print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} "
-          f"{'vs celery':>10s} {'vs bare':>8s} {'vs off':>7s}")
+          f"{'vs celery':>10s} {'vs bare':>8s} {'vs base':>8s}")
     for name in names:
         med = statistics.median(rates[name])
         # prefork contenders against Celery prefork, the others against Celery solo
@@ -173,13 +181,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         # moods, then the median of those: steadier than a ratio of medians
         of_bare = (f"{statistics.median(r / b for r, b in zip(rates[name], rates['bare'])):.0%}"
                    if rates.get("bare") else "-")
-        # events on against the same worker with events off, run by run
-        off = name.removesuffix("-events")
+        # events on against the same worker with events off, default settings against
+        # the tuned worker: run by run
+        variant = name.endswith(("-events", "-default"))
+        off = name.rsplit("-", 1)[0] if variant else name
         of_off = (f"{statistics.median(r / o for r, o in zip(rates[name], rates[off])):.0%}"
-                  if name.endswith("-events") and rates.get(off) else "-")
+                  if variant and rates.get(off) else "-")
         print(f"{name:14s} {med:>10,.0f} {med * 60:>12,.0f} "
               f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s} "
-              f"{of_bare:>8s} {of_off:>7s}")
+              f"{of_bare:>8s} {of_off:>8s}")
     return rates
 
 
