@@ -5,6 +5,10 @@ AMQP driver fastq has, acking with multiple=True every 256, and writes the start
 stamps bench/throughput.py reads. ``python -m bench.bare echo`` answers every message on
 the bench queue by publishing its body to its ``reply_to`` queue with its
 ``correlation_id``, then acking it: the round-trip floor bench/latency.py compares with.
+
+With ``BENCH_BROKER_URL=redis://...`` the consumer is fastq's own Redis broker client
+claiming 256 messages a call and acking each batch (the same Lua scripts on the same
+keys as a worker), with nothing decoded past the envelope and nothing run.
 """
 
 from __future__ import annotations
@@ -49,9 +53,38 @@ def echo() -> None:
             conn.ack(tag)
 
 
-def main() -> None:
-    from bench.apps import QUEUE
+def _write_stamps(started: float | None, ended: float) -> None:
+    """The stamps stand where the worker's first and last tasks would have written them."""
+    for path, value in ((os.environ["BENCH_START"], started),
+                        (os.environ["BENCH_END"], ended)):
+        with open(path, "w") as fh:
+            fh.write(repr(value))
 
+
+def main_redis() -> None:
+    from bench.apps import BROKER_URL, QUEUE
+    from fastq.brokers import create_broker
+
+    broker = create_broker(BROKER_URL)
+    broker.connect()
+    total = int(os.environ["BENCH_COUNT"])
+    seen = 0
+    started = None
+    while seen < total:
+        batch = broker.fetch([QUEUE], 256, 1.0)
+        if batch and started is None:
+            started = time.time()
+        seen += len(batch)
+        broker.ack_many([delivery.tag for delivery in batch])
+    _write_stamps(started, time.time())
+    broker.close()
+
+
+def main() -> None:
+    from bench.apps import BROKER_URL, QUEUE
+
+    if BROKER_URL.startswith(("redis://", "rediss://")):
+        return main_redis()
     conn = connect()
     total = int(os.environ["BENCH_COUNT"])
     conn.qos(1000)
@@ -68,12 +101,7 @@ def main() -> None:
             if seen % 256 == 0:
                 conn.ack(last_tag, multiple=True)
     conn.ack(last_tag, multiple=True)
-    ended = time.time()
-    # the stamps stand where the worker's first and last tasks would have written them
-    for path, value in ((os.environ["BENCH_START"], started),
-                        (os.environ["BENCH_END"], ended)):
-        with open(path, "w") as fh:
-            fh.write(repr(value))
+    _write_stamps(started, time.time())
     conn.close()
 
 
