@@ -7,33 +7,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
-import uuid
 
 import pytest
 
 from tests.integration.conftest import ROOT, WorkerProcess
-from tests.integration.redis_support import REDIS_URL, delete_keys, redis_prefix  # noqa: F401
+from tests.integration.redis_support import delete_keys, redis_prefix  # noqa: F401
+from tests.integration.test_pyramid import ini_app  # noqa: F401
 
 pytestmark = [
     pytest.mark.integration,
     # WebOb 1.8, Pyramid's request library, still imports the cgi module
     pytest.mark.filterwarnings("ignore:'cgi' is deprecated:DeprecationWarning"),
 ]
-
-PYRAMID_INI = """
-[fastq]
-result_expires = 600
-
-[app:main]
-use = call:examples.pyramid_app:main
-fastq.app = examples.pyramid_app:fastq_app
-fastq.broker_url = {broker}
-celery.result_backend = {backend}
-fastq.task_routes = {{"examples.pyramid_app.add": {{"queue": "{queue}"}}}}
-sums.offset = 100
-"""
 
 #: A project with no web framework: the ini names the App and holds a beat schedule.
 PLAIN_APP = '''
@@ -77,21 +63,10 @@ class PyramidIniWorker(WorkerProcess):
 
 
 @pytest.fixture
-def pyramid_ini(tmp_path, redis_prefix, monkeypatch):  # noqa: F811 - the fixture imported above
-    """An ini for examples/pyramid_app.py on this test's Redis keys, its WSGI app, and a
-    worker factory for it."""
-    from pyramid.paster import get_app
-
-    for key in [key for key in os.environ if key.startswith("FASTQ_")]:
-        monkeypatch.delenv(key)
-    queue = f"sums-{uuid.uuid4().hex[:8]}"
-    ini = tmp_path / "development.ini"
-    ini.write_text(textwrap.dedent(PYRAMID_INI.format(
-        broker=f"{REDIS_URL}?global_keyprefix={redis_prefix}", backend=REDIS_URL,
-        queue=queue)))
-    sys.modules.pop("examples.pyramid_app", None)
-    wsgi = get_app(str(ini))
-    fastq_app = sys.modules["examples.pyramid_app"].fastq_app
+def pyramid_ini(ini_app, tmp_path):  # noqa: F811 - the fixture imported above
+    """test_pyramid's ini for examples/pyramid_app.py (its settings in ``[app:main]``),
+    the WSGI app built from it, and a factory of ``fastq worker --ini`` processes."""
+    wsgi, fastq_app, ini, queue = ini_app
     workers: list[WorkerProcess] = []
 
     def start_worker(*extra: str) -> WorkerProcess:
@@ -103,7 +78,6 @@ def pyramid_ini(tmp_path, redis_prefix, monkeypatch):  # noqa: F811 - the fixtur
     yield wsgi, start_worker
     for worker in workers:
         worker.stop()
-    fastq_app.close()
 
 
 def _sum_through_the_web_app(wsgi, x: int, y: int) -> int:
@@ -120,6 +94,15 @@ def _sum_through_the_web_app(wsgi, x: int, y: int) -> int:
         delete_keys(f"celery-task-meta-{task_id}")
 
 
+def _start(tmp_path, env, *args: str) -> subprocess.Popen:
+    log = open(tmp_path / f"{args[0]}.log", "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "fastq.cli", *args], env=env,
+                                cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
 @pytest.mark.parametrize("pool", [
     pytest.param(["-P", "solo"], id="solo"),
     pytest.param(["-P", "prefork", "-c", "2"], id="prefork-fork"),
@@ -133,13 +116,20 @@ def test_tasks_of_a_worker_started_with_ini_reach_the_pyramid_registry(pyramid_i
     assert _sum_through_the_web_app(wsgi, 2, 3) == 105, worker.log()
 
 
-def _start(tmp_path, env, *args: str) -> subprocess.Popen:
-    log = open(tmp_path / f"{args[0]}.log", "ab")
+def test_without_an_app_named_the_worker_takes_the_one_the_pyramid_app_includes(
+        ini_app, tmp_path):  # noqa: F811 - the fixture imported above
+    wsgi, _fastq_app, ini, queue = ini_app
+    # neither -A nor fastq.app: the App is the one config.include bound in the registry
+    unnamed = tmp_path / "unnamed.ini"
+    unnamed.write_text("".join(line for line in ini.read_text().splitlines(keepends=True)
+                               if not line.startswith("fastq.app")))
+    worker = _start(tmp_path, _clean_env(tmp_path), "worker", "--ini", str(unnamed),
+                    "-Q", queue, "-l", "info")
     try:
-        return subprocess.Popen([sys.executable, "-m", "fastq.cli", *args], env=env,
-                                cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+        assert _sum_through_the_web_app(wsgi, 2, 3) == 105, _logs(tmp_path)
     finally:
-        log.close()
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def test_a_worker_and_a_beat_take_app_settings_and_schedule_from_the_ini(tmp_path):
