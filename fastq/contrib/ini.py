@@ -20,6 +20,10 @@ When ``[app:main]`` is there and Pyramid is installed, the app is built once per
 process (Pyramid's ``bootstrap``), so tasks reach its registry with
 ``pyramid_registry_of(task.app)``; prefork children started with fork inherit the
 parent's, spawned ones build their own.
+
+The web process reads only ``[app:main]``'s keys (``config.include`` is handed the app's
+settings, not the file): settings both sides need belong there, and the sections hold
+what only workers and the beat use.
 """
 
 from __future__ import annotations
