@@ -289,6 +289,15 @@ def hello(worker: Worker, from_node: str | None = None, revoked: Any = None,
     return {"revoked": list(worker.executor.revoked), "clock": clock_value(worker)}
 
 
+def inspect_snapshot(worker: Worker) -> dict:
+    """What a prefork child reports with each status for its parent to answer inspect
+    with: its running and prefetched tasks, tasks seen by name, its events clock."""
+    events = worker.events
+    return {"active": active(worker), "reserved": reserved(worker),
+            "total": dict(events.totals) if events is not None else {},
+            "clock": clock_value(worker)}
+
+
 # -- control -----------------------------------------------------------------------------
 def enable_events(worker: Worker, **_: Any) -> dict:
     if worker.events is None:
@@ -324,7 +333,8 @@ def rate_limit(worker: Worker, task_name: str | None = None, rate_limit: Any = N
         logger.error("%s: rate limit for unknown task %s", worker.hostname, task_name)
         return {"error": "unknown task"}
     task.rate_limit = rate_limit or None
-    worker.consumer._buckets.pop(task.name, None)  # the next task takes the new rate
+    if worker.consumer is not None:  # a prefork parent has none: its children apply it
+        worker.consumer._buckets.pop(task.name, None)  # the next task takes the new rate
     if not rate_limit:
         logger.info("%s: rate limit of %s disabled", worker.hostname, task_name)
         return {"ok": "rate limit disabled successfully"}
@@ -360,9 +370,14 @@ COMMANDS: dict[str, Callable[..., Any]] = {
         active_queues, conf, report, clock, hello, enable_events, disable_events, heartbeat,
         rate_limit, time_limit, shutdown)}
 
+#: What a prefork child applies to itself when every node hears a request; it answers
+#: nothing, its parent answering for the worker (``revoke`` is the listener's own).
+APPLIED_BY_EACH_CHILD = frozenset({"revoke", "hello", "enable_events", "disable_events",
+                                   "heartbeat", "rate_limit", "time_limit"})
+
 # ``dump_*`` are the names Celery 3 gave some of these; Flower 1.x still asks for them
 COMMANDS.update({"dump_active": active, "dump_reserved": reserved,
                  "dump_schedule": scheduled, "dump_tasks": registered,
                  "dump_revoked": revoked, "dump_conf": conf})
 
-__all__ = ["COMMANDS", "NO_REPLY"]
+__all__ = ["APPLIED_BY_EACH_CHILD", "COMMANDS", "NO_REPLY"]

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Backoff
-from .commands import COMMANDS, NO_REPLY
+from .commands import APPLIED_BY_EACH_CHILD, COMMANDS, NO_REPLY
 
 if TYPE_CHECKING:
     from ..brokers._mailbox import Mailbox
@@ -48,7 +48,8 @@ class ControlListener:
     """
 
     def __init__(self, broker: Broker, hostname: str, revoked: RevokedSet, *,
-                 node: str | None = None, worker: Worker | None = None) -> None:
+                 node: str | None = None, worker: Worker | None = None,
+                 commands: dict[str, Any] | None = None) -> None:
         self.broker = broker
         self.hostname = hostname
         #: the name this listener's queue is declared under (differs for prefork children,
@@ -57,6 +58,12 @@ class ControlListener:
         self.revoked = revoked
         #: whose state the commands read and change; None: revoke and ping only
         self.worker = worker
+        #: the commands answered, by name (a prefork parent answers from its children's
+        #: reports: ``pools/prefork/answers.py``)
+        self.commands = COMMANDS if commands is None else commands
+        #: a prefork child applies what changes it (revokes, limits, events) and never
+        #: replies: its parent answers for the whole worker, one node as in Celery
+        self.quiet = worker is not None and worker.observer is not None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mailbox: Mailbox | None = None
@@ -134,20 +141,22 @@ class ControlListener:
         if not self._is_for_me(command):
             return
         method = command.get("method")
+        if self.quiet and method not in APPLIED_BY_EACH_CHILD:
+            return
         arguments = command.get("arguments") or {}
         try:
             if method == "revoke":
                 answer = self._revoke(sent_at=sent_at, **arguments)
             elif method == "ping":
                 answer = {"ok": "pong"}
-            elif self.worker is not None and method in COMMANDS:
-                answer = COMMANDS[method](self.worker, **arguments)
+            elif self.worker is not None and method in self.commands:
+                answer = self.commands[method](self.worker, **arguments)
             else:
                 answer = {"error": f"No such control command: {method}"}
         except Exception as exc:
             logger.warning("%s: control command %r failed: %r", self.hostname, method, exc)
             answer = {"error": repr(exc)}
-        if answer is NO_REPLY:
+        if answer is NO_REPLY or self.quiet:
             return
         if command.get("reply_to") and command.get("ticket") and self._mailbox is not None:
             try:

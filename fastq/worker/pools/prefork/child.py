@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ....loader import load_app
+from ...commands import inspect_snapshot
 from ...lifecycle import TaskObserver
 from ...stacks import dump_stacks
 from ...supervisor import Worker, setup_logging
@@ -58,7 +59,8 @@ class ParentLink(TaskObserver):
         self._thread: threading.Thread | None = None
 
     def send(self, message: dict) -> None:
-        data = orjson.dumps(message)
+        # a task's arguments (in ``active``) may be what JSON cannot carry: their repr
+        data = orjson.dumps(message, default=repr)
         try:
             with self._lock:
                 self.writer.send_bytes(data)
@@ -80,6 +82,8 @@ class ParentLink(TaskObserver):
                   "counters": worker.consumer.counters}
         if worker.metrics is not None:
             status["metrics"] = worker.metrics.snapshot()
+        if worker.control is not None:
+            status["inspect"] = inspect_snapshot(worker)
         return status
 
     def start_reporting(self, worker: Worker) -> None:

@@ -18,10 +18,13 @@ from .... import signals
 from ....brokers import mask_url
 from ....exceptions import ConfigurationError, TimeLimitExceeded
 from ....states import FAILURE
+from ...control import ControlListener
 from ...lifecycle import EXIT_RECYCLE
 from ...metrics import cumulative_part, merge, resident_bytes
+from ...revoked import RevokedSet
 from ...stacks import dump_stacks
 from ...supervisor import HEALTH_INTERVAL, Worker
+from .answers import ParentAnswers
 from .autoscale import Autoscaler
 from .child import PARENT_SIGNALS, STATUS_INTERVAL, ChildSpec, child_main
 
@@ -56,6 +59,8 @@ class ChildProcess:
         self.running: str | None = None
         #: the child's last metrics snapshot (``--metrics-port``), cumulative numbers
         self.metrics: dict | None = None
+        #: the child's last ``commands.inspect_snapshot``: the parent answers inspect
+        self.inspect: dict | None = None
         #: (task id, name, hard limit, kill deadline) of a hard-limited task in progress
         self.limited: tuple[str, str, float, float] | None = None
         self.retiring = False  # told to stop; not replaced
@@ -105,6 +110,9 @@ class PreforkParent:
         self.failed_starts = 0
         self.started_count = 0
         self.exited_counters: collections.Counter = collections.Counter()
+        #: tasks by name that exited children saw (``inspect stats``' ``total``)
+        self.exited_totals: collections.Counter = collections.Counter()
+        self.control: ControlListener | None = None
         self.exited_tasks = 0
         #: the counters of exited children's last metrics snapshots, added up
         self.exited_metrics: dict = {}
@@ -213,10 +221,13 @@ class PreforkParent:
         self.write_health()
         signals.worker_ready.send(sender=worker)
         worker.start_beat()  # -B: in the parent only, after the children are forked
+        self.start_control()
         try:
             while self.children or not self.stopping:
                 self.step()
         finally:
+            if self.control is not None:
+                self.control.stop()
             worker.stop_beat()
             worker.stop_metrics_server()
             signal.set_wakeup_fd(-1)
@@ -227,6 +238,18 @@ class PreforkParent:
         logger.info("%s stopped: %d task(s) run by %d child process(es)", worker.hostname,
                     self.exited_tasks, self.started_count)
         return self.exit_code
+
+    def start_control(self) -> None:
+        """Answer remote control for the whole worker under its hostname (the children
+        listen under ``hostname.pid`` and reply to nothing), as Celery's one node."""
+        conf = self.app.conf
+        if not conf.worker_enable_remote_control:
+            return
+        revoked = RevokedSet(conf.worker_revokes_max, conf.worker_revoke_expires)
+        self.control = ControlListener(self.app.broker, self.worker.hostname, revoked,
+                                       worker=self.worker,
+                                       commands=ParentAnswers(self, revoked).table())
+        self.control.start()
 
     def step(self) -> None:
         """One turn: read reports, act on signals, reap and replace, check deadlines."""
@@ -296,6 +319,8 @@ class PreforkParent:
         child.counters = message["counters"]
         if "metrics" in message:
             child.metrics = message["metrics"]
+        if "inspect" in message:
+            child.inspect = message["inspect"]
         state = "stopping" if child.retiring and message["state"] == "consuming" \
             else message["state"]
         child.state = state
@@ -311,6 +336,8 @@ class PreforkParent:
         child.process.close()
         self.exited_tasks += child.done
         self.exited_counters.update(child.counters)
+        if child.inspect is not None:
+            self.exited_totals.update(child.inspect["total"])
         if child.metrics is not None:
             self.exited_metrics = merge([self.exited_metrics, cumulative_part(child.metrics)])
         self._next_health = 0.0

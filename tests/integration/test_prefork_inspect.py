@@ -1,0 +1,113 @@
+"""The prefork parent answers inspect for the whole worker, one node as Celery's does:
+``celery inspect`` and ``fastq inspect`` against ``fastq worker -P prefork -c 2`` get one
+reply listing the tasks of both children (real worker process, Redis, the real CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from fastq import App
+from tests.integration.redis_support import REDIS_URL, delete_keys, require_redis
+from tests.interop.processes import ROOT, Proc, read_health
+
+# control plumbing and the prefork parent: nothing here has a compiled twin
+pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
+
+#: Tasks queued before the worker starts: a child takes at most 4 (its prefetch), so the
+#: two children share them, each running one and holding the rest.
+TASKS = 6
+#: Long enough that the tasks are still running when the test has asked all it asks.
+LONG = 60.0
+
+
+def _cli(env: dict, *argv: str) -> dict:
+    """A command that prints JSON replies; the replies, by node."""
+    done = subprocess.run(list(argv), env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DuplicateNodenameWarning" not in done.stderr, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_one_node_answers_for_both_children(tmp_path):
+    require_redis()
+    celery = shutil.which("celery")
+    if celery is None:
+        pytest.fail("the celery command is not on PATH (the dev virtualenv's bin)")
+    queue = f"prefork-inspect-{uuid.uuid4().hex[:8]}"
+    hostname = f"{queue}@test"
+    health = str(tmp_path / "health.json")
+    env = dict(os.environ, FASTQ_BROKER_URL=REDIS_URL, FASTQ_RESULT_BACKEND=REDIS_URL,
+               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    app = App("prefork-inspect", broker_url=REDIS_URL, result_backend=REDIS_URL,
+              task_default_queue=queue)
+    sent = {app.send_task("t.sleep", (LONG,)).id for _ in range(TASKS)}
+    worker = Proc([sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.redis_app",
+                   "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname, "-l", "info",
+                   "--health-file", health], env, str(tmp_path / "worker.log"))
+    celery_inspect = [celery, "-b", REDIS_URL, "inspect", "-d", hostname, "-t", "3", "-j"]
+    fastq_inspect = [sys.executable, "-m", "fastq", "inspect", "-d", hostname, "-t", "3",
+                     "--json"]
+    try:
+        def both_children_busy() -> bool:
+            children = read_health(health).get("children") or []
+            return len(children) == 2 and all(c["running"] for c in children)
+        worker.wait_until(both_children_busy, timeout=30)
+        children = sorted(c["pid"] for c in read_health(health)["children"])
+
+        def listed() -> tuple[list, list]:
+            active = _cli(env, *celery_inspect, "active")
+            reserved = _cli(env, *celery_inspect, "reserved")
+            assert list(active) == [hostname] and list(reserved) == [hostname]
+            return active[hostname], reserved[hostname]
+        # the parent answers from its children's reports, a moment behind them
+        deadline = time.monotonic() + 15
+        while True:
+            active, reserved = listed()
+            if len(active) == 2 and {t["id"] for t in active + reserved} == sent:
+                break
+            assert time.monotonic() < deadline, (active, reserved, worker.log())
+            time.sleep(0.2)
+        assert sorted(t["worker_pid"] for t in active) == children
+        assert all(t["name"] == "t.sleep" and t["args"] == [LONG] and t["hostname"] == hostname
+                   and t["acknowledged"] for t in active)
+        assert all(not t["acknowledged"] and t["worker_pid"] is None for t in reserved)
+
+        stats = _cli(env, *celery_inspect, "stats")
+        assert list(stats) == [hostname]
+        assert stats[hostname]["pid"] == worker.proc.pid
+        assert sorted(stats[hostname]["pool"]["processes"]) == children
+        assert stats[hostname]["pool"]["max-concurrency"] == 2
+        assert stats[hostname]["prefetch_count"] == 8
+
+        # fastq's own client sees the same single node
+        mine = _cli(env, *fastq_inspect, "active")
+        assert list(mine) == [hostname]
+        assert {t["id"] for t in mine[hostname]} == {t["id"] for t in active}
+        assert list(_cli(env, *fastq_inspect, "ping")) == [hostname]
+
+        # a revoke reaches the children (each applies it) and the parent lists it once
+        waiting = reserved[0]["id"]
+        app.control.revoke(waiting)
+        deadline = time.monotonic() + 10
+        while waiting not in (revoked := _cli(env, *celery_inspect, "revoked"))[hostname]:
+            assert time.monotonic() < deadline, revoked
+            time.sleep(0.2)
+        assert list(revoked) == [hostname]
+    finally:
+        # cold: the 60 s tasks go back to the queue, which is deleted below
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGQUIT)
+        worker.stop()
+        app.close()
+        delete_keys(f"{queue}*")
