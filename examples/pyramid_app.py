@@ -3,11 +3,14 @@ sends a task, another waits for its result; the task reads a value from the regi
 
 Run it with ``examples/pyramid.ini``::
 
-    PYRAMID_INI=examples/pyramid.ini fastq worker -A examples.pyramid_worker -Q sums
+    fastq worker --ini examples/pyramid.ini -Q sums
     pserve examples/pyramid.ini
 
     curl -X POST 'localhost:6543/sums?x=2&y=3'        # {"task_id": "..."}
     curl 'localhost:6543/sums/<task_id>'              # {"task_id": "...", "value": 5}
+
+``examples/pyramid_worker.py`` does what ``--ini`` does in a module of its own, for
+``fastq worker -A examples.pyramid_worker`` (``PYRAMID_INI`` names the file).
 """
 
 from __future__ import annotations

@@ -179,8 +179,14 @@ def app_from_environment() -> App:
 
 
 def _bootstrap_pyramid(path: str) -> Any:
+    import sys
+
     from pyramid.paster import bootstrap
 
+    # the console script's sys.path lacks the working directory, which -A's lookup adds
+    # and ``use = call:proj:main`` needs as much
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     # kept open for the life of the process: tasks run inside this app's set-up
     return bootstrap(path)["registry"]
 
