@@ -1,6 +1,7 @@
 """The prefork parent answers inspect for the whole worker, one node as Celery's does:
 ``celery inspect`` and ``fastq inspect`` against ``fastq worker -P prefork -c 2`` get one
-reply listing the tasks of both children (real worker process, Redis, the real CLI)."""
+reply listing the tasks of both children (real worker process on RabbitMQ and on Redis,
+the real CLI)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import pytest
 
 from fastq import App
 from tests.integration.redis_support import REDIS_URL, delete_keys, require_redis
+from tests.integration.test_amqp_broker import URL as AMQP_URL
+from tests.integration.test_amqp_broker import delete_queues
 from tests.interop.processes import ROOT, Proc, read_health
 
 # control plumbing and the prefork parent: nothing here has a compiled twin
@@ -29,8 +33,9 @@ TASKS = 6
 LONG = 60.0
 
 
-def _cli(env: dict, *argv: str) -> dict:
-    """A command that prints JSON replies; the replies, by node."""
+def _cli(env: dict, *argv: str) -> Any:
+    """A command that prints JSON replies; the replies (inspect: by node; control: a
+    list of them)."""
     done = subprocess.run(list(argv), env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -38,24 +43,32 @@ def _cli(env: dict, *argv: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_one_node_answers_for_both_children(tmp_path):
-    require_redis()
+#: (broker URL, task module, the long task and its arguments)
+BROKERS = {"redis": (REDIS_URL, "tests.apps.redis_app", "t.sleep", [LONG]),
+           "amqp": (AMQP_URL, "tests.apps.amqp_app", "t.sleep_echo", [LONG, "long"])}
+
+
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_one_node_answers_for_both_children(tmp_path, broker):
+    url, module, task_name, args = BROKERS[broker]
+    if broker == "redis":
+        require_redis()
     celery = shutil.which("celery")
     if celery is None:
         pytest.fail("the celery command is not on PATH (the dev virtualenv's bin)")
     queue = f"prefork-inspect-{uuid.uuid4().hex[:8]}"
     hostname = f"{queue}@test"
     health = str(tmp_path / "health.json")
-    env = dict(os.environ, FASTQ_BROKER_URL=REDIS_URL, FASTQ_RESULT_BACKEND=REDIS_URL,
+    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=REDIS_URL,
                FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    app = App("prefork-inspect", broker_url=REDIS_URL, result_backend=REDIS_URL,
+    app = App("prefork-inspect", broker_url=url, result_backend=REDIS_URL,
               task_default_queue=queue)
-    sent = {app.send_task("t.sleep", (LONG,)).id for _ in range(TASKS)}
-    worker = Proc([sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.redis_app",
+    sent = {app.send_task(task_name, args).id for _ in range(TASKS)}
+    worker = Proc([sys.executable, "-m", "fastq", "worker", "-A", module,
                    "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname, "-l", "info",
                    "--health-file", health], env, str(tmp_path / "worker.log"))
-    celery_inspect = [celery, "-b", REDIS_URL, "inspect", "-d", hostname, "-t", "3", "-j"]
+    celery_inspect = [celery, "-b", url, "inspect", "-d", hostname, "-t", "3", "-j"]
     fastq_inspect = [sys.executable, "-m", "fastq", "inspect", "-d", hostname, "-t", "3",
                      "--json"]
     try:
@@ -79,7 +92,7 @@ def test_one_node_answers_for_both_children(tmp_path):
             assert time.monotonic() < deadline, (active, reserved, worker.log())
             time.sleep(0.2)
         assert sorted(t["worker_pid"] for t in active) == children
-        assert all(t["name"] == "t.sleep" and t["args"] == [LONG] and t["hostname"] == hostname
+        assert all(t["name"] == task_name and t["args"] == args and t["hostname"] == hostname
                    and t["acknowledged"] for t in active)
         assert all(not t["acknowledged"] and t["worker_pid"] is None for t in reserved)
 
@@ -104,10 +117,20 @@ def test_one_node_answers_for_both_children(tmp_path):
             assert time.monotonic() < deadline, revoked
             time.sleep(0.2)
         assert list(revoked) == [hostname]
+
+        # a control command: every child applies it, the parent alone replies
+        limited = _cli(env, celery, "-b", url, "control", "-d", hostname, "-t", "3", "-j",
+                       "rate_limit", task_name, "10/m")
+        assert limited == [{hostname: {"ok": "new rate limit set successfully"}}]
+        registered = _cli(env, *celery_inspect, "registered", "rate_limit")
+        assert f"{task_name} [rate_limit=10/m]" in registered[hostname]
     finally:
         # cold: the 60 s tasks go back to the queue, which is deleted below
         if worker.proc.poll() is None:
             worker.proc.send_signal(signal.SIGQUIT)
         worker.stop()
         app.close()
-        delete_keys(f"{queue}*")
+        if broker == "redis":
+            delete_keys(f"{queue}*")
+        else:
+            delete_queues([queue])
