@@ -11,7 +11,6 @@ Only the worker's event thread (``fastq/worker/events.py``) and the producer of
 from __future__ import annotations
 
 import base64
-import itertools
 import logging
 import os
 import threading
@@ -140,35 +139,51 @@ class EventSender:
     """Celery events queued by any thread and published by a daemon thread of their
     own, on a channel of their own: whoever sends an event never waits on the broker.
 
-    ``send`` stamps an event (``hostname``, ``utcoffset``, ``pid``, ``clock``,
-    ``timestamp``, ``type``) and appends it to a bounded queue. The thread sleeps until
-    the first event arrives in an empty queue, lets more gather for ``flush_interval``
-    seconds (or until ``BATCH_SIZE`` wait), and publishes them: one event under its own
-    routing key, several task events as one list under ``task.multi``. Worker events
-    (``worker-*``) are never batched, as in Celery. ``tick`` (when given) is called by
-    the thread every ``tick_interval`` seconds, first at start (the worker's heartbeat);
-    between ticks an idle sender does not wake at all.
+    The queue holds ``(kind, timestamp, *facts)`` entries, turned into events by the
+    thread: ``send(type, fields)`` queues a ready dict; ``record`` (the worker's task
+    transitions, ``fastq/worker/events.py``) is a bare ``deque.append`` of raw facts that
+    ``builders[kind](entry, clock)`` turns into the whole event on the thread (a builder's
+    kind is never an event type, which ``send`` queues as is), so the task's thread pays
+    neither the dict nor the JSON. Every event carries ``hostname``, ``utcoffset``,
+    ``pid``, ``clock``, ``timestamp`` and ``type``; the thread counts the Lamport clock
+    as it takes the entries, so it counts in the order they were queued.
+
+    The thread sleeps until the first sent event arrives in an empty queue, lets more
+    gather for ``flush_interval`` seconds (or until ``BATCH_SIZE`` wait), and publishes
+    them: one event under its own routing key, several task events as one list under
+    ``task.multi``. Worker events (``worker-*``) are never batched, as in Celery. While
+    ``polling`` is set (task events on) it also wakes every ``flush_interval`` seconds,
+    since ``record`` wakes nobody. ``tick`` (when given) is called by the thread every
+    ``tick_interval`` seconds, first at start (the worker's heartbeat); between ticks an
+    idle sender that is not polling does not wake at all.
     """
 
     def __init__(self, broker: Any, hostname: str, *, flush_interval: float = FLUSH_INTERVAL,
                  max_pending: int = MAX_PENDING, tick: Callable[[], None] | None = None,
-                 tick_interval: float = 2.0) -> None:
+                 tick_interval: float = 2.0,
+                 builders: dict[str, Callable[[tuple, int], dict]] | None = None) -> None:
         self.broker = broker
         self.hostname = hostname
         self.flush_interval = flush_interval
         self.tick = tick
         self.tick_interval = tick_interval
-        self.pending: deque[dict] = deque(maxlen=max_pending)
-        #: events dropped because the queue was full, or the broker refused them
+        self.builders = builders or {}
+        self.pending: deque[tuple] = deque(maxlen=max_pending)
+        #: queue a raw ``(kind, timestamp, *facts)`` entry: no lock, no wake-up, no check
+        self.record = self.pending.append
+        #: set while entries arrive through ``record``: the thread then looks every
+        #: ``flush_interval`` seconds instead of waiting to be woken
+        self.polling = False
+        #: events dropped because the queue was full (counted for ``send``; ``record``
+        #: leaves no trace, so a full queue found by the thread counts ``overflows``)
         self.dropped = 0
+        self.overflows = 0
         #: events published so far
         self.published = 0
-        # a Lamport clock; ``next`` on a count is atomic under the GIL, so senders in any
-        # thread share it without a lock
-        self._clock = itertools.count(1)
+        #: the Lamport clock, counted by the thread as it takes events from the queue
         self.last_clock = 0
-        self._pid = os.getpid()
-        self._offset = utcoffset()
+        self.pid = os.getpid()
+        self.utcoffset = utcoffset()
         #: set by the first event into an empty queue (the thread sleeps until then), and
         #: by a full batch (it stops gathering)
         self._wake = threading.Event()
@@ -183,13 +198,6 @@ class EventSender:
 
     def send(self, type: str, fields: dict) -> None:  # noqa: A002 - Celery's field name
         """Queue one event; ``fields`` (a fresh dict) becomes the event."""
-        clock = self.last_clock = next(self._clock)
-        fields["hostname"] = self.hostname
-        fields["utcoffset"] = self._offset
-        fields["pid"] = self._pid
-        fields["clock"] = clock
-        fields["timestamp"] = time.time()
-        fields["type"] = type
         pending = self.pending
         if not pending:
             self._wake.set()  # once per batch: the thread drains the queue each time
@@ -200,7 +208,7 @@ class EventSender:
                     self._full.set()
                 if size == pending.maxlen:
                     self.dropped += 1  # the oldest goes to make room
-        pending.append(fields)
+        pending.append((type, time.time(), fields))
 
     def wake(self) -> None:
         """Publish what is queued now, without waiting for more to gather."""
@@ -256,11 +264,15 @@ class EventSender:
                     self._close()
             if stopping:
                 return
-            # asleep until the next tick, a retry, or the first event of a new batch
+            # asleep until the next tick, a retry, the next look while polling, or the
+            # first sent event of a new batch
             deadlines = [d for d in (next_tick if self.tick is not None else None,
                                      retry_at if self.pending else None) if d is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            if self.pending and not retry_at:
+            if self.polling and not retry_at:
+                timeout = self.flush_interval if timeout is None \
+                    else min(timeout, self.flush_interval)
+            elif self.pending and not retry_at:
                 timeout = 0.0  # more came while publishing
             if self._wake.wait(timeout):
                 self._wake.clear()
@@ -268,14 +280,41 @@ class EventSender:
                 self._full.wait(self.flush_interval)
             self._full.clear()
 
-    def _publish_pending(self) -> None:
+    def _take_pending(self) -> list[dict]:
+        """Every queued entry as a stamped event, in queue order."""
         pending = self.pending
+        if len(pending) == pending.maxlen:
+            self.overflows += 1
+            if self.overflows == 1:
+                logger.warning("%s: %d events queued: the oldest are dropped until the "
+                               "broker takes them faster", self.hostname, pending.maxlen)
+        # this thread holds the GIL the tasks need: every step here is paid per event
+        builders = self.builders
+        stamp = {"hostname": self.hostname, "utcoffset": self.utcoffset, "pid": self.pid}
+        clock = self.last_clock
+        events = []
+        take = pending.popleft
+        while pending:
+            entry = take()
+            build = builders.get(entry[0])
+            clock += 1
+            if build is None:
+                event = entry[2]
+                event.update(stamp)
+                event["clock"] = clock
+                event["timestamp"] = entry[1]
+                event["type"] = entry[0]
+            else:
+                event = build(entry, clock)
+            events.append(event)
+        self.last_clock = clock
+        return events
+
+    def _publish_pending(self) -> None:
+        taken = self._take_pending()
         batch: list[tuple[str, bytes]] = []
         tasks: list[dict] = []
-        taken: list[dict] = []
-        while pending:
-            event = pending.popleft()
-            taken.append(event)
+        for event in taken:
             if event["type"].startswith("task-"):
                 tasks.append(event)
                 if len(tasks) >= BATCH_SIZE:
@@ -285,7 +324,7 @@ class EventSender:
                 if tasks:  # keep the order the events were sent in
                     batch.append(_task_message(tasks))
                     tasks = []
-                batch.append((event["type"].replace("-", "."), serialization.json_dumps(event)))
+                batch.append((event["type"].replace("-", "."), _json(event)))
         if tasks:
             batch.append(_task_message(tasks))
         if not batch:
@@ -295,17 +334,25 @@ class EventSender:
         try:
             self._channel.publish(batch)
         except BaseException:
-            # back to the front, to go out in order once the broker is back
-            pending.extendleft(reversed(taken))
+            # back to the front as ready events, to go out in order once the broker is
+            # back (restamped then, so their clocks still count in order)
+            self.pending.extendleft(
+                (event["type"], event["timestamp"], event) for event in reversed(taken))
             raise
         self.published += len(taken)
+
+
+def _json(events: dict | list[dict]) -> bytes:
+    # events hold strings and numbers only: no UUID objects to envelope, so the walk
+    # that looks for them (most of the cost, measured) is skipped
+    return serialization.json_dumps(events, uuids=False)
 
 
 def _task_message(events: list[dict]) -> tuple[str, bytes]:
     if len(events) == 1:
         event = events[0]
-        return event["type"].replace("-", "."), serialization.json_dumps(event)
-    return "task.multi", serialization.json_dumps(events)
+        return event["type"].replace("-", "."), _json(event)
+    return "task.multi", _json(events)
 
 
 class AMQPEventReceiver:

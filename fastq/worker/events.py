@@ -1,12 +1,14 @@
 """A worker's Celery events (task-received ... task-succeeded, worker-heartbeat), so that
 Flower and ``celery events`` watch fastq workers as they watch Celery's.
 
-The task events come from the task signals (``fastq/signals.py``), whose receivers are
-connected only while task events are on (``-E``, ``worker_send_task_events``, the
-``enable_events`` control command): off, a task pays what an unheard signal costs, one
-test of an empty list. On, each event is a dict appended to ``EventSender``'s bounded
-queue (``fastq/brokers/_events.py``), which a thread of its own publishes in batches on
-its own connection: the consumer loop never waits on the broker for an event. The worker
+While task events are on (``-E``, ``worker_send_task_events``, the ``enable_events``
+control command) the executor notes each task's start, success and rejection as a tuple
+of raw facts appended to ``EventSender``'s bounded queue (``Executor.note_transitions``),
+and the consumer's ``task_received`` signal does the same for a receipt; the sender's
+thread (``fastq/brokers/_events.py``) turns them into Celery's event dicts, serializes
+them and publishes them in batches on its own connection. Off, a task pays nothing:
+the executor runs its class's code and no receiver is connected. The rare outcomes
+(failure, retry, revoke, an unknown task) come from their task signals. The worker
 events (online, a heartbeat every ``worker_heartbeat`` seconds, offline) are sent
 whether task events are on or not, as Celery's are.
 """
@@ -16,17 +18,18 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
 from ..brokers._events import EventSender
-from ..states import REJECTED
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker
     from ..task import Request
+    from .executor import Executor
 
 logger = logging.getLogger("fastq.worker.events")
 
@@ -50,7 +53,8 @@ def loadavg() -> list[float]:
         return [0.0, 0.0, 0.0]
 
 
-def _repr(value: Any) -> str:
+def value_repr(value: Any) -> str:
+    """``repr(value)`` cut to ``RESULT_REPR_MAX`` characters, as events carry it."""
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not cost the event
@@ -62,37 +66,45 @@ class WorkerEvents:
     """The events of one worker process, sent through an ``EventSender``.
 
     ``load()`` gives ``(active, processed)`` for the heartbeats: tasks running now and
-    tasks handled so far. ``task_events`` says whether task events are on now.
+    tasks handled so far. ``executor`` is the one whose task transitions become events;
+    ``task_events`` says whether task events are on now.
     """
 
     def __init__(self, broker: Broker, hostname: str, load: Callable[[], tuple[int, int]], *,
-                 task_events: bool = False, heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+                 task_events: bool = False, heartbeat: float = DEFAULT_HEARTBEAT,
+                 executor: Executor | None = None) -> None:
         self.hostname = hostname
         self.freq = float(heartbeat)
         self._load = load
+        if executor is None:
+            # the worker's ``load`` is bound to it, and it holds the executor
+            executor = getattr(getattr(load, "__self__", None), "executor", None)
+        self.executor = executor
         self.sender = EventSender(broker, hostname, tick=self.heartbeat if self.freq else None,
                                   tick_interval=self.freq or DEFAULT_HEARTBEAT)
+        #: tasks seen by name while task events were on (``stats``' ``total`` then),
+        #: counted by the events thread
+        self.totals: dict[str, int] = {}
+        self.sender.builders = task_event_builders(self.sender, self.totals)
         self.task_events = False
         self._online = False
-        #: tasks seen by name while task events were on (``stats``' ``total`` then)
-        self.totals: dict[str, int] = {}
-        #: task id -> unix time it started, for tasks running while events are on
-        #: (``inspect active``'s ``time_start``)
-        self.started_at: dict[str, float] = {}
         self._software = {"sw_ident": "fastq", "sw_ver": software_version(),
                           "sw_sys": platform.system()}
         self._receivers: list[tuple[signals.Signal, Callable[..., None]]] = [
             (signals.task_received, self._on_received),
-            (signals.task_prerun, self._on_started),
-            (signals.task_success, self._on_succeeded),
             (signals.task_failure, self._on_failed),
             (signals.task_retry, self._on_retried),
             (signals.task_revoked, self._on_revoked),
-            (signals.task_postrun, self._on_postrun),
             (signals.task_unknown, self._on_unknown),
         ]
         if task_events:
             self.enable()
+
+    @property
+    def started_at(self) -> dict[str, float]:
+        """Task id -> unix time it started, for tasks running while events are on
+        (``inspect active``'s ``time_start``)."""
+        return self.executor.started_at if self.executor is not None else {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -113,6 +125,9 @@ class WorkerEvents:
             return False
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False, dispatch_uid=(id(self), receiver.__name__))
+        self.sender.polling = True
+        if self.executor is not None:
+            self.executor.note_transitions(self.sender.record)
         self.task_events = True
         return True
 
@@ -121,6 +136,9 @@ class WorkerEvents:
         if not self.task_events:
             return False
         self.task_events = False
+        if self.executor is not None:
+            self.executor.stop_noting()
+        self.sender.polling = False
         for signal, receiver in self._receivers:
             signal.disconnect(receiver, dispatch_uid=(id(self), receiver.__name__))
         return True
@@ -138,47 +156,24 @@ class WorkerEvents:
                                 "loadavg": loadavg(), **self._software})
         self.sender.wake()
 
-    # -- task events (signal receivers, connected while task events are on) -------------
+    # -- task events: raw facts queued on the task's path, built on the events thread ---
     def _on_received(self, sender: Any = None, request: Request | None = None,
                      **_: Any) -> None:
-        if request is None:
-            return
-        headers = request.headers
-        name = headers.get("shadow") or request.name
-        self.totals[request.name] = self.totals.get(request.name, 0) + 1
-        args = headers.get("argsrepr")
-        kwargs = headers.get("kwargsrepr")
-        self.sender.send("task-received", {
-            "uuid": request.id, "name": name,
-            "args": args if isinstance(args, str) else _repr(tuple(request.args)),
-            "kwargs": kwargs if isinstance(kwargs, str) else _repr(request.kwargs),
-            "root_id": headers.get("root_id"), "parent_id": headers.get("parent_id"),
-            "retries": headers.get("retries") or 0,
-            "eta": headers.get("eta"), "expires": headers.get("expires")})
+        if request is not None:
+            self.sender.record(("received", time.time(), request))
 
-    def _on_started(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        event = {"uuid": task_id}
-        self.sender.send("task-started", event)
-        if task_id is not None:
-            self.started_at[task_id] = event["timestamp"]
-
-    def _on_succeeded(self, sender: Any = None, result: Any = None, runtime: float = 0.0,
-                      **_: Any) -> None:
-        task_id = getattr(getattr(sender, "request", None), "id", None)
-        self.sender.send("task-succeeded", {"uuid": task_id, "result": _repr(result),
-                                            "runtime": float(runtime)})
-
+    # -- rare outcomes: from the task signals, connected while task events are on -------
     def _on_failed(self, sender: Any = None, task_id: str | None = None,
                    exception: BaseException | None = None, einfo: Any = None,
                    **_: Any) -> None:
         self.sender.send("task-failed", {
-            "uuid": task_id, "exception": _repr(exception),
+            "uuid": task_id, "exception": value_repr(exception),
             "traceback": str(getattr(einfo, "traceback", "") or "")})
 
     def _on_retried(self, sender: Any = None, request: Request | None = None,
                     reason: Any = None, einfo: Any = None, **_: Any) -> None:
         self.sender.send("task-retried", {
-            "uuid": getattr(request, "id", None), "exception": _repr(reason),
+            "uuid": getattr(request, "id", None), "exception": value_repr(reason),
             "traceback": str(getattr(einfo, "traceback", "") or "")})
 
     def _on_revoked(self, sender: Any = None, request: Request | None = None,
@@ -188,17 +183,55 @@ class WorkerEvents:
             "uuid": getattr(request, "id", None), "terminated": bool(terminated),
             "signum": signum, "expired": bool(expired)})
 
-    def _on_postrun(self, sender: Any = None, task_id: str | None = None,
-                    retval: Any = None, state: str | None = None, **_: Any) -> None:
-        self.started_at.pop(task_id, None)  # type: ignore[arg-type]
-        if state == REJECTED:
-            self.sender.send("task-rejected", {
-                "uuid": task_id, "requeue": bool(getattr(retval, "requeue", False))})
-
     def _on_unknown(self, sender: Any = None, id: str | None = None,  # noqa: A002
                     exc: BaseException | None = None, **_: Any) -> None:
         # Celery sends no traceback for an unregistered task
-        self.sender.send("task-failed", {"uuid": id, "exception": _repr(exc)})
+        self.sender.send("task-failed", {"uuid": id, "exception": value_repr(exc)})
 
 
-__all__ = ["WorkerEvents", "DEFAULT_HEARTBEAT"]
+def task_event_builders(sender: EventSender,
+                        totals: dict[str, int]) -> dict[str, Callable[[tuple, int], dict]]:
+    """The builders ``sender``'s thread turns task facts into events with: a receipt
+    (``("received", unix time, request)``, counted by name in ``totals``) and the
+    executor's facts (``Executor.note_transitions``). Each writes its whole event as
+    one dict display, a third cheaper than stamping a dict key by key (measured): this
+    thread holds the GIL the tasks need."""
+    hostname, utcoffset, pid = sender.hostname, sender.utcoffset, sender.pid
+
+    def received(entry: tuple, clock: int) -> dict:
+        request: Request = entry[2]
+        name = request.name
+        totals[name] = totals.get(name, 0) + 1
+        get = request.headers.get
+        # Celery clients send the reprs; the arguments of one that did not are read
+        # here, perhaps after the task started (one that changes its own arguments in
+        # place is shown changed)
+        args = get("argsrepr")
+        kwargs = get("kwargsrepr")
+        return {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock,
+                "timestamp": entry[1], "type": "task-received",
+                "uuid": request.id, "name": get("shadow") or name,
+                "args": args if isinstance(args, str) else value_repr(tuple(request.args)),
+                "kwargs": kwargs if isinstance(kwargs, str) else value_repr(request.kwargs),
+                "root_id": get("root_id"), "parent_id": get("parent_id"),
+                "retries": get("retries") or 0, "eta": get("eta"), "expires": get("expires")}
+
+    def started(entry: tuple, clock: int) -> dict:
+        return {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock,
+                "timestamp": entry[1], "type": "task-started", "uuid": entry[2]}
+
+    def succeeded(entry: tuple, clock: int) -> dict:
+        return {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock,
+                "timestamp": entry[1], "type": "task-succeeded", "uuid": entry[2],
+                "result": entry[3], "runtime": entry[4]}
+
+    def rejected(entry: tuple, clock: int) -> dict:
+        return {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock,
+                "timestamp": entry[1], "type": "task-rejected", "uuid": entry[2],
+                "requeue": entry[3]}
+
+    return {"received": received, "started": started, "succeeded": succeeded,
+            "rejected": rejected}
+
+
+__all__ = ["WorkerEvents", "DEFAULT_HEARTBEAT", "task_event_builders", "value_repr"]

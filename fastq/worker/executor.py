@@ -10,6 +10,7 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..builtins import call_errbacks, chain_step_messages, send_chord_body
@@ -25,6 +26,7 @@ from ..execution import (
 )
 from ..limits import TaskTerminated, await_limited
 from ..states import PROPAGATE_STATES
+from .events import value_repr
 from .revoked import RevokedSet
 
 if TYPE_CHECKING:
@@ -56,6 +58,10 @@ class Executor(Execution):
         #: task id -> signal of the coroutines revoke(terminate=True) cancels (asyncio
         #: pool): their CancelledError is a termination, not a worker stopping
         self.terminating: dict[str, int] = {}
+        #: task id -> unix time it started, for tasks running while transitions are
+        #: noted (``inspect active``'s ``time_start``)
+        self.started_at: dict[str, float] = {}
+        self._record_transition: Callable[[tuple], None] | None = None
 
     @property
     def backend(self):
@@ -142,6 +148,57 @@ class Executor(Execution):
                                                 child.chain, parent_id=request.id,
                                                 root_id=root_id))
         self.app.publish_many(messages)
+
+    # -- task transitions, noted while task events are on (fastq/worker/events.py) -------
+    def note_transitions(self, record: Callable[[tuple], None]) -> None:
+        """Hand each task's transitions to ``record`` as raw facts, until
+        ``stop_noting``: ``("started", unix time, id)``, ``("succeeded", unix time, id,
+        result repr, runtime)``, ``("rejected", unix time, id, requeue)``.
+
+        The noting variants of ``_begin``, ``_succeeded`` and ``_failed`` are put on the
+        instance, where they shadow the class's: with nobody noting, a task runs the
+        class's code and pays nothing at all; while noting, one tuple per transition.
+        Failures, retries and revokes are rare; their events come from the task signals.
+        """
+        self._record_transition = record
+        self._begin = self._begin_noted  # type: ignore[method-assign]
+        self._succeeded = self._succeeded_noted  # type: ignore[method-assign]
+        self._failed = self._failed_noted  # type: ignore[method-assign]
+
+    def stop_noting(self) -> None:
+        for name in ("_begin", "_succeeded", "_failed"):
+            self.__dict__.pop(name, None)
+        self._record_transition = None
+        self.started_at.clear()
+
+    def _begin_noted(self, task: Task, request: Request) -> tuple[bool, float | None,
+                                                                  float | None]:
+        now = time.time()
+        self.started_at[request.id] = now
+        self._record_transition(("started", now, request.id))  # type: ignore[misc]
+        return Execution._begin(self, task, request)
+
+    def _succeeded_noted(self, task: Task, request: Request, value: Any, ignore_result: bool,
+                         started: float) -> tuple[str, Any]:
+        outcome = Execution._succeeded(self, task, request, value, ignore_result, started)
+        runtime = time.perf_counter() - started
+        self.started_at.pop(request.id, None)
+        # the repr now, in the task's thread: a mutable or lazy result (a Django QuerySet)
+        # must not be read from the events thread
+        self._record_transition(  # type: ignore[misc]
+            ("succeeded", time.time(), request.id, value_repr(value), runtime))
+        return outcome
+
+    def _failed_noted(self, task: Task, request: Request, exc: BaseException,
+                      ignore_result: bool, hard: float | None,
+                      started: float) -> tuple[str, Any]:
+        outcome = Execution._failed(self, task, request, exc, ignore_result, hard, started)
+        self.started_at.pop(request.id, None)
+        action = outcome[0]
+        if action == REQUEUE or action == DEAD_LETTER:  # only a Reject ends so
+            self._record_transition(  # type: ignore[misc]
+                ("rejected", time.time(), request.id, action == REQUEUE))
+        return outcome
 
     async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
         """``run`` for an event loop: an ``async def`` task is awaited on the running loop,

@@ -1,17 +1,24 @@
 """EventSender: events queued by any thread, published in order and in batches by its own
-thread; bounded while the broker is away, and nothing lost to one failed publish."""
+thread; bounded while the broker is away, and nothing lost to one failed publish. The
+worker's task events: the executor notes raw facts only while asked (and runs its class's
+code otherwise), and the events thread builds Celery's events from them in queue order."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+import uuid
 
 import orjson
 import pytest
 
+from fastq import App
 from fastq.brokers._events import BATCH_SIZE, EventChannel, EventSender
-from fastq.exceptions import BrokerConnectionLost
+from fastq.exceptions import BrokerConnectionLost, Reject
+from fastq.task import Request
+from fastq.worker.events import WorkerEvents
+from fastq.worker.executor import Executor
 
 pytestmark = pytest.mark.twin_neutral
 
@@ -110,7 +117,7 @@ def test_the_queue_is_bounded_while_nothing_publishes() -> None:
     for n in range(BATCH_SIZE + 8):
         sender.send("task-received", {"uuid": str(n)})
     assert len(sender.pending) == BATCH_SIZE + 5 and sender.dropped == 3
-    assert sender.pending[0]["uuid"] == "3"  # the oldest went
+    assert sender.pending[0][2]["uuid"] == "3"  # the oldest went
 
 
 def test_stop_publishes_what_is_queued_and_ticks_run_on_the_thread() -> None:
@@ -128,3 +135,102 @@ def test_stop_publishes_what_is_queued_and_ticks_run_on_the_thread() -> None:
     sender.stop()
     assert ticks == ["fastq-events"]
     assert [key for key, _body in broker.published] == ["worker.heartbeat", "task.received"]
+
+
+@pytest.fixture
+def app():
+    app = App("facts", broker=f"memory://{uuid.uuid4()}", backend=f"memory://{uuid.uuid4()}")
+
+    @app.task(name="f.add")
+    def add(x, y):
+        return [x + y]
+
+    @app.task(name="f.refuse")
+    def refuse():
+        raise Reject("no", requeue=True)
+
+    @app.task(name="f.boom")
+    def boom():
+        raise ValueError("boom")
+
+    yield app
+    app.close()
+
+
+def run(app: App, executor: Executor, name: str, *args) -> str:
+    task_id = str(uuid.uuid4())
+    request = Request({"id": task_id, "task": name, "argsrepr": repr(args),
+                       "kwargsrepr": "{}"}, list(args), {}, None)
+    executor.run(app.tasks[name], request)
+    return task_id
+
+
+def test_transitions_are_noted_as_raw_facts_only_while_asked(app) -> None:
+    executor = Executor(app, "w@host")
+    facts: list[tuple] = []
+    run(app, executor, "f.add", 1, 2)
+    executor.note_transitions(facts.append)
+    added = run(app, executor, "f.add", 2, 3)
+    refused = run(app, executor, "f.refuse")
+    failed = run(app, executor, "f.boom")
+    executor.stop_noting()
+    run(app, executor, "f.add", 3, 4)
+
+    assert [fact[0] for fact in facts] == ["started", "succeeded", "started", "rejected",
+                                           "started"]
+    (_, started_at, started_id), (_, done_at, done_id, result, runtime) = facts[:2]
+    assert started_id == done_id == added and started_at <= done_at <= time.time()
+    assert result == "[5]" and isinstance(runtime, float) and runtime >= 0.0
+    assert facts[3][2:] == (refused, True)
+    assert facts[4][2] == failed  # its task-failed event comes from the task_failure signal
+    assert executor.started_at == {}
+    # off again: the class's own methods, nothing on the instance
+    assert not {"_begin", "_succeeded", "_failed"} & set(vars(executor))
+
+
+def test_worker_events_turn_facts_into_celerys_events_on_the_thread(app) -> None:
+    executor = Executor(app, "w@host")
+    broker = RecordingBroker()
+    events = WorkerEvents(broker, "w@host", lambda: (0, 0), heartbeat=0.0,  # type: ignore[arg-type]
+                          executor=executor, task_events=True)
+    events.sender.flush_interval = 0.01
+    events.start()
+    try:
+        added = run(app, executor, "f.add", 2, 3)
+        failed = run(app, executor, "f.boom")
+        wait_for(lambda: sum(len(body) if isinstance(body, list) else 1
+                             for _key, body in broker.published) >= 4)
+    finally:
+        events.stop()
+    sent = [event for _key, body in broker.published
+            for event in (body if isinstance(body, list) else [body])]
+    assert [(e["type"], e["uuid"]) for e in sent] == [
+        ("task-started", added), ("task-succeeded", added),
+        ("task-started", failed), ("task-failed", failed)]
+    assert [e["clock"] for e in sent] == [1, 2, 3, 4]
+    assert sent[1]["result"] == "[5]" and "ValueError" in sent[3]["traceback"]
+    assert not events.task_events and "_begin" not in vars(executor)
+
+
+def test_recorded_facts_need_no_wake_up_while_polling() -> None:
+    broker = RecordingBroker()
+    sender = EventSender(broker, "w@host", flush_interval=0.01,
+                         builders={"started": lambda entry, clock: {
+                             "type": "task-started", "uuid": entry[2], "clock": clock,
+                             "timestamp": entry[1]}})
+    sender.polling = True
+    sender.start()
+    try:
+        time.sleep(0.05)  # the thread is asleep on its polling timeout, not on an event
+        sender.record(("started", 1.5, "a"))
+        sender.send("task-revoked", {"uuid": "a"})
+        sender.record(("started", 2.5, "b"))
+        wait_for(lambda: broker.published)
+    finally:
+        sender.stop()
+    (key, body), = broker.published
+    assert key == "task.multi"
+    assert [(e["type"], e["uuid"], e["clock"]) for e in body] == [
+        ("task-started", "a", 1), ("task-revoked", "a", 2), ("task-started", "b", 3)]
+    assert body[0]["timestamp"] == 1.5
+    orjson.dumps(body)
