@@ -26,8 +26,7 @@ from tests.interop.processes import ROOT, Proc, read_health
 # control plumbing and the prefork parent: nothing here has a compiled twin
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
-#: Tasks queued before the worker starts: a child takes at most 4 (its prefetch), so the
-#: two children share them, each running one and holding the rest.
+#: Tasks queued before the worker starts: more than one child takes, so both run one.
 TASKS = 6
 #: Long enough that the tasks are still running when the test has asked all it asks.
 LONG = 60.0
@@ -87,7 +86,11 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
         deadline = time.monotonic() + 15
         while True:
             active, reserved = listed()
-            if len(active) == 2 and {t["id"] for t in active + reserved} == sent:
+            # every task is running, held by a child, or still in the queue (how many a
+            # child holds is its prefetch window's business)
+            queued = app.broker.queue_sizes().get(queue, 0)
+            held = {t["id"] for t in active + reserved}
+            if len(active) == 2 and held <= sent and len(held) + queued == TASKS:
                 break
             assert time.monotonic() < deadline, (active, reserved, worker.log())
             time.sleep(0.2)
@@ -101,7 +104,7 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
         assert stats[hostname]["pid"] == worker.proc.pid
         assert sorted(stats[hostname]["pool"]["processes"]) == children
         assert stats[hostname]["pool"]["max-concurrency"] == 2
-        assert stats[hostname]["prefetch_count"] == 8
+        assert stats[hostname]["prefetch_count"] >= 2
 
         # fastq's own client sees the same single node
         mine = _cli(env, *fastq_inspect, "active")
@@ -110,7 +113,7 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
         assert list(_cli(env, *fastq_inspect, "ping")) == [hostname]
 
         # a revoke reaches the children (each applies it) and the parent lists it once
-        waiting = reserved[0]["id"]
+        waiting = next(iter(sent - {t["id"] for t in active}))
         app.control.revoke(waiting)
         deadline = time.monotonic() + 10
         while waiting not in (revoked := _cli(env, *celery_inspect, "revoked"))[hostname]:
