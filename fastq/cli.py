@@ -629,15 +629,18 @@ def demo(count, runs, results, broker, prefetch) -> None:
 
 #: The benchmark programs ``fastq bench`` runs, in this order, as modules of ``bench``.
 BENCHMARKS = ("throughput", "latency", "publish")
+#: Those it runs only when named with --which (minutes each: they fill queues a million deep).
+SLOW_BENCHMARKS = ("depth",)
 
 
 def _parse_which(ctx, param, value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    known = BENCHMARKS + SLOW_BENCHMARKS
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise click.BadParameter(
             f"unknown benchmark(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(BENCHMARKS)}, comma-separated")
+            f"choose from {', '.join(known)}, comma-separated")
     return list(dict.fromkeys(names))
 
 
@@ -664,7 +667,8 @@ def _import_benchmark(name: str):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw the figures into this image (needs matplotlib).")
 def bench(which, count, runs, plot_path) -> None:
-    """Run the repository's benchmarks against RabbitMQ (source checkout only)."""
+    """Run the repository's benchmarks (source checkout only); --which depth adds the queue-depth
+    curves of SQLite, Redis and RabbitMQ."""
     if plot_path is not None:
         # fail now rather than after minutes of benchmarking
         try:
@@ -706,12 +710,15 @@ def _plot(figures: dict[str, dict], path: str) -> None:
     matplotlib.use("Agg")  # a file, never a window
     import matplotlib.pyplot as plt
 
-    panels = [name for name in BENCHMARKS if figures.get(name)]
+    panels = [name for name in BENCHMARKS + SLOW_BENCHMARKS if figures.get(name)]
     if not panels:
         raise click.ClickException("no figures to plot")
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 4 * len(panels)), squeeze=False)
     for ax, name in zip((row[0] for row in axes), panels):
         data = figures[name]
+        if name == "depth":
+            _import_benchmark("depth").draw(ax, data)
+            continue
         if name == "latency":
             top = max(sorted(s)[int(0.99 * (len(s) - 1))] for s in data.values())
             for flavour, samples in data.items():
