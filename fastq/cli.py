@@ -617,9 +617,8 @@ def doctor(app_spec, timeout) -> None:
 @click.option("--results/--no-results", default=True, show_default=True,
               help="Store and check every result, or ignore results.")
 @click.option("--broker", default=None, help="Broker URL (default: a fresh embedded SQLite).")
-@click.option("--prefetch-multiplier", "prefetch", type=int, default=64, show_default=True,
-              help="The worker's prefetch: a throughput job takes big batches (the "
-                   "worker default is 4, fair to long tasks).")
+@click.option("--prefetch-multiplier", "prefetch", type=int, default=None,
+              help="The worker's prefetch per slot (default: its adaptive window).")
 def demo(count, runs, results, broker, prefetch) -> None:
     """Publish a batch of tasks, drain them with a worker process, print the figures."""
     from .demo import run_demo

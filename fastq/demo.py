@@ -40,7 +40,7 @@ def _wait_for_worker(health_file: str, proc: subprocess.Popen, timeout: float = 
 
 
 def one_run(count: int, results: bool, broker: str | None, workdir: str,
-            prefetch: int = 64) -> dict:
+            prefetch: int | None = None) -> dict:
     """Publish ``count`` add() tasks to a running worker; time them end to end."""
     url = broker or f"sqlite:///{os.path.join(workdir, 'broker.sqlite3')}"
     env = dict(os.environ, FASTQ_BROKER_URL=url,
@@ -51,7 +51,8 @@ def one_run(count: int, results: bool, broker: str | None, workdir: str,
     producer.broker.purge("celery")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastq.cli", "worker", "-A", "fastq.demo", "-l", "warning",
-         "--health-file", health_file, "--prefetch-multiplier", str(prefetch)], env=env)
+         "--health-file", health_file,
+         *(["--prefetch-multiplier", str(prefetch)] if prefetch is not None else [])], env=env)
     try:
         _wait_for_worker(health_file, proc)
         started = time.perf_counter()
@@ -87,7 +88,7 @@ def one_run(count: int, results: bool, broker: str | None, workdir: str,
 
 
 def run_demo(count: int, runs: int, results: bool, broker: str | None,
-             prefetch: int = 64) -> list[dict]:
+             prefetch: int | None = None) -> list[dict]:
     """Run the demo ``runs`` times and print each run and the median."""
     # the worker inherits this environment, so it runs the consumer named here
     click.echo(f"fastq demo: {count:,} tasks, {runs} run(s); the worker's consumer: "
@@ -104,7 +105,7 @@ def run_demo(count: int, runs: int, results: bool, broker: str | None,
     rates = [f["end_to_end_per_s"] for f in figures]
     click.echo(f"median over {runs} run(s): {statistics.median(rates):,.0f} tasks/s "
                f"(range {min(rates):,.0f}-{max(rates):,.0f}), one solo worker process "
-               f"(prefetch {prefetch}), "
+               f"(prefetch {'adaptive' if prefetch is None else prefetch}), "
                f"{'results stored' if results else 'results ignored'}, "
                f"broker {broker or 'embedded SQLite'}")
     return figures
