@@ -42,6 +42,19 @@ def _cli(env: dict, *argv: str) -> Any:
     return json.loads(done.stdout)
 
 
+def _celery_command() -> str:
+    command = shutil.which("celery")
+    if command is None:
+        pytest.fail("the celery command is not on PATH (the dev virtualenv's bin)")
+    return command
+
+
+def _env(url: str, tmp_path) -> dict:
+    return dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=REDIS_URL,
+                FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
+                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+
+
 #: (broker URL, task module, the long task and its arguments)
 BROKERS = {"redis": (REDIS_URL, "tests.apps.redis_app", "t.sleep", [LONG]),
            "amqp": (AMQP_URL, "tests.apps.amqp_app", "t.sleep_echo", [LONG, "long"])}
@@ -52,15 +65,11 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
     url, module, task_name, args = BROKERS[broker]
     if broker == "redis":
         require_redis()
-    celery = shutil.which("celery")
-    if celery is None:
-        pytest.fail("the celery command is not on PATH (the dev virtualenv's bin)")
+    celery = _celery_command()
     queue = f"prefork-inspect-{uuid.uuid4().hex[:8]}"
     hostname = f"{queue}@test"
     health = str(tmp_path / "health.json")
-    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=REDIS_URL,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = _env(url, tmp_path)
     app = App("prefork-inspect", broker_url=url, result_backend=REDIS_URL,
               task_default_queue=queue)
     sent = {app.send_task(task_name, args).id for _ in range(TASKS)}
@@ -137,3 +146,32 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
             delete_keys(f"{queue}*")
         else:
             delete_queues([queue])
+
+
+def test_celery_control_shutdown_stops_the_whole_prefork_worker(tmp_path):
+    """The parent hears ``shutdown`` and stops its children (they ignore it): the worker
+    exits 0, and no child is left behind."""
+    require_redis()
+    celery = _celery_command()
+    queue = f"prefork-shutdown-{uuid.uuid4().hex[:8]}"
+    hostname = f"{queue}@test"
+    health = str(tmp_path / "health.json")
+    worker = Proc([sys.executable, "-m", "fastq", "worker", "-A", "tests.apps.redis_app",
+                   "-P", "prefork", "-c", "2", "-Q", queue, "-n", hostname, "-l", "info",
+                   "--health-file", health], _env(REDIS_URL, tmp_path),
+                  str(tmp_path / "worker.log"))
+    try:
+        worker.wait_until(lambda: read_health(health).get("state") == "consuming", timeout=30)
+        children = [c["pid"] for c in read_health(health)["children"]]
+        done = subprocess.run([celery, "-b", REDIS_URL, "control", "-d", hostname,
+                               "shutdown"], env=_env(REDIS_URL, tmp_path), cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        # a node going away does not reply (Celery's workers neither): celery exits 69
+        assert done.returncode in (0, 69), done.stdout + done.stderr
+        assert worker.proc.wait(30) == 0, worker.log()
+        for pid in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert "Got shutdown from remote" in worker.log()
+    finally:
+        worker.stop()
