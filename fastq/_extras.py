@@ -26,6 +26,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "cryptography": ("cryptography", "auth"),
     "prometheus_client": ("prometheus-client", "prometheus"),
     "rich": ("rich", "monitor"),
+    "opentelemetry": ("opentelemetry-api", "otel"),
 }
 
 

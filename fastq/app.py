@@ -24,6 +24,7 @@ from .exceptions import ConfigurationError, TaskNotRegistered
 from .result import AsyncResult, GroupResult
 from .routing import QueueTable, Route, Router
 from .task import Request, Task, countdown_to_eta
+from .tracing import Tracing, tracing_for
 
 if TYPE_CHECKING:
     from typing import ParamSpec, TypeVar
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 #: the functions and options of every ``@shared_task``, registered with each new App
 _shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+#: ``App._tracing`` before the ``tracing`` setting was first read
+_TRACING_UNREAD: Any = object()
 
 
 class App:
@@ -74,6 +78,9 @@ class App:
         #: task-sent events (``task_send_sent_event``): a sender thread started on the
         #: first such publish in this process
         self._sent_events: EventSender | None = None
+        #: what publishing and running call while tracing is on, else None; read from the
+        #: ``tracing`` setting at the first publish (``setup_tracing`` changes it later)
+        self._tracing: Tracing | None = _TRACING_UNREAD
         #: task name -> (the settings it was made from, the template), for send_task
         self._templates: dict[str, tuple[tuple, protocol.TaskMessageTemplate]] = {}
         #: (the settings version they came from, QueueTable, Router)
@@ -101,6 +108,7 @@ class App:
         self.conf.from_object(obj, namespace=namespace)
         self.conf.apply_env()
         self._reset_connections()
+        self._tracing = _TRACING_UNREAD
         if is_django_settings(obj):
             discover_when_ready(self)
 
@@ -112,6 +120,27 @@ class App:
             if resource is not None:
                 resource.close()
         self._broker = self._backend = None
+
+    def setup_tracing(self, tracing: str | Tracing | None = None) -> Tracing | None:
+        """Turn tracing of published and run tasks on or off (``fastq/tracing.py``):
+        ``"w3c"`` (the trace headers), ``"opentelemetry"`` (spans too), a ``Tracing``, or
+        None for what the ``tracing`` setting says. A worker reads it when it starts.
+
+        Returns:
+            The ``Tracing`` in use, or None when tracing is off.
+        Raises:
+            ValueError: an unknown mode.
+            ExtraNotInstalled: "opentelemetry" without ``pip install 'fastq[otel]'``.
+        """
+        self._tracing = tracing_for(self.conf.tracing if tracing is None else tracing)
+        return self._tracing
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """The ``Tracing`` publishing and running use, None when tracing is off."""
+        if self._tracing is _TRACING_UNREAD:
+            return self.setup_tracing()
+        return self._tracing
 
     @property
     def broker_url(self) -> str:
@@ -519,7 +548,7 @@ class App:
         return [AsyncResult(m.headers["id"], app=self) for m in messages]
 
     def publish_many(self, messages: Sequence[protocol.Message], *, retry: bool | None = None,
-                     retry_policy: dict[str, Any] | None = None) -> None:
+                     retry_policy: dict[str, Any] | None = None, _traced: bool = False) -> None:
         """Publish with the broker, which keeps trying an unreachable server for
         ``broker_connection_timeout`` seconds (see ``_broker_retry_policy``).
 
@@ -530,6 +559,8 @@ class App:
         Raises:
             PublishTimeout: the broker was unreachable for the whole wait.
         """
+        if self._tracing is not None and not _traced:
+            return self._publish_traced(messages, retry, retry_policy)
         if _BEFORE_PUBLISH:
             for message in messages:
                 signals.before_task_publish.send(
@@ -551,6 +582,20 @@ class App:
                     sender=message.headers.get("task"), body=message.body,
                     exchange=message.exchange, routing_key=message.routing_key or message.queue,
                     headers=message.headers)
+
+    def _publish_traced(self, messages: Sequence[protocol.Message], retry: bool | None,
+                        retry_policy: dict[str, Any] | None) -> None:
+        tracing = self.tracing  # read from the setting on the first publish
+        if tracing is None:
+            self.publish_many(messages, retry=retry, retry_policy=retry_policy)
+            return
+        started = tracing.start_publish(messages)
+        try:
+            self.publish_many(messages, retry=retry, retry_policy=retry_policy, _traced=True)
+        except BaseException as exc:
+            tracing.end_publish(started, exc)
+            raise
+        tracing.end_publish(started, None)
 
     def _send_sent_events(self, messages: Sequence[protocol.Message]) -> None:
         """Celery's task-sent event per message, queued for this process's event

@@ -174,6 +174,9 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
     #: Producers send a task-sent event for each task they publish.
     task_send_sent_event: bool = False
+    #: Trace context in task messages (``fastq/tracing.py``): None (off), "w3c" (the
+    #: ``traceparent``/``tracestate`` headers) or "opentelemetry" (spans too; fastq[otel]).
+    tracing: str | None = None
 
     #: Modules imported by the worker at start so their tasks register.
     imports: tuple = ()

@@ -26,6 +26,7 @@ from ..execution import (
 )
 from ..limits import TaskTerminated, await_limited
 from ..states import PROPAGATE_STATES
+from ..tracing import Tracing
 from .events import value_repr
 from .revoked import RevokedSet
 
@@ -62,6 +63,13 @@ class Executor(Execution):
         #: noted (``inspect active``'s ``time_start``)
         self.started_at: dict[str, float] = {}
         self._record_transition: Callable[[tuple], None] | None = None
+        #: the trace context each task runs in, while tracing is on (fastq/tracing.py);
+        #: then the traced ``run`` and ``run_async`` are put on the instance, before a
+        #: ``TaskMeter`` or a pool binds them, so that off a task runs the class's code
+        self.tracing: Tracing | None = app.tracing
+        if self.tracing is not None:
+            self.run = self._run_traced  # type: ignore[method-assign]
+            self.run_async = self._run_async_traced  # type: ignore[method-assign]
 
     @property
     def backend(self):
@@ -148,6 +156,14 @@ class Executor(Execution):
                                                 child.chain, parent_id=request.id,
                                                 root_id=root_id))
         self.app.publish_many(messages)
+
+    def _run_traced(self, task: Task, request: Request) -> tuple[str, Any]:
+        with self.tracing.running(request):  # type: ignore[union-attr]
+            return Execution.run(self, task, request)
+
+    async def _run_async_traced(self, task: Task, request: Request) -> tuple[str, Any]:
+        with self.tracing.running(request):  # type: ignore[union-attr]
+            return await Executor.run_async(self, task, request)
 
     # -- task transitions, noted while task events are on (fastq/worker/events.py) -------
     def note_transitions(self, record: Callable[[tuple], None]) -> None:
