@@ -134,6 +134,9 @@ def test_one_node_answers_for_both_children(tmp_path, broker):
         limited = _cli(env, celery, "-b", url, "control", "-d", hostname, "-t", "3", "-j",
                        "rate_limit", task_name, "10/m")
         assert limited == [{hostname: {"ok": "new rate limit set successfully"}}]
+        enabled = _cli(env, celery, "-b", url, "control", "-d", hostname, "-t", "3", "-j",
+                       "enable_events")
+        assert enabled == [{hostname: {"ok": "task events enabled"}}]
         registered = _cli(env, *celery_inspect, "registered", "rate_limit")
         assert f"{task_name} [rate_limit=10/m]" in registered[hostname]
     finally:

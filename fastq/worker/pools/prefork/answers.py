@@ -38,7 +38,8 @@ class ParentAnswers:
         answers = {"active": self.active, "reserved": self.reserved, "stats": self.stats,
                    "revoked": self.revoked_ids, "query_task": self.query_task,
                    "clock": self.clock, "hello": self.hello,
-                   "enable_events": self.toggle_events, "disable_events": self.toggle_events,
+                   "enable_events": self.enable_events,
+                   "disable_events": self.disable_events,
                    "heartbeat": self.heartbeat}
         table.update(answers)
         table.update({"dump_active": self.active, "dump_reserved": self.reserved,
@@ -84,11 +85,19 @@ class ParentAnswers:
             self.revoked.update(list(revoked))
         return {"revoked": list(self.revoked), "clock": self.clock_value()}
 
-    def toggle_events(self, worker: Worker, **_: Any) -> dict:
-        # each child switches its own events; whether they were on already is theirs
+    @staticmethod
+    def _events_switched(worker: Worker, how: str) -> dict:
+        # each child switches its own events (whether they were on already is theirs to
+        # know); Celery's words for the switch
         if "events" not in worker.app.broker.capabilities:
             return {"error": "event dispatcher unavailable"}
-        return {"ok": "task events toggled in every child"}
+        return {"ok": f"task events {how}"}
+
+    def enable_events(self, worker: Worker, **_: Any) -> dict:
+        return self._events_switched(worker, "enabled")
+
+    def disable_events(self, worker: Worker, **_: Any) -> dict:
+        return self._events_switched(worker, "disabled")
 
     def heartbeat(self, worker: Worker, **_: Any) -> None:
         return None  # each child sends its own
