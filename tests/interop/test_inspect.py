@@ -87,7 +87,10 @@ def test_inspect_replies_have_celerys_shape(tmp_path, env, queues) -> None:
     workers = [
         Proc([sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.monitor_app",
               "-E", "-P", "threads", "-c", "2", "-Q", fastq_queue, "-n", fastq_node,
-              "-l", "info"], env, str(tmp_path / "fastq-worker.log")),
+              # Celery's default window, so the third task is held (reserved) as Celery
+              # holds it; fastq's adaptive window holds nothing behind long tasks
+              "--prefetch-multiplier", "4", "-l", "info"], env,
+             str(tmp_path / "fastq-worker.log")),
         Proc([celery_bin, "-A", "tests.apps.celery_monitor_app", "worker", "-P", "threads",
               "-c", "2", "--without-gossip", "--without-mingle", "-Q", celery_queue,
               "-n", celery_node, "-l", "info"], env, str(tmp_path / "celery-worker.log")),
@@ -179,7 +182,8 @@ def test_the_celery_command_inspects_and_controls_a_fastq_worker(tmp_path, env, 
     node = f"{fastq_queue}@test"
     client = Celery("inspect-cli", broker=URL)
     worker = Proc([sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.monitor_app",
-                   "-P", "threads", "-c", "2", "-Q", fastq_queue, "-n", node, "-l", "info"],
+                   "-P", "threads", "-c", "2", "-Q", fastq_queue, "-n", node,
+                   "--prefetch-multiplier", "4", "-l", "info"],  # the third task reserved
                   env, str(tmp_path / "fastq-worker.log"))
     try:
         wait_until(lambda: client.control.ping(destination=[node], timeout=0.5), 20, [worker])
