@@ -3,10 +3,11 @@ Flower and ``celery events`` watch fastq workers as they watch Celery's.
 
 While task events are on (``-E``, ``worker_send_task_events``, the ``enable_events``
 control command) the executor notes each task's start, success and rejection as a tuple
-of raw facts appended to ``EventSender``'s bounded queue (``Executor.note_transitions``),
-and the consumer's ``task_received`` signal does the same for a receipt; the sender's
-thread (``fastq/brokers/_events.py``) turns them into Celery's event dicts, serializes
-them and publishes them in batches on its own connection. Off, a task pays nothing:
+of raw facts appended to ``EventSender``'s bounded queue (``Executor.note_transitions``);
+a receipt comes the same way from a consumer that notes it
+(``Executor.consumer_notes_receipts``), else from the ``task_received`` signal. The
+sender's thread (``fastq/brokers/_events.py``) turns them into Celery's event dicts,
+serializes them and publishes them in batches on its own connection. Off, a task pays nothing:
 the executor runs its class's code and no receiver is connected. The rare outcomes
 (failure, retry, revoke, an unknown task) come from their task signals. The worker
 events (online, a heartbeat every ``worker_heartbeat`` seconds, offline) are sent
@@ -123,7 +124,7 @@ class WorkerEvents:
         """Turn task events on; False when they were on already."""
         if self.task_events:
             return False
-        for signal, receiver in self._receivers:
+        for signal, receiver in self._listened():
             signal.connect(receiver, weak=False, dispatch_uid=(id(self), receiver.__name__))
         self.sender.polling = True
         if self.executor is not None:
@@ -142,6 +143,12 @@ class WorkerEvents:
         for signal, receiver in self._receivers:
             signal.disconnect(receiver, dispatch_uid=(id(self), receiver.__name__))
         return True
+
+    def _listened(self) -> list[tuple[signals.Signal, Callable[..., None]]]:
+        if self.executor is not None and self.executor.consumer_notes_receipts:
+            return [(signal, receiver) for signal, receiver in self._receivers
+                    if signal is not signals.task_received]
+        return self._receivers
 
     # -- worker events -------------------------------------------------------------------
     def heartbeat(self) -> None:

@@ -234,3 +234,28 @@ def test_recorded_facts_need_no_wake_up_while_polling() -> None:
         ("task-started", "a", 1), ("task-revoked", "a", 2), ("task-started", "b", 3)]
     assert body[0]["timestamp"] == 1.5
     orjson.dumps(body)
+
+
+def test_a_consumer_that_notes_receipts_replaces_the_task_received_signal(app) -> None:
+    from fastq import signals
+
+    executor = Executor(app, "w@host")
+    executor.consumer_notes_receipts = True
+    broker = RecordingBroker()
+    events = WorkerEvents(broker, "w@host", lambda: (0, 0), heartbeat=0.0,  # type: ignore[arg-type]
+                          executor=executor, task_events=True)
+    events.sender.flush_interval = 0.01
+    listening = {key for key, _held in signals.task_received.receivers}
+    assert (id(events), "_on_received") not in {key[0] for key in listening}
+    request = Request({"id": "r-1", "task": "f.add", "argsrepr": "(2, 3)",
+                       "kwargsrepr": "{}", "retries": 0}, [2, 3], {}, None)
+    events.start()
+    try:
+        executor.record_transition(("received", 12.5, request))  # type: ignore[misc]
+        wait_for(lambda: broker.published)
+    finally:
+        events.stop()
+    (key, received), = broker.published
+    assert key == "task.received" and received["timestamp"] == 12.5
+    assert (received["uuid"], received["name"], received["args"]) == ("r-1", "f.add", "(2, 3)")
+    assert events.totals == {"f.add": 1}
