@@ -21,8 +21,8 @@ Modes:
   its own, which the tasks it publishes name as their parent.
 - ``"opentelemetry"`` (``pip install 'fastq[otel]'``): a PRODUCER span per published
   message (``apply_async/<task name>``) and a CONSUMER span around each run
-  (``run/<task name>``), named as ``opentelemetry-instrumentation-celery`` names its
-  spans; the headers are written and read by OpenTelemetry's configured propagator (W3C
+  (``run/<task name>``, status ERROR when the task fails), named as
+  ``opentelemetry-instrumentation-celery`` names its spans; the headers are written and read by OpenTelemetry's configured propagator (W3C
   trace context by default). The spans go to the global tracer provider unless one is
   given; set it up in each worker process (``worker_process_init``) when the provider
   runs a thread, as an exporting one does.
@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _extras
+from . import _extras, signals
 
 if TYPE_CHECKING:
     from .protocol import Message
@@ -169,6 +169,19 @@ class OpenTelemetryTracing(Tracing):
         self._tracer_provider = tracer_provider
         self._producer = trace.SpanKind.PRODUCER
         self._consumer = trace.SpanKind.CONSUMER
+        #: the CONSUMER span of the task running in this thread or coroutine
+        self._running: contextvars.ContextVar[Any] = \
+            contextvars.ContextVar("fastq_run_span", default=None)
+        # a task's failure is an outcome, not an exception out of the run: its span
+        # hears of it from the signal (sent only on failures, inside the run)
+        signals.task_failure.connect(self._on_task_failure, weak=False,
+                                     dispatch_uid=("fastq.tracing", id(self)))
+
+    def _on_task_failure(self, sender: Any = None, exception: BaseException | None = None,
+                         **_: Any) -> None:
+        span = self._running.get()
+        if span is not None and exception is not None:
+            _record_error(self._trace, span, exception)
 
     def _tracer(self) -> Any:
         return self._trace.get_tracer("fastq", tracer_provider=self._tracer_provider)
@@ -201,12 +214,14 @@ class OpenTelemetryTracing(Tracing):
                                          kind=self._consumer,
                                          attributes=_span_attributes("run", headers))
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
+        running = self._running.set(span)
         try:
             yield span
-        except BaseException as exc:  # a worker stopping mid-task; task errors are outcomes
+        except BaseException as exc:  # a worker stopping mid-task
             _record_error(self._trace, span, exc)
             raise
         finally:
+            self._running.reset(running)
             self._context.detach(token)
             span.end()
 

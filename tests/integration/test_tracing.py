@@ -156,6 +156,30 @@ def test_opentelemetry_spans_of_publish_and_run_form_one_trace(queue, spans) -> 
     assert int(header.span_id, 16) == by_name["apply_async/t.child"].context.span_id
 
 
+def test_the_run_span_of_a_failed_task_has_error_status(queue, spans) -> None:
+    from opentelemetry.trace import StatusCode
+
+    provider, exporter = spans
+    app, _seen, _child_ran = traced_app(queue, OpenTelemetryTracing(tracer_provider=provider))
+    failed = threading.Event()
+
+    @app.task(name="t.fail")
+    def fail():
+        failed.set()
+        raise KeyError("missing")
+    try:
+        with start_worker(app):
+            app.send_task("t.fail")
+            assert failed.wait(20)
+            by_name = wait_for_spans(exporter, 2)
+    finally:
+        app.close()
+    run = by_name["run/t.fail"]
+    assert run.status.status_code is StatusCode.ERROR and "KeyError" in run.status.description
+    assert [event.name for event in run.events] == ["exception"]
+    assert by_name["apply_async/t.fail"].status.status_code is StatusCode.UNSET
+
+
 def test_a_trace_from_an_instrumented_celery_client_continues_in_a_fastq_worker(
         queue, spans) -> None:
     pytest.importorskip("opentelemetry.instrumentation.celery")
