@@ -92,3 +92,12 @@ def test_the_app_reads_the_setting_once_and_setup_tracing_changes_it() -> None:
         assert isinstance(app.setup_tracing(), W3CTracing)  # back to the setting
     finally:
         app.close()
+
+
+def test_fastq_tracing_in_the_environment_turns_it_on(monkeypatch) -> None:
+    monkeypatch.setenv("FASTQ_TRACING", "opentelemetry")
+    app = App("t", broker="memory://tracing-env")
+    try:
+        assert isinstance(app.tracing, OpenTelemetryTracing)
+    finally:
+        app.close()
