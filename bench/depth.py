@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from bench.throughput import read_stamps, stop_worker
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BROKERS = {
@@ -62,26 +64,10 @@ def drain(count: int, start_path: str, end_path: str, timeout: float) -> float:
         proc = subprocess.Popen(WORKER, env=env, cwd=os.path.dirname(end_path),
                                 stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(end_path):
-            if proc.poll() is not None:
-                with open(log_path, encoding="utf-8", errors="replace") as fh:
-                    raise SystemExit(f"the worker exited {proc.returncode}:\n{fh.read()}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not drain {count} tasks in {timeout}s")
-            time.sleep(0.05)
-        time.sleep(0.05)  # let the stamp finish writing
-        with open(start_path) as fh:
-            started = float(fh.read())
-        with open(end_path) as fh:
-            ended = float(fh.read())
+        started, ended = read_stamps(proc, "fastq", count, start_path, end_path, log_path,
+                                     timeout)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_worker(proc)
     return count / (ended - started)
 
 

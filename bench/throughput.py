@@ -114,25 +114,34 @@ def run_one(name: str, count: int, timeout: float, contenders: dict | None = Non
                    PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
         if name == "fastq-py":
             env.pop("FASTQ_REQUIRE_SPEEDUPS", None)
+        log_path = os.path.join(tmp, "log")
         proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
-                                stderr=open(os.path.join(tmp, "log"), "wb"))
+                                stderr=open(log_path, "wb"))
         try:
-            deadline = time.monotonic() + timeout
-            while not os.path.exists(end_path):
-                if proc.poll() is not None:
-                    with open(os.path.join(tmp, "log"), encoding="utf-8", errors="replace") as fh:
-                        raise SystemExit(f"{name} worker exited {proc.returncode}:\n{fh.read()}")
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{name} did not drain {count} tasks in {timeout}s")
-                time.sleep(0.05)
-            time.sleep(0.05)  # let the stamp finish writing
-            with open(start_path) as fh:
-                started = float(fh.read())
-            with open(end_path) as fh:
-                ended = float(fh.read())
+            started, ended = read_stamps(proc, name, count, start_path, end_path, log_path,
+                                         timeout)
         finally:
             stop_worker(proc)
     return count / (ended - started)
+
+
+def read_stamps(proc: subprocess.Popen, name: str, count: int, start_path: str,
+                end_path: str, log_path: str, timeout: float) -> tuple[float, float]:
+    """Wait for the worker ``proc`` to write the end stamp; (start, end) unix times."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(end_path):
+        if proc.poll() is not None:
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                raise SystemExit(f"{name} worker exited {proc.returncode}:\n{fh.read()}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not drain {count} tasks in {timeout}s")
+        time.sleep(0.05)
+    time.sleep(0.05)  # let the stamp finish writing
+    with open(start_path) as fh:
+        started = float(fh.read())
+    with open(end_path) as fh:
+        ended = float(fh.read())
+    return started, ended
 
 
 def stop_worker(proc: subprocess.Popen) -> None:

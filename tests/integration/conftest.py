@@ -100,6 +100,17 @@ class WorkerProcess:
         return [r for r in rows if task_id is None or r[0] == task_id]
 
 
+def amqp_worker_setup(tmp_path, queue: str, url: str) -> tuple[dict, str]:
+    """The environment of worker processes on ``queue`` at ``url`` with results in a
+    SQLite file of ``tmp_path`` (and their run log there), and that results URL."""
+    results = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=results,
+               FASTQ_TASK_DEFAULT_QUEUE=queue, FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
+               FASTQ_TEST_RUN_LOG=str(tmp_path / "runs.log"),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    return env, results
+
+
 @pytest.fixture
 def sqlite_env(tmp_path, monkeypatch):
     """FASTQ_* settings pointing producer and workers at a fresh broker file."""

@@ -3,14 +3,13 @@ long one, and a worker of short tasks opens its window deep."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from fastq import App
 from fastq.states import SUCCESS
-from tests.integration.conftest import ROOT, WorkerProcess
+from tests.integration.conftest import WorkerProcess, amqp_worker_setup
 from tests.integration.test_amqp_broker import HAVE_C, delete_queues, driver_url, unique
 
 pytestmark = pytest.mark.integration
@@ -24,11 +23,7 @@ def two_workers(tmp_path):
     """Two solo workers with default settings on a fresh queue, and an app to send to them."""
     queue = unique("adaptive")
     url = driver_url("c" if HAVE_C else "py")
-    results = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=results,
-               FASTQ_TASK_DEFAULT_QUEUE=queue, FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               FASTQ_TEST_RUN_LOG=str(tmp_path / "runs.log"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results = amqp_worker_setup(tmp_path, queue, url)
     env.pop("FASTQ_WORKER_PREFETCH_MULTIPLIER", None)
     workers = [WorkerProcess(tmp_path, url, str(tmp_path / "runs.log"), env)
                for _ in range(2)]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from fastq import App
-from tests.integration.conftest import ROOT, WorkerProcess
+from tests.integration.conftest import WorkerProcess, amqp_worker_setup
 from tests.integration.test_amqp_broker import HAVE_C, delete_queues, driver_url, unique
 
 # supervision around the same consumer the solo tests run on both twins
@@ -23,11 +23,7 @@ def amqp_prefork(tmp_path):
     """A prefork worker (-c 2) on a fresh queue, and an app to send to it."""
     queue = unique("prefork")
     url = driver_url("c" if HAVE_C else "py")
-    results = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=results,
-               FASTQ_TASK_DEFAULT_QUEUE=queue, FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               FASTQ_TEST_RUN_LOG=str(tmp_path / "runs.log"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results = amqp_worker_setup(tmp_path, queue, url)
     worker = WorkerProcess(tmp_path, url, str(tmp_path / "runs.log"), env)
     app = App("prefork-amqp", broker_url=url, result_backend=results, task_default_queue=queue)
     try:
