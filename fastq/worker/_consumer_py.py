@@ -96,6 +96,8 @@ class Consumer(ConsumerLoop):
         revoked = getattr(executor, "revoked", None)
         self.revoked = revoked if revoked is not None else RevokedSet()
         self._revoked_ids = self.revoked.ids
+        # task events take receipts from _prepare rather than from the task_received signal
+        executor.consumer_notes_receipts = True
 
     # -- control ---------------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
@@ -267,6 +269,9 @@ class Consumer(ConsumerLoop):
         if rate is not False or task.rate_limit or self.app.conf.task_default_rate_limit:
             if not self._within_rate(delivery, request, task):
                 return None
+        record = self.executor.record_transition
+        if record is not None:  # task events on: the receipt, as a tuple for their thread
+            record(("received", time.time(), request))
         if _RECEIVED:
             signals.task_received.send(sender=self, request=request)
         acks_late = task.acks_late

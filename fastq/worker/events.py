@@ -77,9 +77,6 @@ class WorkerEvents:
         self.hostname = hostname
         self.freq = float(heartbeat)
         self._load = load
-        if executor is None:
-            # the worker's ``load`` is bound to it, and it holds the executor
-            executor = getattr(getattr(load, "__self__", None), "executor", None)
         self.executor = executor
         self.sender = EventSender(broker, hostname, tick=self.heartbeat if self.freq else None,
                                   tick_interval=self.freq or DEFAULT_HEARTBEAT)

@@ -165,7 +165,8 @@ class Worker:
         if "events" in self.broker.capabilities and (conf.worker_heartbeat or self.send_events):
             self.events = WorkerEvents(self.broker, self.hostname, self.load,
                                        task_events=self.send_events,
-                                       heartbeat=conf.worker_heartbeat)
+                                       heartbeat=conf.worker_heartbeat,
+                                       executor=self.executor)
         if self.metrics_port or collect_metrics:
             self.metrics = TaskStats(self)
         # remote control (revoke, inspect): its own thread and broker connection; control.py
