@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import orjson
 
-from ._extras import require
+from .._extras import require
 
 #: Seconds the task rates are averaged over.
 RATE_WINDOW = 10.0
@@ -20,11 +20,41 @@ REFRESH_INTERVAL = 0.5
 #: every 2 s; Flower calls a worker offline after missing a few).
 LOST_AFTER = 10.0
 
+#: Tasks whose names are remembered at once; past it the oldest are forgotten first (a task
+#: whose last event was missed would otherwise be remembered for ever).
+MAX_TASKS_REMEMBERED = 100_000
+
 #: The state a task event announces.
 TASK_STATES = {"task-sent": "PENDING", "task-received": "RECEIVED",
                "task-started": "STARTED", "task-succeeded": "SUCCESS",
                "task-failed": "FAILURE", "task-retried": "RETRY",
                "task-revoked": "REVOKED", "task-rejected": "REJECTED"}
+#: The states after which a task sends no more events.
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
+
+
+class TaskNames(dict):
+    """Task id -> name of the tasks in flight: only task-sent and task-received carry the
+    name, a task's later events its id alone."""
+
+    def __init__(self, limit: int = MAX_TASKS_REMEMBERED) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def name_of(self, event: dict, state: str) -> str | None:
+        """The name of the task ``event`` is about (None when its first events were
+        missed); forgotten at the task's final event."""
+        task_id = event.get("uuid") or ""
+        name = event.get("name")
+        if name:
+            if task_id not in self and len(self) >= self.limit:
+                del self[next(iter(self))]  # the oldest: dicts keep insertion order
+            self[task_id] = name
+        else:
+            name = self.get(task_id)
+        if state in FINAL_STATES:
+            self.pop(task_id, None)
+        return name
 
 
 def dump_line(event: dict) -> str:
@@ -40,8 +70,7 @@ class EventView:
         self.window = window
         #: (monotonic time received, state, task name) of the task events in the window
         self.recent: deque[tuple[float, str, str]] = deque()
-        #: task id -> name: only task-received carries the name; later events have the id
-        self.names: dict[str, str] = {}
+        self.names = TaskNames()
         #: hostname -> (monotonic time last heard, event type, active, processed)
         self.workers: dict[str, tuple[float, str, int, int]] = {}
 
@@ -56,12 +85,7 @@ class EventView:
         state = TASK_STATES.get(kind)
         if state is None:
             return
-        task_id = event.get("uuid") or ""
-        name = event.get("name") or self.names.get(task_id) or "?"
-        if event.get("name"):
-            self.names[task_id] = name
-        elif state in ("SUCCESS", "FAILURE", "REVOKED", "REJECTED"):
-            self.names.pop(task_id, None)  # its last event: forget it
+        name = self.names.name_of(event, state) or "?"
         self.recent.append((now, state, name))
         if hostname in self.workers:
             last = self.workers[hostname]
@@ -131,4 +155,4 @@ def live(receiver: Any, until: Callable[[], bool], once: bool = False) -> EventV
     return view
 
 
-__all__ = ["EventView", "dump", "dump_line", "live", "TASK_STATES"]
+__all__ = ["EventView", "TaskNames", "dump", "dump_line", "live", "TASK_STATES", "FINAL_STATES"]
