@@ -551,6 +551,39 @@ def events(app_spec, raw, once, duration) -> None:
         app.close()
 
 
+@main.command()
+@app_option
+@click.option("-b", "--broker", "broker_url", default=None, metavar="URL",
+              help="Broker whose events to read (default: the App's broker_url).")
+@click.option("--port", type=int, default=9808, show_default=True,
+              help="Port to serve /metrics on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve /metrics on (0.0.0.0: every interface).")
+@click.option("-l", "--loglevel", default="info", show_default=True)
+def exporter(app_spec, broker_url, port, host, loglevel) -> None:
+    """Serve Prometheus metrics of every worker on the broker (fastq's and Celery's, run
+    with -E), made from their events: tasks by name, state and worker, runtimes, workers
+    up."""
+    import signal
+
+    from .app import App
+    from .monitor import exporter as fleet
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s] %(message)s")
+    app = App("fastq-exporter", broker_url=broker_url) if broker_url else load_app(app_spec)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        fleet.serve(app.broker, port=port, host=host, until=lambda: bool(stopping))
+    except ConfigurationError as exc:  # no events on this broker, or the port is taken
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
 def read_health_files(directory: str) -> list[dict]:
     """Health reports of live workers; a stale or dead one is shown as 'unresponsive'."""
     from .worker.supervisor import HEALTH_INTERVAL
