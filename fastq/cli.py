@@ -570,7 +570,11 @@ def exporter(app_spec, broker_url, port, host, loglevel) -> None:
     from .monitor import exporter as fleet
 
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s] %(message)s")
-    app = App("fastq-exporter", broker_url=broker_url) if broker_url else load_app(app_spec)
+    if broker_url:
+        app = App("fastq-exporter")
+        app.conf.update(broker_url=broker_url)  # after FASTQ_BROKER_URL: the command line wins
+    else:
+        app = load_app(app_spec)
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
