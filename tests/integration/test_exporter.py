@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from fastq import App
-from tests.integration.redis_support import REDIS_URL, require_redis
+from tests.integration.redis_support import REDIS_URL, PrivateRedis, require_redis
 from tests.integration.test_amqp_broker import URL as AMQP_URL
 from tests.integration.test_amqp_broker import delete_queues
 from tests.integration.test_worker_metrics import _free_port, _scrape, _value
@@ -163,21 +163,53 @@ def test_an_unreachable_broker_is_retried_while_metrics_are_served(tmp_path):
 def test_a_malformed_event_is_counted_and_the_exporter_carries_on(tmp_path):
     require_redis()
     exporter = Exporter(REDIS_URL, tmp_path)
-    app = App("exporter-malformed", broker_url=REDIS_URL)
     hostname = f"malformed-{uuid.uuid4().hex[:8]}@test"
-    channel = app.broker.event_channel(hostname)
     try:
         exporter.wait_for("fastq_exporter_broker_connected", 1, 30)
-        channel.publish([("task.succeeded", b'{"type": "task-succeeded", "hostname": 5}'),
-                         ("worker.heartbeat",
-                          b'{"type": "worker-heartbeat", "hostname": "%s", "freq": 2.0}'
-                          % hostname.encode())])
+        _publish_events(REDIS_URL, hostname, [
+            ("task.succeeded", b'{"type": "task-succeeded", "hostname": 5}'),
+            _heartbeat(hostname)])
         exporter.wait_for("fastq_fleet_worker_up", 1, 30, worker=hostname)
         assert exporter.value("fastq_exporter_malformed_events_total") >= 1
     finally:
-        channel.close()
         exporter.proc.stop()
+
+
+def _heartbeat(hostname: str) -> tuple[str, bytes]:
+    return ("worker.heartbeat", b'{"type": "worker-heartbeat", "hostname": "%s", '
+            b'"freq": 2.0, "active": 0, "processed": 0}' % hostname.encode())
+
+
+def _publish_events(broker_url: str, hostname: str, events: list[tuple[str, bytes]]) -> None:
+    """Publish raw event bodies the way workers do, as ``hostname``."""
+    app = App("exporter-events")
+    app.conf.update(broker_url=broker_url)
+    channel = app.broker.event_channel(hostname)
+    try:
+        channel.publish(events)
+    finally:
+        channel.close()
         app.close()
+
+
+def test_a_lost_broker_is_read_again_once_it_is_back(tmp_path):
+    server = PrivateRedis().start()
+    exporter = Exporter(server.url, tmp_path)
+    try:
+        exporter.wait_for("fastq_exporter_broker_connected", 1, 30)
+        _publish_events(server.url, "before@test", [_heartbeat("before@test")])
+        exporter.wait_for("fastq_fleet_worker_up", 1, 30, worker="before@test")
+        server.stop()
+        exporter.wait_for("fastq_exporter_broker_connected", 0, 30)
+        server.start()  # the same port again
+        exporter.wait_for("fastq_exporter_broker_connected", 1, 60)
+        _publish_events(server.url, "after@test", [_heartbeat("after@test")])
+        exporter.wait_for("fastq_fleet_worker_up", 1, 30, worker="after@test")
+        assert "retrying in" in exporter.proc.log()
+    finally:
+        exporter.proc.stop()
+        server.stop()
+    assert exporter.proc.proc.returncode == 0, exporter.proc.log()
 
 
 def _run_exporter(tmp_path, *argv: str) -> subprocess.CompletedProcess:
