@@ -111,9 +111,11 @@ def main() -> None:
               help="Serve Prometheus metrics on this port (/metrics); worker_metrics_port.")
 @click.option("--metrics-host", default=None,
               help="Address the metrics listen on (default 127.0.0.1); worker_metrics_host.")
+@click.option("--statedb", default=None,
+              help="File keeping the revoked task ids across restarts; worker_state_db.")
 def worker(app_spec, ini_path, pool, queues, concurrency, loglevel, prefetch_multiplier,
            hostname, health_file, start_method, max_tasks_per_child, max_memory_per_child,
-           autoscale, embed_beat, task_events, metrics_port, metrics_host) -> None:
+           autoscale, embed_beat, task_events, metrics_port, metrics_host, statedb) -> None:
     """Run a worker that executes tasks."""
     from .worker.supervisor import Worker, banner_logger, setup_logging
 
@@ -133,6 +135,8 @@ def worker(app_spec, ini_path, pool, queues, concurrency, loglevel, prefetch_mul
             raise click.BadParameter(str(exc), param_hint="--autoscale") from None
         pool = pool or "prefork"
     app, app_spec = _load_app_with_ini(app_spec, ini_path)
+    if statedb:
+        app.conf.worker_state_db = statedb
     if hostname:
         import socket
 

@@ -164,6 +164,10 @@ class Settings:
     worker_revokes_max: int = 50_000
     #: ... each for this many seconds (Celery's REVOKE_EXPIRES: 3 hours).
     worker_revoke_expires: float = 10_800.0
+    #: File the revoked task ids are kept in across restarts (``--statedb``); None: memory.
+    worker_state_db: str | None = None
+    #: The ``pool_restart`` remote control command is allowed (Celery's default: off).
+    worker_pool_restarts: bool = False
     #: Send task events (task-received, task-succeeded, ...) for Flower (``-E``).
     worker_send_task_events: bool = False
     #: Seconds between worker-heartbeat events (Celery's 2.0); 0 sends no worker events.
@@ -508,10 +512,9 @@ IGNORED_SETTINGS: dict[str, str] = {
             "worker_redirect_stdouts_level",
             "logging is configured by the fastq command line (--loglevel)"),
     "worker_lost_wait": "a prefork child's loss is seen at once by its parent",
-    **_each("worker_pool_putlocks worker_pool_restarts worker_proc_alive_timeout",
+    **_each("worker_pool_putlocks worker_proc_alive_timeout",
             "fastq's prefork children each run their own consumer"),
     "worker_pool_start_method": "use fastq worker --start-method",
-    "worker_state_db": "revoked ids are kept in memory and shared over remote control",
     # periodic tasks: fields of their own once the beat issue lands (a field wins)
     **_each("beat_cron_starting_deadline beat_enable_remote_control beat_max_loop_interval "
             "beat_remote_control_max_tick_age beat_schedule beat_schedule_filename "
