@@ -23,7 +23,7 @@ class ConsumerLoop:
 
     def _run_synchronous(self) -> None:
         """The loop for a pool that runs jobs inside ``submit`` (solo)."""
-        broker, pool, queues, window = self.broker, self.pool, self.queues, self.window
+        broker, pool, window = self.broker, self.pool, self.window
         prepare, acks = self._prepare, self._acks
         adaptive = window.adaptive
         started = fetched = 0.0
@@ -31,7 +31,9 @@ class ConsumerLoop:
             pending = len(acks) or self.executor.pending_results
             if adaptive:
                 started = time.monotonic()
-            batch = broker.fetch(queues, window.limit, 0.0 if pending else self.idle_timeout)
+            # self.queues is read at each fetch: add_consumer/cancel_consumer replace it
+            batch = broker.fetch(self.queues, window.limit,
+                                 0.0 if pending else self.idle_timeout)
             if not batch:
                 if pending:
                     self.flush()

@@ -96,6 +96,7 @@ class Consumer(ConsumerLoop):
         revoked = getattr(executor, "revoked", None)
         self.revoked = revoked if revoked is not None else RevokedSet()
         self._revoked_ids = self.revoked.ids
+        self._revoked_stamps = self.revoked.stamps
         # task events take receipts from _prepare rather than from the task_received signal
         executor.consumer_notes_receipts = True
 
@@ -127,10 +128,10 @@ class Consumer(ConsumerLoop):
     def _run_handing_off(self) -> None:
         """The loop for pools that run jobs elsewhere (threads, greenlets, an event loop):
         keep up to the window's limit of messages in hand, settle completions as they come."""
-        broker, pool, queues, window = self.broker, self.pool, self.queues, self.window
+        broker, pool, window = self.broker, self.pool, self.window
         prepare, executor, in_flight = self._prepare, self.executor, self._in_flight
         acks = self._acks
-        adaptive, slots = window.adaptive, window.slots
+        adaptive = window.adaptive
         # the adaptive window learns a task's duration from the slot-seconds the pool was
         # busy (tasks held beyond the slots are waiting, not running) per completion
         busy, mark = 0.0, time.monotonic()
@@ -139,7 +140,8 @@ class Consumer(ConsumerLoop):
             if done:
                 if adaptive:
                     now = time.monotonic()
-                    window.ran(len(done), busy + min(len(in_flight), slots) * (now - mark))
+                    window.ran(len(done),
+                               busy + min(len(in_flight), window.slots) * (now - mark))
                     busy, mark = 0.0, now
                 for request, _action, _argument in done:
                     in_flight.pop(request.delivery.tag, None)
@@ -153,13 +155,14 @@ class Consumer(ConsumerLoop):
                 else:
                     timeout = self.idle_timeout
                 started = time.monotonic() if adaptive else 0.0
-                batch = pool.fetch(broker, queues, room, timeout)
+                # read at each fetch: add_consumer/cancel_consumer replace the list
+                batch = pool.fetch(broker, self.queues, room, timeout)
                 if batch:
                     if adaptive:
                         now = time.monotonic()
                         if timeout == 0.0:
                             window.fetched(now - started)
-                        busy += min(len(in_flight), slots) * (now - mark)
+                        busy += min(len(in_flight), window.slots) * (now - mark)
                         mark = now
                     self.counters["received"] += len(batch)
                     jobs = []
@@ -244,7 +247,9 @@ class Consumer(ConsumerLoop):
             signals.task_rejected.send(sender=self, message=delivery, exc=exc)
             return None
         request = Request(headers, args, kwargs, embed, delivery, self.hostname)
-        if request.id in self._revoked_ids:  # revoke: not run, REVOKED stored, acked
+        # revoke: not run, REVOKED stored, acked; stamps are read only once some are revoked
+        if request.id in self._revoked_ids or (
+                self._revoked_stamps and self.revoked.stamped(headers)):
             self.executor.store_now(request.id, REVOKED, revoked_error_dict("revoked"),
                                     request=request)
             self._ack_now(delivery)

@@ -355,6 +355,200 @@ def time_limit(worker: Worker, task_name: str | None = None, hard: Any = None,
     return {"ok": "time limits set successfully"}
 
 
+# -- the pool's size ---------------------------------------------------------------------
+#: Celery's refusal of pool_grow/pool_shrink on an autoscaled pool.
+AUTOSCALED = "{} is not supported with autoscale. Adjust autoscale range instead."
+
+
+def pool_grow(worker: Worker, n: Any = 1, **_: Any) -> dict:
+    if worker.autoscale:
+        return {"error": AUTOSCALED.format("pool_grow")}
+    return resize_pool(worker, int(n), "pool will grow")
+
+
+def pool_shrink(worker: Worker, n: Any = 1, **_: Any) -> dict:
+    if worker.autoscale:
+        return {"error": AUTOSCALED.format("pool_shrink")}
+    return resize_pool(worker, -int(n), "pool will shrink")
+
+
+def resize_pool(worker: Worker, delta: int, done: str) -> dict:
+    """Run ``delta`` more (or fewer) tasks at once; the prefetch window follows, so the
+    new slots get messages (and a smaller pool holds fewer)."""
+    pool = worker.pool
+    if pool.synchronous:
+        return {"error": f"the {worker.pool_name} pool runs one task at a time and cannot "
+                         "be resized; use -P threads, gevent, eventlet, asyncio or prefork"}
+    if delta > 0:
+        pool.grow(delta)
+    elif delta < 0:
+        pool.shrink(-delta)
+    worker.concurrency = pool.concurrency
+    worker.window.resize(pool.concurrency)
+    logger.info("%s: pool resized to %d (prefetch %d)", worker.hostname, pool.concurrency,
+                worker.window.limit)
+    return {"ok": done}
+
+
+def autoscale(worker: Worker, max: Any = None, min: Any = None, **_: Any) -> dict:
+    # only prefork autoscales (pools/prefork/answers.py); Celery's words elsewhere
+    raise ValueError("Autoscale not enabled")
+
+
+# -- queues ------------------------------------------------------------------------------
+def add_consumer(worker: Worker, queue: str | None = None, exchange: str | None = None,
+                 exchange_type: str | None = None, routing_key: str | None = None,
+                 **_: Any) -> dict:
+    """Start consuming ``queue`` (declared first, bound to ``exchange`` with
+    ``routing_key`` when named, as Celery's ``add_consumer``)."""
+    if not queue:
+        return {"error": "add_consumer needs a queue name"}
+    if queue not in worker.queues:
+        entity = queue_entity(worker, queue, exchange, exchange_type, routing_key)
+        names = worker.broker.prepare_consume([entity])
+        worker.broker.declare_consumed(names)
+        worker.queue_entities = [*worker.queue_entities, entity]
+        # a new list, never one changed in place: the consumer reads it at each fetch
+        worker.queues = worker.consumer.queues = [*worker.queues, *names]
+        logger.info("%s: started consuming from %s", worker.hostname, queue)
+    return {"ok": f"add consumer {queue}"}
+
+
+def queue_entity(worker: Worker, name: str, exchange: str | None,
+                 exchange_type: str | None, routing_key: str | None) -> Queue:
+    """``task_queues``' entry called ``name``, or one bound as the request asks."""
+    if not exchange:
+        return worker.app.queues[name]
+    from ..routing import Exchange, Queue
+
+    return Queue(name, Exchange(exchange, exchange_type or "direct"),
+                 routing_key=routing_key or name)
+
+
+def cancel_consumer(worker: Worker, queue: str | None = None, **_: Any) -> dict:
+    if queue in worker.queues:
+        if len(worker.queues) == 1:
+            return {"error": f"{queue} is the only queue this worker consumes; stop the "
+                             "worker instead"}
+        worker.queue_entities = [q for q in worker.queue_entities if q.name != queue]
+        worker.queues = [name for name in worker.queues if name != queue]
+        if worker.consumer is not None:  # a prefork parent's children have theirs
+            worker.consumer.queues = worker.queues
+        logger.info("%s: stopped consuming from %s", worker.hostname, queue)
+    return {"ok": f"no longer consuming from {queue}"}
+
+
+def pool_restart(worker: Worker, modules: Any = None, reload: bool = False,
+                 **_: Any) -> dict:
+    """Celery's pool restart, which needs ``worker_pool_restarts``: this process starts
+    afresh as on SIGHUP, the running tasks finished first, every module imported anew
+    (a prefork parent replaces its children instead: ``pools/prefork/answers.py``)."""
+    if not worker.app.conf.worker_pool_restarts:
+        raise ValueError("Pool restarts not enabled")
+    worker.restart("pool_restart")
+    return {"ok": "reload started"}
+
+
+# -- stamped revokes ---------------------------------------------------------------------
+def revoke_by_stamped_headers(worker: Worker, headers: Any = None, terminate: bool = False,
+                              signal: Any = None, **_: Any) -> dict:
+    """Revoke the tasks whose stamps match ``headers`` (Celery 5.3's stamping): those
+    that arrive from now on and those already held are not run; with ``terminate`` the
+    running ones are interrupted as ``revoke(terminate=True)`` interrupts them."""
+    revoked = worker.executor.revoked
+    wanted = revoked.add_stamps(headers)
+    # held already, vetted on arrival: their ids join the revoked ones, tested again
+    # just before each task runs
+    revoked.update([d.headers["id"] for d in prefetched(worker)
+                    if "id" in d.headers and revoked.stamped(d.headers)])
+    if not terminate:
+        return {"ok": f"headers {headers} flagged as revoked, but not terminated"}
+    terminated: dict[str, set] = {}
+    signum = signal_number(signal)
+    for request in running(worker):
+        matched = stamps_matching(request.headers, wanted)
+        if matched:
+            revoked.add(request.id)  # not run again if its message comes back
+            worker.pool.terminate(request.id, signum)
+            for name, values in matched.items():
+                terminated.setdefault(name, set()).update(values)
+    if not terminated:
+        return {"ok": f"headers {headers} were not terminated"}
+    return {"ok": f"headers {terminated} revoked"}
+
+
+def stamps_matching(headers: dict, wanted: dict) -> dict[str, set]:
+    """The stamps of a task's ``headers`` that ``wanted`` (name -> values) revokes."""
+    stamps = headers.get("stamps") or {}
+    matched: dict[str, set] = {}
+    for name in headers.get("stamped_headers") or ():
+        value = stamps.get(name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        hits = {v for v in values if v is not None and v in wanted.get(name, ())}
+        if hits:
+            matched[name] = hits
+    return matched
+
+
+def signal_number(value: Any) -> int:
+    """Celery's ``signal`` argument (``"SIGKILL"``, ``"KILL"``, ``9``) as a number;
+    SIGTERM when it names none."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    if isinstance(value, str) and value:
+        name = value.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            logger.warning("unknown signal %r in a revoke: SIGTERM assumed", value)
+    return int(signal.SIGTERM)
+
+
+# -- memory ------------------------------------------------------------------------------
+#: How many ``memsample`` readings a worker keeps for ``memdump``.
+MEMORY_SAMPLES = 1000
+
+
+def memsample(worker: Worker, **_: Any) -> str:
+    """The resident size now, as Celery's ``sample_mem`` words it, kept for memdump."""
+    from .metrics import resident_bytes
+
+    reading = f"{resident_bytes() / 1024 / 1024:.2f}MB"
+    samples = worker.memory_samples
+    samples.append(reading)
+    del samples[:-MEMORY_SAMPLES]
+    return reading
+
+
+def memdump(worker: Worker, samples: Any = 10, **_: Any) -> str:
+    """The last ``samples`` memsample readings and the resident size now."""
+    from .metrics import resident_bytes
+
+    kept = worker.memory_samples[-int(samples or 10):]
+    lines = ["---- Memory samples ----", *(f"> {i}: {reading}" for i, reading in enumerate(
+        kept))]
+    lines.append(f"now: {resident_bytes() / 1024 / 1024:.2f}MB")
+    return "\n".join(lines) + "\n"
+
+
+def objgraph(worker: Worker, num: Any = 200, max_depth: Any = 10, type: str = "Request",
+             **_: Any) -> dict:
+    """A graph of the live objects of ``type`` (memory leaks), with ``objgraph``."""
+    try:
+        import objgraph as graphs
+    except ImportError:
+        return {"error": "objgraph needs the objgraph package: pip install objgraph"}
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="fastq-objgraph", suffix=".png",
+                                     delete=False) as fh:
+        objects = graphs.by_type(type)[:int(num)]
+        graphs.show_backrefs(objects, max_depth=int(max_depth), filename=fh.name,
+                             highlight=lambda v: v in objects)
+    return {"filename": fh.name}
+
+
 def shutdown(worker: Worker, msg: str | None = None, **_: Any) -> object:
     """A warm shutdown of the whole worker, as SIGTERM (a prefork child asks its
     parent, which stops every child)."""
@@ -368,12 +562,15 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     command.__name__: command for command in (
         ping, active, reserved, scheduled, registered, stats, revoked, query_task,
         active_queues, conf, report, clock, hello, enable_events, disable_events, heartbeat,
-        rate_limit, time_limit, shutdown)}
+        rate_limit, time_limit, shutdown, pool_grow, pool_shrink, autoscale, add_consumer,
+        cancel_consumer, pool_restart, revoke_by_stamped_headers, memsample, memdump,
+        objgraph)}
 
 #: What a prefork child applies to itself when every node hears a request; it answers
 #: nothing, its parent answering for the worker (``revoke`` is the listener's own).
 APPLIED_BY_EACH_CHILD = frozenset({"revoke", "hello", "enable_events", "disable_events",
-                                   "heartbeat", "rate_limit", "time_limit"})
+                                   "heartbeat", "rate_limit", "time_limit", "add_consumer",
+                                   "cancel_consumer", "revoke_by_stamped_headers"})
 
 # ``dump_*`` are the names Celery 3 gave some of these; Flower 1.x still asks for them
 COMMANDS.update({"dump_active": active, "dump_reserved": reserved,

@@ -16,13 +16,13 @@ import fnmatch
 import logging
 import os
 import re
-import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Backoff
-from .commands import APPLIED_BY_EACH_CHILD, COMMANDS, NO_REPLY
+from .commands import APPLIED_BY_EACH_CHILD, COMMANDS, NO_REPLY, signal_number
+from .revoked import load_state, save_state
 
 if TYPE_CHECKING:
     from ..brokers._mailbox import Mailbox
@@ -37,6 +37,8 @@ logger = logging.getLogger("fastq.worker.control")
 POLL_INTERVAL = 1.0
 #: First and longest pause between attempts to reach an unreachable broker, in seconds.
 RECONNECT_DELAYS = (0.5, 5.0)
+#: Seconds between writes of the ``--statedb`` file while revokes arrive (and one at stop).
+STATE_SAVE_INTERVAL = 5.0
 
 
 class ControlListener:
@@ -49,7 +51,8 @@ class ControlListener:
 
     def __init__(self, broker: Broker, hostname: str, revoked: RevokedSet, *,
                  node: str | None = None, worker: Worker | None = None,
-                 commands: dict[str, Any] | None = None) -> None:
+                 commands: dict[str, Any] | None = None,
+                 state_db: str | None = None) -> None:
         self.broker = broker
         self.hostname = hostname
         #: the name this listener's queue is declared under (differs for prefork children,
@@ -64,6 +67,11 @@ class ControlListener:
         #: a prefork child applies what changes it (revokes, limits, events) and never
         #: replies: its parent answers for the whole worker, one node as in Celery
         self.quiet = worker is not None and worker.observer is not None
+        #: ``--statedb``: the revoked ids are read from it at start and, unless quiet (a
+        #: prefork child reads its parent's file), written to it
+        self.state_db = state_db
+        self._saved_updates = 0
+        self._next_save = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mailbox: Mailbox | None = None
@@ -74,6 +82,12 @@ class ControlListener:
 
         On a broker without the ``"control"`` capability, says so once and does nothing.
         """
+        if self.state_db:
+            kept = load_state(self.state_db, self.revoked)
+            self._saved_updates = self.revoked.updates
+            if kept:
+                logger.info("%s: %d revoked id(s) read from %s", self.hostname, kept,
+                            self.state_db)
         if "control" not in self.broker.capabilities:
             logger.info("%s: remote control is off: %s cannot carry it (revoke needs "
                         "RabbitMQ, Redis, SQLite or memory)", self.hostname,
@@ -93,6 +107,19 @@ class ControlListener:
         if thread is not None and thread is not threading.current_thread():
             thread.join(POLL_INTERVAL + 1.0)
         self._close()
+        self.save_state(force=True)
+
+    def save_state(self, force: bool = False) -> None:
+        """Write the revoked ids to the ``--statedb`` file when they changed since the
+        last write (at most every STATE_SAVE_INTERVAL seconds, unless ``force``)."""
+        if not self.state_db or self.quiet:
+            return
+        now = time.monotonic()
+        if self.revoked.updates == self._saved_updates or (not force and now < self._next_save):
+            return
+        self._saved_updates = self.revoked.updates
+        self._next_save = now + STATE_SAVE_INTERVAL
+        save_state(self.state_db, self.revoked)
 
     def _open(self) -> None:
         self._close()
@@ -126,6 +153,7 @@ class ControlListener:
                 for command in self._mailbox.receive(POLL_INTERVAL):
                     self.handle(command)
                 self.revoked.prune()
+                self.save_state()
                 backoff.succeeded()
             except Exception as exc:
                 if self._stop.is_set():
@@ -196,25 +224,10 @@ class ControlListener:
         return True
 
 
-def signal_number(value: Any) -> int:
-    """Celery's ``signal`` argument (``"SIGKILL"``, ``"KILL"``, ``9``) as a number;
-    SIGTERM when it names none."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        return int(value)
-    if isinstance(value, str) and value:
-        name = value.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            logger.warning("unknown signal %r in a revoke: SIGTERM assumed", value)
-    return int(signal.SIGTERM)
-
-
 def node_name(hostname: str, in_prefork_child: bool) -> str:
     """The pidbox node name a worker listens as: prefork children share their parent's
     hostname, and an exclusive queue admits one connection, so each adds its pid."""
     return f"{hostname}.{os.getpid()}" if in_prefork_child else hostname
 
 
-__all__ = ["ControlListener", "node_name"]
+__all__ = ["ControlListener", "node_name", "signal_number"]

@@ -41,13 +41,14 @@ class PrefetchWindow:
     ``limit`` before each fetch and reports what it measured with ``ran`` and ``fetched``.
     """
 
-    __slots__ = ("slots", "adaptive", "limit", "task_seconds", "fetch_seconds")
+    __slots__ = ("slots", "adaptive", "multiplier", "limit", "task_seconds", "fetch_seconds")
 
     def __init__(self, slots: int, multiplier: int | None) -> None:
         self.slots = max(1, slots)
         self.adaptive = multiplier is None
+        self.multiplier = 1 if multiplier is None else max(1, multiplier)
         #: the most messages to hold at once, those running included
-        self.limit = self.slots * (1 if multiplier is None else max(1, multiplier))
+        self.limit = self.slots * self.multiplier
         #: the estimated seconds a task keeps a slot busy (None before the first)
         self.task_seconds: float | None = None
         #: the estimated seconds of a fetch that brought messages
@@ -56,6 +57,15 @@ class PrefetchWindow:
     @property
     def per_slot(self) -> int:
         return max(1, self.limit // self.slots)
+
+    def resize(self, slots: int) -> None:
+        """The pool now runs ``slots`` tasks at once (``pool_grow``/``pool_shrink``): the
+        same depth per slot, over the new number of slots."""
+        per_slot = self.per_slot if self.adaptive else self.multiplier
+        self.slots = max(1, slots)
+        self.limit = self.slots * per_slot
+        if self.adaptive:
+            self.limit = max(self.slots, min(self.limit, MAX_WINDOW))
 
     def describe(self) -> str:
         if self.adaptive:

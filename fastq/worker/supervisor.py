@@ -116,6 +116,8 @@ class Worker:
         self._beat: Any = None
         self.started_at = time.time()
         self._signals = 0
+        #: ``memsample`` readings, for ``memdump``
+        self.memory_samples: list[str] = []
         #: why this process restarts in place once stopped (SIGHUP, a recycling limit)
         self._restart: str | None = None
         pool_cls = pool_class(self.pool_name)
@@ -175,7 +177,7 @@ class Worker:
             self.control = ControlListener(
                 self.broker, self.hostname, self.executor.revoked,
                 node=node_name(self.hostname, in_prefork_child=observer is not None),
-                worker=self)
+                worker=self, state_db=conf.worker_state_db)
 
     def _init_process_pool(self, pool_cls: type, concurrency: int | None) -> None:
         """A pool of child processes, each a whole solo worker with its own broker
@@ -318,11 +320,16 @@ class Worker:
         raise WorkerShutdown(signum)
 
     def _on_restart_signal(self, signum: int, frame: Any) -> None:
+        self.restart("SIGHUP")
+
+    def restart(self, why: str) -> None:
+        """Finish the running tasks, then start afresh in this process (SIGHUP, and the
+        ``pool_restart`` command of a pool without child processes)."""
         if self._signals:
             return  # already shutting down: that wins
-        logger.info("%s: restart (SIGHUP): finishing the running task, then starting "
-                    "afresh in this process (same pid)", self.hostname)
-        self._restart = "SIGHUP"
+        logger.info("%s: restart (%s): finishing the running task, then starting "
+                    "afresh in this process (same pid)", self.hostname, why)
+        self._restart = why
         self.consumer.stop()
 
     def _on_stacks_signal(self, signum: int, frame: Any) -> None:

@@ -10,12 +10,17 @@ once, for all of them. Its lists are as fresh as the children's last reports, at
 from __future__ import annotations
 
 import collections
+import importlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ... import commands
+
+logger = logging.getLogger("fastq.worker")
 
 if TYPE_CHECKING:
     from ...revoked import RevokedSet
@@ -40,7 +45,12 @@ class ParentAnswers:
                    "clock": self.clock, "hello": self.hello,
                    "enable_events": self.enable_events,
                    "disable_events": self.disable_events,
-                   "heartbeat": self.heartbeat}
+                   "heartbeat": self.heartbeat, "pool_grow": self.pool_grow,
+                   "pool_shrink": self.pool_shrink, "autoscale": self.autoscale,
+                   "add_consumer": self.add_consumer,
+                   "cancel_consumer": self.cancel_consumer,
+                   "pool_restart": self.pool_restart,
+                   "revoke_by_stamped_headers": self.revoke_by_stamped_headers}
         table.update(answers)
         table.update({"dump_active": self.active, "dump_reserved": self.reserved,
                       "dump_revoked": self.revoked_ids})
@@ -101,6 +111,75 @@ class ParentAnswers:
 
     def heartbeat(self, worker: Worker, **_: Any) -> None:
         return None  # each child sends its own
+
+    # -- the pool: children are started and stopped by the parent's loop (call_soon)
+    def _resized(self, worker: Worker, delta: int, command: str, done: str) -> dict:
+        if self.parent.autoscaler is not None:
+            return {"error": commands.AUTOSCALED.format(command)}
+        self.parent.call_soon(lambda: self.parent.resize(delta))
+        return {"ok": done}
+
+    def pool_grow(self, worker: Worker, n: Any = 1, **_: Any) -> dict:
+        return self._resized(worker, int(n), "pool_grow", "pool will grow")
+
+    def pool_shrink(self, worker: Worker, n: Any = 1, **_: Any) -> dict:
+        return self._resized(worker, -int(n), "pool_shrink", "pool will shrink")
+
+    def autoscale(self, worker: Worker, max: Any = None, min: Any = None, **_: Any) -> dict:
+        autoscaler = self.parent.autoscaler
+        if autoscaler is None:
+            raise ValueError("Autoscale not enabled")  # Celery's words
+        maximum, minimum = autoscaler.update(max, min)
+        worker.autoscale = (maximum, minimum)
+        return {"ok": f"autoscale now max={maximum} min={minimum}"}
+
+    def pool_restart(self, worker: Worker, modules: Any = None, reload: bool = False,
+                     **_: Any) -> dict:
+        """Import ``modules`` (again, with ``reload``) here, then replace the children
+        one by one: forked from this process, they run the new code."""
+        if not worker.app.conf.worker_pool_restarts:
+            raise ValueError("Pool restarts not enabled")
+        self.parent.call_soon(lambda: self._restart(list(modules or ()), bool(reload)))
+        return {"ok": "reload started"}
+
+    def _restart(self, modules: list[str], reload: bool) -> None:
+        for name in modules:
+            try:
+                if reload and name in sys.modules:
+                    importlib.reload(sys.modules[name])
+                else:
+                    importlib.import_module(name)
+            except Exception:
+                logger.exception("pool_restart: cannot import %s; the children restart "
+                                 "without it", name)
+        self.parent.restart_one_by_one()
+
+    # -- queues and stamped revokes: the children apply them, the parent keeps the list
+    def add_consumer(self, worker: Worker, queue: str | None = None,
+                     exchange: str | None = None, exchange_type: str | None = None,
+                     routing_key: str | None = None, **_: Any) -> dict:
+        if not queue:
+            return {"error": "add_consumer needs a queue name"}
+        if queue not in worker.queues:
+            worker.queue_entities = [*worker.queue_entities, commands.queue_entity(
+                worker, queue, exchange, exchange_type, routing_key)]
+            worker.queues = [*worker.queues, queue]
+            self.parent.spec.queues = list(worker.queues)  # children started later
+        return {"ok": f"add consumer {queue}"}
+
+    def cancel_consumer(self, worker: Worker, queue: str | None = None, **_: Any) -> dict:
+        answer = commands.cancel_consumer(worker, queue)
+        self.parent.spec.queues = list(worker.queues)
+        return answer
+
+    def revoke_by_stamped_headers(self, worker: Worker, headers: Any = None,
+                                  terminate: bool = False, **_: Any) -> dict:
+        self.revoked.add_stamps(headers)
+        if not terminate:
+            return {"ok": f"headers {headers} flagged as revoked, but not terminated"}
+        # which running tasks carry the stamps only the children know: they terminate them
+        return {"ok": f"headers {headers} flagged as revoked; the children terminate the "
+                      "running tasks stamped with them"}
 
     def stats(self, worker: Worker, **_: Any) -> dict:
         parent = self.parent

@@ -38,11 +38,26 @@ class Autoscaler:
         self.grow_interval = grow_interval
         self._last_growth = float("-inf")
 
+    def update(self, maximum: int | None = None,
+               minimum: int | None = None) -> tuple[int, int]:
+        """New bounds (the ``autoscale`` command); the parent reaches them through
+        ``decide``, a child at a time. The bounds now."""
+        new_max = self.maximum if maximum is None else int(maximum)
+        new_min = self.minimum if minimum is None else max(1, int(minimum))
+        if not 1 <= new_min <= new_max:
+            raise ValueError(f"autoscale needs 1 <= min <= max, got max={new_max} "
+                             f"min={new_min}")
+        self.maximum, self.minimum = new_max, new_min
+        return self.maximum, self.minimum
+
     def decide(self, children: Sequence[ChildProcess],
                now: float) -> tuple[str, ChildProcess | None] | None:
         """("grow", None), ("shrink", the child to retire), or None."""
         if len(children) < self.minimum:
             return ("grow", None)
+        if len(children) > self.maximum:  # lowered by the autoscale command
+            return ("shrink", min(children, key=lambda c: (c.running is not None,
+                                                           c.idle_since or float("inf"))))
         if len(children) < self.maximum and now - self._last_growth >= self.grow_interval:
             if all(c.ready and c.busy_fraction >= BUSY_FRACTION for c in children):
                 self._last_growth = now

@@ -117,6 +117,10 @@ class PreforkParent:
         #: the counters of exited children's last metrics snapshots, added up
         self.exited_metrics: dict = {}
         self._signals: collections.deque[int] = collections.deque()
+        #: changes asked by remote control, made by the loop's thread (``call_soon``)
+        self._calls: collections.deque[Any] = collections.deque()
+        #: children still to replace, one at a time, by a ``pool_restart``
+        self._to_restart: list[int] = []
         self._next_health = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -154,6 +158,51 @@ class PreforkParent:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)  # acted on by the loop, never mid-bookkeeping
+
+    def call_soon(self, change: Any) -> None:
+        """Run ``change()`` in the loop's thread, which alone starts and stops children
+        (remote control asks from its own thread)."""
+        self._calls.append(change)
+        try:
+            os.write(self._wake_w, b"c")
+        except BlockingIOError:
+            pass  # the loop is being woken already
+
+    def resize(self, delta: int) -> None:
+        """``delta`` more children, or fewer (idle ones first, never the last one)."""
+        if delta > 0:
+            for _ in range(delta):
+                self.start_child()
+        else:
+            active = self.active()
+            idle_first = sorted(active, key=lambda c: (c.running is not None, -c.started))
+            retired = idle_first[:min(-delta, len(active) - 1)]
+            for child in retired:
+                child.retiring = True
+            self._signal_children(signal.SIGTERM, retired)
+        self.worker.concurrency = len(self.active())
+        logger.info("%s: pool resized to %d child(ren)", self.worker.hostname,
+                    self.worker.concurrency)
+        self._next_health = 0.0
+
+    def restart_one_by_one(self) -> None:
+        """Replace every child, the next once its predecessor's replacement consumes
+        (``pool_restart``): the worker keeps taking tasks throughout."""
+        self._to_restart = [c.pid for c in self.active()]
+        logger.info("%s: restarting the pool: replacing %d child(ren) one by one",
+                    self.worker.hostname, len(self._to_restart))
+
+    def _restart_next(self) -> None:
+        if any(not c.ready for c in self.active()):
+            return  # the last replacement is still starting
+        while self._to_restart:
+            child = self.children.get(self._to_restart.pop(0))
+            if child is None or child.retiring:
+                continue
+            child.retiring = True
+            self.start_child(child.index)
+            self._signal_children(signal.SIGTERM, [child])
+            return
 
     def _handle_signals(self) -> None:
         while self._signals:
@@ -248,7 +297,8 @@ class PreforkParent:
         revoked = RevokedSet(conf.worker_revokes_max, conf.worker_revoke_expires)
         self.control = ControlListener(self.app.broker, self.worker.hostname, revoked,
                                        worker=self.worker,
-                                       commands=ParentAnswers(self, revoked).table())
+                                       commands=ParentAnswers(self, revoked).table(),
+                                       state_db=conf.worker_state_db)
         self.control.start()
 
     def step(self) -> None:
@@ -270,6 +320,10 @@ class PreforkParent:
             if child.reader in ready:
                 self._read_reports(child, now)
         self._handle_signals()
+        while self._calls and not self.stopping:
+            self._calls.popleft()()
+        if self._to_restart and not self.stopping:
+            self._restart_next()
         for child in children:
             if child.process.exitcode is not None:
                 self._read_reports(child, now)  # the final status, sent just before exit
