@@ -6,6 +6,7 @@ across a restart."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -56,7 +57,7 @@ class Node:
 
     def start(self, *extra: str) -> Node:
         self.worker = Proc([sys.executable, "-m", "fastq", "worker", "-A",
-                            "tests.apps.monitor_app", "-Q", self.queue, "-n", self.hostname,
+                            "tests.apps.control_app", "-Q", self.queue, "-n", self.hostname,
                             "-l", "info", "--health-file", self.health, *self.worker_args,
                             *extra], self.env, self.log_path)
         self.wait_until(lambda: read_health(self.health).get("state") == "consuming", 30)
@@ -130,16 +131,17 @@ def state_of(node: Node, task_id: str) -> str:
     return node.app.AsyncResult(task_id).state
 
 
-@pytest.mark.parametrize("pool", ["threads", "asyncio"])
+@pytest.mark.parametrize("pool", ["threads", "asyncio", "gevent"])
 def test_pool_grow_runs_more_tasks_at_once_and_shrink_fewer(tmp_path, broker, nodes, pool):
     node = Node(tmp_path, broker, "-P", pool, "-c", "1", "--prefetch-multiplier", "1")
     nodes.append(node)
     node.start()
     assert node.control("pool_grow", "2") == {"ok": "pool will grow"}
-    for _ in range(4):
-        node.app.send_task("m.sleep", (LONG,))
-    # three slots now, and a window of three: three run, the fourth waits in the queue
-    node.wait_until(lambda: node.running() == 3, 30)
+    # three tasks that each wait for all three to have started: they return 3 only if
+    # the pool ran them at once (with one slot, the first would wait out its timeout)
+    key = f"{node.queue}-rendezvous"
+    met = [node.app.send_task("c.rendezvous", (key, 3, LONG)) for _ in range(3)]
+    assert [result.get(timeout=LONG + 30) for result in met] == [3, 3, 3]
     stats = node.inspect("stats")
     assert stats["pool"]["max-concurrency"] == 3 and stats["prefetch_count"] == 3
     assert node.control("pool_shrink", "2") == {"ok": "pool will shrink"}
@@ -154,6 +156,21 @@ def test_solo_cannot_be_resized(tmp_path, nodes):
     reply = node.control("pool_grow", "1")
     assert "solo pool runs one task at a time" in reply["error"]
     assert "Autoscale not enabled" in node.control("autoscale", "4", "2")["error"]
+
+
+def test_memory_samples(tmp_path, nodes):
+    node = Node(tmp_path, REDIS_URL, "-P", "threads")
+    nodes.append(node)
+    node.start()
+    samples = [node.inspect("memsample") for _ in range(2)]
+    assert all(sample.endswith("MB") and float(sample[:-2]) > 0 for sample in samples)
+    dump = node.inspect("memdump")
+    assert all(sample in dump for sample in samples), dump
+    graph = node.inspect("objgraph")
+    if importlib.util.find_spec("objgraph") is None:
+        assert graph == {"error": "objgraph needs the objgraph package: pip install objgraph"}
+    else:
+        assert os.path.exists(graph["filename"])
 
 
 def test_prefork_pool_grow_starts_children_and_shrink_stops_them(tmp_path, nodes):

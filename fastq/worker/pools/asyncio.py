@@ -39,6 +39,7 @@ class AsyncioPool(HandOffPool):
         self.loop: asyncio.AbstractEventLoop
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -49,15 +50,13 @@ class AsyncioPool(HandOffPool):
 
         def run_loop() -> None:
             asyncio.set_event_loop(loop)
-            threads = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="fastq-sync-task")
-            loop.set_default_executor(threads)
+            self._use_threads(self.concurrency)
             self._slots = asyncio.Semaphore(self.concurrency)
             ready.set()
             try:
                 loop.run_forever()
             finally:
-                _close_loop(loop, threads)
+                _close_loop(loop, self._threads)
 
         self._thread = threading.Thread(target=run_loop, name="fastq-asyncio", daemon=True)
         self._thread.start()
@@ -109,8 +108,20 @@ class AsyncioPool(HandOffPool):
                 return True
         return False
 
+    def _use_threads(self, n: int) -> None:
+        """Plain functions run on ``n`` threads from now on (called in the loop's thread);
+        the previous executor's threads finish what they run, then end."""
+        previous = self._threads
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=n, thread_name_prefix="fastq-sync-task")
+        self.loop.set_default_executor(self._threads)
+        if previous is not None:
+            previous.shutdown(wait=False)
+
     def grow(self, n: int = 1) -> None:
         super().grow(n)
+        # more slots need as many threads for the plain functions among the tasks
+        self.loop.call_soon_threadsafe(self._use_threads, self.concurrency)
         for _ in range(n):
             self.loop.call_soon_threadsafe(self._slots.release)
 
