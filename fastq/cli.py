@@ -427,13 +427,22 @@ def status(app_spec, as_json) -> None:
 REMOTE_ARGUMENTS = {
     "registered": ["*taskinfoitems"], "query_task": ["*ids"], "conf": ["with_defaults"],
     "revoke": ["*task_id"], "rate_limit": ["task_name", "rate_limit"],
-    "time_limit": ["task_name", "soft", "hard"],
+    "time_limit": ["task_name", "soft", "hard"], "pool_grow": ["n"], "pool_shrink": ["n"],
+    "autoscale": ["max", "min"], "cancel_consumer": ["queue"], "pool_restart": ["*modules"],
+    "add_consumer": ["queue", "exchange", "exchange_type", "routing_key"],
+    "revoke_by_stamped_headers": ["*headers"], "memdump": ["samples"],
+    "objgraph": ["type", "num", "max_depth"],
 }
+#: Arguments sent as numbers, as Celery's command line sends them.
+NUMBER_ARGUMENTS = frozenset({"n", "max", "min", "samples", "num", "max_depth"})
 #: Commands that change a worker; ``fastq inspect`` refuses them, ``fastq control`` sends them.
 CONTROL_COMMANDS = ("rate_limit", "time_limit", "revoke", "shutdown", "enable_events",
-                    "disable_events", "heartbeat", "ping")
+                    "disable_events", "heartbeat", "ping", "pool_grow", "pool_shrink",
+                    "autoscale", "add_consumer", "cancel_consumer", "pool_restart",
+                    "revoke_by_stamped_headers")
 INSPECT_COMMANDS = ("active", "reserved", "scheduled", "registered", "stats", "revoked",
-                    "query_task", "active_queues", "conf", "report", "clock", "ping")
+                    "query_task", "active_queues", "conf", "report", "clock", "ping",
+                    "memsample", "memdump", "objgraph")
 
 
 def _remote_arguments(command: str, values: tuple[str, ...]) -> dict:
@@ -447,6 +456,10 @@ def _remote_arguments(command: str, values: tuple[str, ...]) -> dict:
             value: Any = values[index]
             if name in ("soft", "hard"):
                 value = float(value)
+            elif name in NUMBER_ARGUMENTS:
+                if not value.isdigit():
+                    raise click.UsageError(f"{command}: {name} must be a number, not {value!r}")
+                value = int(value)
             elif name == "with_defaults":
                 value = value.lower() in ("1", "true", "yes")
             arguments[name] = value
