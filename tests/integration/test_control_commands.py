@@ -226,6 +226,28 @@ def test_add_consumer_then_cancel_consumer(tmp_path, broker, nodes, pool):
     assert state_of(node, stranded.id) == "PENDING"
 
 
+def test_fastq_control_sends_them_too(tmp_path, nodes):
+    node = Node(tmp_path, REDIS_URL, "-P", "threads", "-c", "1")
+    nodes.append(node)
+    node.start()
+    extra = f"{node.queue}-more"
+    node.queues.append(extra)
+
+    def fastq(kind: str, *args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "fastq", kind, "-d", node.hostname,
+                               "-t", "3", "--json", *args], env=node.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)[node.hostname]
+    assert fastq("control", "pool_grow", "2") == {"ok": "pool will grow"}
+    assert fastq("inspect", "stats")["pool"]["max-concurrency"] == 3
+    assert fastq("control", "add_consumer", extra) == {"ok": f"add consumer {extra}"}
+    assert node.app.send_task("m.add", (1, 2), queue=extra).get(timeout=30) == 3
+    assert fastq("control", "revoke_by_stamped_headers", "tenant=x")["ok"].startswith(
+        "headers ['tenant=x'] flagged as revoked")
+    assert fastq("inspect", "memsample").endswith("MB")
+
+
 def test_revoke_by_stamped_headers(tmp_path, broker, nodes):
     from celery import Celery
 
