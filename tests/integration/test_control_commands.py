@@ -318,9 +318,10 @@ def test_pool_restart_restarts_and_keeps_working(tmp_path, nodes, pool):
     assert node.app.send_task("m.add", (2, 2)).get(timeout=30) == 4
 
 
-def test_statedb_keeps_revoked_ids_across_a_restart(tmp_path, broker, nodes):
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_statedb_keeps_revoked_ids_across_a_restart(tmp_path, broker, nodes, pool):
     statedb = str(tmp_path / "state.json")
-    node = Node(tmp_path, broker, "-P", "threads", "--statedb", statedb)
+    node = Node(tmp_path, broker, "-P", pool, "-c", "1", "--statedb", statedb)
     nodes.append(node)
     node.start()
     revoked_id = str(uuid.uuid4())
@@ -330,7 +331,9 @@ def test_statedb_keeps_revoked_ids_across_a_restart(tmp_path, broker, nodes):
     nodes.remove(node)
 
     # another node name: whatever the broker keeps for the first one does not reach it
-    again = Node(tmp_path, broker, "-P", "threads", "--statedb", statedb, name="again")
+    # (under prefork the parent writes the file and each child reads it)
+    again = Node(tmp_path, broker, "-P", pool, "-c", "1", "--statedb", statedb,
+                 name="again")
     nodes.append(again)
     again.start()
     assert revoked_id in again.inspect("revoked")
