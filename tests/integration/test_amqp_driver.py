@@ -699,3 +699,27 @@ def test_c_close_from_another_thread_wakes_a_blocked_drain(queues):
     assert isinstance(outcome[0], BrokerConnectionLost), outcome
     assert not conn.is_open
     conn.close()
+
+
+
+def test_py_amqp_publish_without_confirms_reads_nothing_when_nothing_came(queues,
+                                                                        monkeypatch):
+    # py-amqp polls the socket with timeout 0 before every basic_publish; a read attempt
+    # there waits the socket's smallest timeout, a millisecond, per publish
+    conn = _driver_class("py")(HOST, PORT)
+    conn.connect()
+    try:
+        name = _declare(conn, queues())
+        reads = []
+        transport = conn._conn.transport
+        real_read_frame = transport.read_frame
+        monkeypatch.setattr(transport, "read_frame",
+                            lambda *a, **k: reads.append(1) or real_read_frame(*a, **k))
+        for i in range(20):
+            conn.publish("", name, b"%d" % i, {"delivery_mode": 2}, {})
+        assert reads == []
+        conn.consume(name)
+        assert len(_drain_n(conn, 20)) == 20  # reading still works when something came
+        assert reads
+    finally:
+        conn.close()
