@@ -100,6 +100,16 @@ class WorkerProcess:
         return [r for r in rows if task_id is None or r[0] == task_id]
 
 
+def read_runs(path) -> list[list[str]]:
+    """The rows of a run log (tests/apps' ``_record``): task id, name, retries, time and
+    the arguments' repr, which may hold spaces; none before the first run."""
+    try:
+        with open(path) as fh:
+            return [line.split(None, 4) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def amqp_worker_setup(tmp_path, queue: str, url: str) -> tuple[dict, str]:
     """The environment of worker processes on ``queue`` at ``url`` with results in a
     SQLite file of ``tmp_path`` (and their run log there), and that results URL."""

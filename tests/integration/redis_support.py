@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -88,3 +91,31 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+@contextlib.contextmanager
+def example_on_redis(module_name: str, prefix: str, sqlite_env: tuple,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
+    """``examples.<module>`` imported afresh with broker and results on this test's Redis
+    keys (``prefix``), and a worker process for it, not started: ``(module, worker,
+    sent)``; the task ids appended to ``sent`` have their results deleted afterwards."""
+    from tests.integration.conftest import WorkerProcess
+
+    tmp_path, _url, run_log, env = sqlite_env
+    settings = {"FASTQ_BROKER_URL": f"{REDIS_URL}?global_keyprefix={prefix}",
+                "FASTQ_RESULT_BACKEND": REDIS_URL}
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    env.update(settings)
+    sys.modules.pop(module_name, None)
+    module = importlib.import_module(module_name)
+    worker = WorkerProcess(tmp_path, settings["FASTQ_BROKER_URL"], run_log, env)
+    worker.app_module = module_name
+    sent: list[str] = []
+    try:
+        yield module, worker, sent
+    finally:
+        worker.stop()
+        module.fastq_app.close()
+        for task_id in sent:
+            delete_keys(f"celery-task-meta-{task_id}")

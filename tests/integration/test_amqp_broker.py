@@ -22,6 +22,7 @@ from fastq.brokers.amqp import AMQPBroker, parse_url
 from fastq.exceptions import AMQPError, BrokerConnectionLost, PublishTimeout
 from fastq.testing.contracts import BrokerContract, make_message
 from tests import servers
+from tests.integration.conftest import amqp_worker_setup
 
 pytestmark = pytest.mark.integration
 
@@ -304,11 +305,7 @@ def test_consumer_survives_connections_being_closed(driver) -> None:
 # -- a real worker process ---------------------------------------------------------------
 def test_worker_process_runs_200_tasks(tmp_path, driver) -> None:
     queue = unique("worker")
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=driver_url(driver),
-               FASTQ_RESULT_BACKEND=results_url, FASTQ_TASK_DEFAULT_QUEUE=queue,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, driver_url(driver))
     log_path = tmp_path / "worker.log"
     app = App("amqp-e2e", broker_url=driver_url(driver), result_backend=results_url,
               task_default_queue=queue)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from fastq.brokers import create_broker
 from fastq.exceptions import BrokerConnectionLost, ConfigurationError
 from fastq.testing.contracts import make_message
 from fastq.testing.proxy import FaultProxy
-from tests.integration.test_amqp_broker import HAVE_C, HOST, PORT, ROOT, delete_queues, unique
+from tests.integration.conftest import amqp_worker_setup
+from tests.integration.test_amqp_broker import HAVE_C, HOST, PORT, delete_queues, unique
 
 # no code with a compiled twin beyond what the first CI pass covers on both drivers
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
@@ -284,12 +284,9 @@ def test_the_rpc_backend_connects_with_the_brokers_tls(proxy, certs, driver) -> 
 def test_a_worker_consumes_through_tls(tmp_path, proxy, certs, driver) -> None:
     queue = unique("tls-worker")
     url = proxy.url(driver=driver)
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    env, results_url = amqp_worker_setup(tmp_path, queue, url)
     # the CA comes from the settings (FASTQ_BROKER_USE_SSL is JSON), the rest from the URL
-    env = dict(os.environ, FASTQ_BROKER_URL=url, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_BROKER_USE_SSL=f'{{"ca_certs": "{certs.ca}", "cert_reqs": "CERT_REQUIRED"}}',
-               FASTQ_TASK_DEFAULT_QUEUE=queue, FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env["FASTQ_BROKER_USE_SSL"] = f'{{"ca_certs": "{certs.ca}", "cert_reqs": "CERT_REQUIRED"}}'
     app = App("tls-worker-client", broker_url=f"{url}&ssl_cafile={certs.ca}",
               result_backend=results_url, task_default_queue=queue)
     log_path = tmp_path / "worker.log"

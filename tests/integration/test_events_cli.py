@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from fastq import App
+from tests.integration.conftest import amqp_worker_setup
 from tests.integration.test_amqp_broker import ROOT, URL, delete_queues, unique
 
 pytest.importorskip("rich")
@@ -36,10 +37,7 @@ def _wait_for(condition, timeout: float, describe) -> None:
 def test_dump_prints_a_workers_events_one_per_line(tmp_path):
     queue = unique("events-cli")
     hostname = f"{queue}@test"
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
     app = App("events-cli", broker_url=URL, result_backend=results_url,
               task_default_queue=queue)
     dumped = tmp_path / "events.jsonl"

@@ -5,13 +5,10 @@ the loop goes on serving requests."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 
 import pytest
 
-from tests.integration.conftest import WorkerProcess
-from tests.integration.redis_support import REDIS_URL, delete_keys, redis_prefix  # noqa: F401
+from tests.integration.redis_support import example_on_redis, redis_prefix  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -19,28 +16,11 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 
-class ExampleWorker(WorkerProcess):
-    app_module = "examples.fastapi_app"
-
-
 @pytest.fixture
 def example(redis_prefix, sqlite_env, monkeypatch):  # noqa: F811 - the fixture imported above
     """The example module on this test's broker keys, and a worker for it, not started."""
-    tmp_path, _url, run_log, env = sqlite_env
-    settings = {"FASTQ_BROKER_URL": f"{REDIS_URL}?global_keyprefix={redis_prefix}",
-                "FASTQ_RESULT_BACKEND": REDIS_URL}
-    for key, value in settings.items():
-        monkeypatch.setenv(key, value)
-    env.update(settings)
-    sys.modules.pop("examples.fastapi_app", None)
-    module = importlib.import_module("examples.fastapi_app")
-    worker = ExampleWorker(tmp_path, settings["FASTQ_BROKER_URL"], run_log, env)
-    sent: list[str] = []
-    yield module, worker, sent
-    worker.stop()
-    module.fastq_app.close()
-    for task_id in sent:
-        delete_keys(f"celery-task-meta-{task_id}")
+    with example_on_redis("examples.fastapi_app", redis_prefix, sqlite_env, monkeypatch) as parts:
+        yield parts
 
 
 def test_a_request_awaits_a_result_while_the_loop_serves_others(example):

@@ -3,7 +3,6 @@ and a warm shutdown under load that loses nothing."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,19 +11,12 @@ import time
 import pytest
 
 from fastq import App
-from tests.integration.test_amqp_broker import ROOT, delete_queues, driver_url, unique
+from tests.integration.conftest import amqp_worker_setup, read_runs
+from tests.integration.test_amqp_broker import delete_queues, driver_url, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 POOLS = ["threads", "gevent", "eventlet", "asyncio"]
-
-
-def _runs(path) -> list[list[str]]:
-    try:
-        with open(path) as fh:
-            return [line.split(None, 4) for line in fh if line.strip()]
-    except FileNotFoundError:
-        return []
 
 
 @pytest.mark.parametrize("pool", POOLS)
@@ -32,11 +24,7 @@ def test_pool_on_rabbitmq(tmp_path, pool, impl) -> None:
     driver = impl
     queue = unique(f"pool-{pool}")
     run_log = tmp_path / "runs.log"
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=driver_url(driver),
-               FASTQ_RESULT_BACKEND=results_url, FASTQ_TASK_DEFAULT_QUEUE=queue,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"), FASTQ_TEST_RUN_LOG=str(run_log),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, driver_url(driver))
     app = App("amqp-pools", broker_url=driver_url(driver), result_backend=results_url,
               task_default_queue=queue)
     log_path = tmp_path / "worker.log"
@@ -57,7 +45,7 @@ def test_pool_on_rabbitmq(tmp_path, pool, impl) -> None:
         with pytest.raises(KeyError):
             failed.get(timeout=30)
         assert [r.get(timeout=30) for r in sleeps] == list(range(8))
-        starts = sorted(float(row[3]) for row in _runs(run_log) if row[1] == "t.sleep_echo")
+        starts = sorted(float(row[3]) for row in read_runs(run_log) if row[1] == "t.sleep_echo")
         assert len(starts) == 8 and starts[-1] - starts[0] < 0.5, starts
 
         # warm shutdown with work in flight: nothing lost, nothing run twice
@@ -67,7 +55,7 @@ def test_pool_on_rabbitmq(tmp_path, pool, impl) -> None:
         assert proc.wait(30) == 0, log_path.read_text()
         proc = start()
         assert [r.get(timeout=30) for r in batch] == list(range(40))
-        ids = [row[0] for row in _runs(run_log)]
+        ids = [row[0] for row in read_runs(run_log)]
         assert all(ids.count(r.id) == 1 for r in batch), "a task ran twice"
     finally:
         proc.terminate()

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from fastq import App
+from tests.integration.conftest import amqp_worker_setup
 from tests.integration.test_amqp_broker import ROOT, URL, delete_queues, unique
 
 pytest.importorskip("prometheus_client")
@@ -47,10 +48,7 @@ def test_a_prefork_workers_metrics_add_up_over_its_children(tmp_path):
     queue = unique("metrics")
     hostname = f"{queue}@test"
     port = _free_port()
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
     app = App("amqp-metrics", broker_url=URL, result_backend=results_url,
               task_default_queue=queue)
     added = [app.send_task("t.add", (i, i)) for i in range(30)]
@@ -96,11 +94,8 @@ def test_a_prefork_workers_metrics_add_up_over_its_children(tmp_path):
 def test_a_solo_worker_serves_its_own_counts(tmp_path):
     queue = unique("metrics-solo")
     port = _free_port()
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"),
-               FASTQ_WORKER_METRICS_PORT=str(port),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
+    env["FASTQ_WORKER_METRICS_PORT"] = str(port)
     app = App("amqp-metrics-solo", broker_url=URL, result_backend=results_url,
               task_default_queue=queue)
     added = [app.send_task("t.add", (i, 1)) for i in range(10)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,15 +9,16 @@ import time
 import pytest
 
 from fastq import App, TaskRevokedError
-from tests.integration.test_amqp_broker import ROOT, URL, delete_queues, unique
+from tests.integration.conftest import amqp_worker_setup, read_runs
+from tests.integration.test_amqp_broker import URL, delete_queues, unique
 
 # no code with a compiled twin beyond what the first CI pass covers on both drivers
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 
 
-def _wait_for_run(read_runs, task_id: str, timeout: float = 20) -> None:
+def _wait_for_run(runs, task_id: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while not any(run[0] == task_id for run in read_runs()):
+    while not any(run[0] == task_id for run in runs()):
         assert time.monotonic() < deadline, f"task {task_id} never started"
         time.sleep(0.02)
 
@@ -45,22 +45,11 @@ def test_sqlite_a_prefetched_task_revoked_while_it_waits_is_not_run(worker, prod
     assert f"Task t.add[{held.id}] revoked: not run" in w.log()
 
 
-def _runs(path) -> list[list[str]]:
-    try:
-        with open(path) as fh:
-            return [line.split(None, 4) for line in fh if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def test_rabbitmq_a_prefetched_task_revoked_while_it_waits_is_not_run(tmp_path):
     queue = unique("revoke")
     hostname = f"{queue}@test"
     run_log = tmp_path / "runs.log"
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"), FASTQ_TEST_RUN_LOG=str(run_log),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
     app = App("amqp-revoke", broker_url=URL, result_backend=results_url,
               task_default_queue=queue)
     health = tmp_path / "health.json"
@@ -72,12 +61,12 @@ def test_rabbitmq_a_prefetched_task_revoked_while_it_waits_is_not_run(tmp_path):
              "-Q", queue, "-n", hostname, "-l", "info", "--health-file", str(health)],
             env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_run(lambda: _runs(run_log), long.id)
+        _wait_for_run(lambda: read_runs(run_log), long.id)
         held.revoke()
         with pytest.raises(TaskRevokedError):
             held.get(timeout=20)
         assert long.get(timeout=20) == "long"
-        assert [r for r in _runs(run_log) if r[0] == held.id] == []
+        assert [r for r in read_runs(run_log) if r[0] == held.id] == []
     finally:
         proc.terminate()
         proc.wait(15)

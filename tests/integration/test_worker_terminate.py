@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,8 @@ import time
 import pytest
 
 from fastq import App, TaskRevokedError
-from tests.integration.test_amqp_broker import ROOT, URL, delete_queues, unique
+from tests.integration.conftest import amqp_worker_setup, read_runs
+from tests.integration.test_amqp_broker import URL, delete_queues, unique
 
 # no code with a compiled twin beyond what the first CI pass covers on both drivers
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
@@ -19,17 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
 LONG = 60.0
 
 
-def _runs(path) -> list[list[str]]:
-    try:
-        with open(path) as fh:
-            return [line.split(None, 4) for line in fh if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def _wait_for_run(path, task_id: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while not any(run[0] == task_id for run in _runs(path)):
+    while not any(run[0] == task_id for run in read_runs(path)):
         assert time.monotonic() < deadline, f"task {task_id} never started"
         time.sleep(0.02)
 
@@ -53,10 +45,7 @@ def test_a_running_task_is_terminated_revoked_and_acked(tmp_path, pool, task_nam
     queue = unique("terminate")
     hostname = f"{queue}@test"
     run_log = tmp_path / "runs.log"
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"), FASTQ_TEST_RUN_LOG=str(run_log),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
     from tests.interop.test_events import EventCapture
 
     capture = EventCapture(URL)
@@ -84,7 +73,7 @@ def test_a_running_task_is_terminated_revoked_and_acked(tmp_path, pool, task_nam
         assert proc.wait(15) == 0
         # the message was acked: one left unacked would be back in the queue now
         assert app.broker.queue_sizes()[queue] == 0
-        assert len([r for r in _runs(run_log) if r[0] == long.id]) == 1
+        assert len([r for r in read_runs(run_log) if r[0] == long.id]) == 1
         deadline = time.monotonic() + 10
         while not (revoked := [e for e in capture.of(hostname, "task-revoked")
                                if e["uuid"] == long.id]):
@@ -109,10 +98,7 @@ def test_a_running_task_is_terminated_revoked_and_acked(tmp_path, pool, task_nam
 def test_the_threads_pool_says_it_cannot_interrupt_and_lets_the_task_finish(tmp_path):
     queue = unique("terminate-threads")
     run_log = tmp_path / "runs.log"
-    results_url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    env = dict(os.environ, FASTQ_BROKER_URL=URL, FASTQ_RESULT_BACKEND=results_url,
-               FASTQ_WORKER_STATE_DIR=str(tmp_path / "workers"), FASTQ_TEST_RUN_LOG=str(run_log),
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env, results_url = amqp_worker_setup(tmp_path, queue, URL)
     app = App("amqp-terminate-threads", broker_url=URL, result_backend=results_url,
               task_default_queue=queue)
     task = app.send_task("t.sleep_echo", (1.5, "finished"))
