@@ -67,11 +67,6 @@ class PrefetchWindow:
         if self.adaptive:
             self.limit = max(self.slots, min(self.limit, MAX_WINDOW))
 
-    def describe(self) -> str:
-        if self.adaptive:
-            return f"adaptive (now {self.limit})"
-        return str(self.limit)
-
     def fetched(self, seconds: float) -> None:
         """A fetch that brought messages took ``seconds``."""
         if self.adaptive:

@@ -207,14 +207,14 @@ class Worker:
 
     def banner(self) -> str:
         backend = self.app.backend_url
+        prefetch = "adaptive" if self.window.adaptive else str(self.window.limit)
         if self.supervises_processes:
             size = (f"children={self.autoscale[1]}..{self.autoscale[0]} (autoscale)"
                     if self.autoscale else f"children={self.concurrency}")
-            prefetch = "adaptive" if self.window.adaptive else f"{self.window.limit}/child"
+            per_child = "" if self.window.adaptive else "/child"
             pool = (f"pool=prefork {size} start_method={self.start_method} "
-                    f"prefetch={prefetch}")
+                    f"prefetch={prefetch}{per_child}")
         else:
-            prefetch = "adaptive" if self.window.adaptive else str(self.window.limit)
             pool = (f"pool={self.pool_name} concurrency={self.concurrency} "
                     f"prefetch={prefetch}")
         recycle = "".join(
