@@ -14,8 +14,9 @@ import uuid
 import pytest
 
 from fastq import App, TaskRevokedError
+from tests.integration.conftest import read_runs
 from tests.integration.redis_support import REDIS_URL, require_redis
-from tests.integration.test_worker_terminate import LONG, _runs, _wait_for_run
+from tests.integration.test_worker_terminate import LONG, _wait_for_run
 from tests.interop.processes import ROOT
 
 # the pools' own code: the consumer loop under them is covered on both twins elsewhere
@@ -59,7 +60,7 @@ def test_a_sleeping_task_is_terminated_within_two_seconds(tmp_path, library):
         assert app.send_task("t.add", (2, 3)).get(timeout=20) == 5  # the worker goes on
         proc.terminate()
         assert proc.wait(20) == 0
-        assert len([r for r in _runs(run_log) if r[0] == long.id]) == 1  # acked, not rerun
+        assert len([r for r in read_runs(run_log) if r[0] == long.id]) == 1  # acked, not rerun
     finally:
         if proc.poll() is None:
             proc.kill()
