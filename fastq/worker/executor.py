@@ -4,6 +4,7 @@ published, revoked ids honoured, and ``async def`` tasks on an event loop."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -59,6 +60,9 @@ class Executor(Execution):
         #: task id -> signal of the coroutines revoke(terminate=True) cancels (asyncio
         #: pool): their CancelledError is a termination, not a worker stopping
         self.terminating: dict[str, int] = {}
+        #: where ``run_async`` runs a plain function (the asyncio pool's own threads);
+        #: None: the loop's default executor
+        self.run_in_thread: Callable[[Callable[[], Any]], concurrent.futures.Future] | None = None
         #: task id -> unix time it started, for tasks running while transitions are
         #: noted (``inspect active``'s ``time_start``)
         self.started_at: dict[str, float] = {}
@@ -223,8 +227,8 @@ class Executor(Execution):
 
     async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
         """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
-        with its time limits as cancellation; a plain function runs in the loop's default
-        thread executor, so it cannot stall the other coroutines."""
+        with its time limits as cancellation; a plain function runs on ``run_in_thread``
+        (or the loop's default executor), so it cannot stall the other coroutines."""
         if request.id in self.revoked_ids or request.headers.get("expires") is not None:
             skipped = self.not_to_run(task, request)  # the rare path: no call otherwise
             if skipped is not None:
@@ -244,7 +248,10 @@ class Executor(Execution):
                                                  task, request, hard, soft)
                     else:
                         call = functools.partial(context.run, self._invoke, task, request)
-                    value = await loop.run_in_executor(None, call)
+                    if self.run_in_thread is None:
+                        value = await loop.run_in_executor(None, call)
+                    else:
+                        value = await asyncio.wrap_future(self.run_in_thread(call), loop=loop)
             except BaseException as exc:
                 if self.terminating and isinstance(exc, asyncio.CancelledError) \
                         and request.id in self.terminating:

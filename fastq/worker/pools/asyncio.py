@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ...limits import ThreadLimiter
 from .base import RELEASE, HandOffPool
@@ -21,6 +23,62 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+_RETIRE = object()
+
+
+class PlainFunctionThreads:
+    """Daemon threads that run the plain (not ``async def``) functions of an asyncio pool.
+
+    Not a ``ThreadPoolExecutor``: the interpreter joins those threads at exit, so a
+    terminated task or one a cold shutdown left behind would hold the worker process open
+    until its function returned (its outcome is settled already, and nobody waits for it).
+    """
+
+    def __init__(self, n: int) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._count = 0
+        self.resize(n)
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, fn))
+        return future
+
+    def resize(self, n: int) -> None:
+        """``n`` threads from now on: more start at once, fewer retire after their job."""
+        while self._count < n:
+            self._count += 1
+            threading.Thread(target=self._work, daemon=True,
+                             name=f"fastq-sync-task-{self._count}").start()
+        while self._count > n:
+            self._count -= 1
+            self._jobs.put(_RETIRE)
+
+    def shutdown(self) -> None:
+        """Retire every thread once it is free; jobs not begun are cancelled."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _RETIRE:
+                job[0].cancel()
+        self.resize(0)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _RETIRE:
+                return
+            future, fn = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # the task's own outcome, raised in the loop
+                future.set_exception(exc)
 
 
 class AsyncioPool(HandOffPool):
@@ -39,7 +97,7 @@ class AsyncioPool(HandOffPool):
         self.loop: asyncio.AbstractEventLoop
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads: PlainFunctionThreads | None = None
         self._pending = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -50,7 +108,8 @@ class AsyncioPool(HandOffPool):
 
         def run_loop() -> None:
             asyncio.set_event_loop(loop)
-            self._use_threads(self.concurrency)
+            self._threads = PlainFunctionThreads(self.concurrency)
+            self.executor.run_in_thread = self._threads.submit
             self._slots = asyncio.Semaphore(self.concurrency)
             ready.set()
             try:
@@ -108,20 +167,11 @@ class AsyncioPool(HandOffPool):
                 return True
         return False
 
-    def _use_threads(self, n: int) -> None:
-        """Plain functions run on ``n`` threads from now on (called in the loop's thread);
-        the previous executor's threads finish what they run, then end."""
-        previous = self._threads
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=n, thread_name_prefix="fastq-sync-task")
-        self.loop.set_default_executor(self._threads)
-        if previous is not None:
-            previous.shutdown(wait=False)
-
     def grow(self, n: int = 1) -> None:
         super().grow(n)
         # more slots need as many threads for the plain functions among the tasks
-        self.loop.call_soon_threadsafe(self._use_threads, self.concurrency)
+        assert self._threads is not None, "grow() before start()"
+        self.loop.call_soon_threadsafe(self._threads.resize, self.concurrency)
         for _ in range(n):
             self.loop.call_soon_threadsafe(self._slots.release)
 
@@ -153,8 +203,7 @@ class AsyncioPool(HandOffPool):
         thread.join(timeout=5)
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop,
-                threads: concurrent.futures.ThreadPoolExecutor) -> None:
+def _close_loop(loop: asyncio.AbstractEventLoop, threads: PlainFunctionThreads | None) -> None:
     """Close ``loop`` once it has stopped, as ``asyncio.run`` would: what a cold stop left
     unfinished is cancelled and let unwind first."""
     try:
@@ -165,7 +214,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop,
             loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
-        # a plain function still blocking one of these threads is not waited for
-        threads.shutdown(wait=False, cancel_futures=True)
+        if threads is not None:
+            threads.shutdown()  # a plain function still running is not waited for
         asyncio.set_event_loop(None)
         loop.close()
