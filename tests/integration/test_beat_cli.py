@@ -53,6 +53,7 @@ def _runs(setup: Setup) -> list[str]:
         return [line.split()[0] for line in fh if line.strip()]
 
 
+@pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
 def test_schedule_commands_reach_a_running_beat(setup):
     setup.start("worker", log="worker.log")
     setup.start_beat(0)
@@ -74,6 +75,7 @@ def test_schedule_commands_reach_a_running_beat(setup):
     assert all(run.startswith("db-entry@") for run in _runs(setup))
 
 
+@pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
 def test_schedule_add_rejects_a_bad_crontab(setup):
     done = subprocess.run([sys.executable, "-m", "fastq", "schedule", "add", "x", "--task",
                            "beatapp.record", "--cron", "*/5 * *", "-A", "beatapp"],
@@ -82,6 +84,7 @@ def test_schedule_add_rejects_a_bad_crontab(setup):
     assert done.returncode == 2 and "5 fields" in done.stderr
 
 
+@pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
 def test_dry_run_prints_the_next_runs(setup):
     _fastq(setup, "schedule", "add", "nightly", "--task", "beatapp.record", "--cron",
            "30 2 * * mon-fri")
@@ -91,6 +94,7 @@ def test_dry_run_prints_the_next_runs(setup):
     assert "T02:30:00" in first
 
 
+@pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
 def test_worker_with_beat_in_the_prefork_parent_only(tmp_path):
     setup = Setup(tmp_path, f"sqlite:///{tmp_path}/broker.sqlite3")
     try:
