@@ -1,11 +1,10 @@
-"""Task options, retry arithmetic, rate strings, routing and the -A loader."""
+"""Task options and what a task does with them: retry backoff, option and task names,
+routing, calling it directly, delay."""
 
 import pytest
 
 from fastq import App, shared_task
 from fastq.exceptions import ConfigurationError, TaskNotRegistered
-from fastq.loader import AppLoadError, load_app
-from fastq.middleware.ratelimit import TokenBucket, parse_rate
 
 
 @pytest.fixture
@@ -45,24 +44,6 @@ def test_unknown_task_name_suggests_a_registered_one(app):
         app.get_task("app.tasks.sned")
 
 
-@pytest.mark.parametrize("rate,per_second", [("100/s", 100), ("10/m", 10 / 60),
-                                             ("36/h", 0.01), (5, 5), (None, None)])
-def test_parse_rate(rate, per_second):
-    assert parse_rate(rate) == pytest.approx(per_second) if per_second else parse_rate(rate) is None
-
-
-def test_parse_rate_refuses_garbage():
-    with pytest.raises(ConfigurationError, match="N/s"):
-        parse_rate("fast")
-
-
-def test_token_bucket_says_how_long_to_wait():
-    bucket = TokenBucket(rate=10)
-    assert bucket.take() == 0.0
-    wait = bucket.take()
-    assert 0.08 < wait <= 0.1
-
-
 def test_routes_by_name_and_glob(app):
     app.conf.task_routes = {"billing.*": "money", "emails.send": {"queue": "mail"}}
     assert app.route("billing.charge") == "money"
@@ -98,43 +79,6 @@ def test_eager_retry_runs_again_in_place(app):
         return self.request.retries
 
     assert flaky.delay().get() == 2
-
-
-def test_load_app_finds_the_app_attribute():
-    app = load_app("tests.apps.sqlite_app")
-    assert "t.add" in app.tasks
-    assert load_app("tests.apps.sqlite_app:app") is app
-
-
-def test_load_app_errors_name_the_problem(tmp_path, monkeypatch):
-    with pytest.raises(AppLoadError, match="no module named 'nowhere'"):
-        load_app("nowhere.tasks")
-    (tmp_path / "broken_tasks.py").write_text("x = 1\nraise RuntimeError('user bug here')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(AppLoadError) as info:
-        load_app("broken_tasks")
-    text = str(info.value)
-    assert "broken_tasks.py" in text and "user bug here" in text
-    assert "importlib" not in text and "fastq/cli.py" not in text
-
-
-def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored(app):
-    from fastq.execution import time_limits
-    from fastq.task import Request
-
-    @app.task(time_limit=60, soft_time_limit=50)
-    def limited():
-        return None
-
-    def limits(header):
-        request = Request({"id": "i", "task": limited.name, "timelimit": header}, [], {}, {})
-        return time_limits(limited, request, app.conf)
-
-    assert limits([10, 5.5]) == (10, 5.5)
-    assert limits([None, 3]) == (60, 3)
-    assert limits(["10", "x"]) == (60, 50)
-    assert limits("garbage") == (60, 50)
-    assert limits([7]) == (7, 50)
 
 
 def test_delay_follows_settings_changed_between_calls(app):

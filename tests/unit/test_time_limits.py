@@ -1,4 +1,5 @@
-"""How each limiter delivers soft and hard time limits to a running task."""
+"""Time limits: the ones a request runs under (its header, the task, the settings), and how
+each limiter delivers soft and hard limits to a running task."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import time
 
 import pytest
 
+from fastq import App
 from fastq.exceptions import SoftTimeLimitExceeded
+from fastq.execution import time_limits
 from fastq.limits import AlarmLimiter, HardTimeLimit, ThreadLimiter, await_limited
+from fastq.task import Request
 
 
 def _steps(task, request):
@@ -98,3 +102,21 @@ def test_await_limited_turns_cancellation_into_the_limit_errors():
     with pytest.raises(HardTimeLimit):
         asyncio.run(await_limited(stubborn(), 0.2, 0.05))
     assert asyncio.run(await_limited(polite(), None, 0.05)) == "cleaned up"
+
+
+def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored():
+    app = App("t", broker="memory://limits")
+
+    @app.task(time_limit=60, soft_time_limit=50)
+    def limited():
+        return None
+
+    def limits(header):
+        request = Request({"id": "i", "task": limited.name, "timelimit": header}, [], {}, {})
+        return time_limits(limited, request, app.conf)
+
+    assert limits([10, 5.5]) == (10, 5.5)
+    assert limits([None, 3]) == (60, 3)
+    assert limits(["10", "x"]) == (60, 50)
+    assert limits("garbage") == (60, 50)
+    assert limits([7]) == (7, 50)
