@@ -43,6 +43,14 @@ class LeaseKeeping:
                                             daemon=True)
             self._keeper.start()
 
+    def _stop_keeper(self, timeout: float) -> None:
+        """End the renewals; wait up to ``timeout`` s for the keeper (unless it is us)."""
+        self._stop.set()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout)
+        self._keeper = None
+
     def _keep_leases(self) -> None:
         # a third of the period: two renewals may fail before a lease lapses
         interval = self._lease_period() / 3

@@ -4,6 +4,7 @@ and the policy every transport shares (retrying a publish, backing off a reconne
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from ._mailbox import Mailbox
 
 #: Deliveries a broker keeps unacked past this many redeliveries go to the dead letters.
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_REDELIVERIES = 5
 #: Seconds ``publish_many`` keeps trying an unreachable broker (the App passes its
 #: ``broker_connection_timeout``).
@@ -449,3 +452,40 @@ class Broker(abc.ABC):
             f"({mask_url(self.url)}): it lacks the 'control' capability; use a broker that "
             f"has it (RabbitMQ, Redis, SQLite, memory), or set "
             f"worker_enable_remote_control=False on its workers")
+
+
+class ServerLossInFetch:
+    """Mixin for a ``Broker`` whose ``fetch`` polls a network server (Redis, SQS): losing
+    the server there is said once, paused on with the reconnect backoff, and its return
+    said once. ``self.state`` is ``"consuming"`` or ``"reconnecting"``."""
+
+    state = "consuming"
+    reconnect_backoff: Backoff
+    _reconnect_failed: Any
+
+    def _server_name(self) -> str:
+        """The server as the log names it, its password masked."""
+        raise NotImplementedError
+
+    def _lost_in_fetch(self, error: BrokerConnectionLost, deadline: float) -> bool:
+        """Note the loss and wait the backoff's next pause, never past ``deadline``;
+        False when the deadline has come (``fetch`` returns nothing then)."""
+        self._on_unreachable(error)
+        delay = self._reconnect_failed(error)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        return True
+
+    def _on_unreachable(self, error: BaseException) -> None:
+        if self.state != "reconnecting":
+            logger.warning("lost %s (%s); fetching nothing and retrying until it is back",
+                           self._server_name(), error)
+            self.state = "reconnecting"
+
+    def _on_reachable(self) -> None:
+        if self.state != "consuming":
+            logger.info("%s is reachable again; consuming", self._server_name())
+            self.state = "consuming"
+            self.reconnect_backoff.succeeded()

@@ -46,7 +46,7 @@ from ._mailbox import (
     reply_body,
     request_with_reply,
 )
-from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery
+from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery, ServerLossInFetch
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _note_visibility_timeout() -> None:
             "worker's tasks return after broker_lease_seconds")
 
 
-class RedisBroker(LeaseKeeping, Broker):
+class RedisBroker(LeaseKeeping, ServerLossInFetch, Broker):
     """``redis://host:port/db``, ``rediss://`` (TLS), ``redis+socket:///path``,
     ``redis+sentinel://host:port;sentinel://host:port/db`` (with ``master_name``).
 
@@ -299,11 +299,7 @@ class RedisBroker(LeaseKeeping, Broker):
     def close(self) -> None:
         if self._pid != getpid():
             return
-        self._stop.set()
-        keeper = self._keeper
-        if keeper is not None and keeper is not threading.current_thread():
-            keeper.join(10)
-        self._keeper = None
+        self._stop_keeper(10)
         if self._pending:
             try:
                 self._replay_pending()
@@ -435,12 +431,8 @@ class RedisBroker(LeaseKeeping, Broker):
                 self._idle_wait(self.prefix + queues[0], min(wait, left))
                 wait = min(wait * 2, self.poll_interval_max)
             except BrokerConnectionLost as exc:
-                self._on_unreachable(exc)
-                delay = self._reconnect_failed(exc)
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if not self._lost_in_fetch(exc, deadline):
                     return []
-                time.sleep(min(delay, left))
 
     def _idle_wait(self, key: str, seconds: float) -> None:
         """Wait up to ``seconds``, returning early when ``key`` (the first queue) gets work.
@@ -460,17 +452,8 @@ class RedisBroker(LeaseKeeping, Broker):
         else:
             time.sleep(seconds)
 
-    def _on_unreachable(self, exc: BaseException) -> None:
-        if self.state != "reconnecting":
-            logger.warning("lost Redis %s (%s); fetching nothing and retrying until it is back",
-                           mask_url(self.url), exc)
-            self.state = "reconnecting"
-
-    def _on_reachable(self) -> None:
-        if self.state != "consuming":
-            logger.info("Redis %s is reachable again; consuming", mask_url(self.url))
-            self.state = "consuming"
-            self.reconnect_backoff.succeeded()
+    def _server_name(self) -> str:
+        return f"Redis {mask_url(self.url)}"
 
     # -- settling --------------------------------------------------------------------
     def _settle(self, mode: str, tags: list[str], extra: tuple = ("", "", "", "")) -> int:

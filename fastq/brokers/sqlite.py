@@ -244,11 +244,7 @@ class SQLiteBroker(LeaseKeeping, Broker):
     def close(self) -> None:
         if self._pid != getpid():
             return
-        self._stop.set()
-        keeper = self._keeper
-        if keeper is not None and keeper is not threading.current_thread():
-            keeper.join(5)
-        self._keeper = None
+        self._stop_keeper(5)
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:

@@ -36,7 +36,13 @@ from .. import serialization
 from ..exceptions import BrokerConnectionLost, BrokerError, ConfigurationError
 from . import _sqs_wire as wire
 from ._lease import LeaseKeeping
-from .base import DEFAULT_MAX_REDELIVERIES, Broker, Delivery, PartlyPublished
+from .base import (
+    DEFAULT_MAX_REDELIVERIES,
+    Broker,
+    Delivery,
+    PartlyPublished,
+    ServerLossInFetch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +132,7 @@ class _Held:
     redeliveries: int
 
 
-class SQSBroker(LeaseKeeping, Broker):
+class SQSBroker(LeaseKeeping, ServerLossInFetch, Broker):
     """``sqs://[KEY:SECRET@][host[:port]][?option=value...]`` (kombu's URL form).
 
     Options (``broker_transport_options``, kombu's names where kombu has them):
@@ -282,12 +288,8 @@ class SQSBroker(LeaseKeeping, Broker):
     def close(self) -> None:
         if self._pid != os.getpid():
             return
-        self._stop.set()
-        keeper = self._keeper
-        if keeper is not None and keeper is not threading.current_thread():
-            keeper.join(5)
+        self._stop_keeper(5)
         with self._lock:
-            self._keeper = None
             clients, self._clients = list(self._clients.values()), {}
             self._queues = {}
             # what is still held becomes visible again when its visibility runs out
@@ -531,12 +533,8 @@ class SQSBroker(LeaseKeeping, Broker):
                         return deliveries
                 self._on_reachable()
             except BrokerConnectionLost as exc:
-                self._on_unreachable(exc)
-                delay = self._reconnect_failed(exc)
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if not self._lost_in_fetch(exc, deadline):
                     return []
-                time.sleep(min(delay, left))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -544,17 +542,8 @@ class SQSBroker(LeaseKeeping, Broker):
             if not waited:
                 time.sleep(min(self.polling_interval, left))
 
-    def _on_unreachable(self, exc: BaseException) -> None:
-        if self.state != "reconnecting":
-            logger.warning("lost SQS %s (%s); fetching nothing and retrying until it is back",
-                           self.endpoint_url or "endpoint", exc)
-            self.state = "reconnecting"
-
-    def _on_reachable(self) -> None:
-        if self.state != "consuming":
-            logger.info("SQS %s is reachable again; consuming", self.endpoint_url or "endpoint")
-            self.state = "consuming"
-            self.reconnect_backoff.succeeded()
+    def _server_name(self) -> str:
+        return f"SQS {self.endpoint_url or 'endpoint'}"
 
     # -- settling --------------------------------------------------------------------
     def _entries(self, tags: Iterable[Any]) -> list[_Held]:
