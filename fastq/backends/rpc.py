@@ -26,7 +26,13 @@ from .. import serialization
 from .._fork import getpid
 from .._registry import mask_url
 from ..brokers._amqp_tls import for_driver
-from ..brokers.amqp import DEFAULT_CONNECT_TIMEOUT, connection_params, load_driver, parse_url
+from ..brokers.amqp import (
+    DEFAULT_CONNECT_TIMEOUT,
+    connection_params,
+    load_driver,
+    open_connection,
+    parse_url,
+)
 from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
 from ..states import READY_STATES
 from .base import Backend, decode_meta, pending_meta
@@ -101,13 +107,7 @@ class RPCBackend(Backend):
         self._check_pid()
         if self._conn is None or not self._conn.is_open:
             self._drop()
-            conn = self._driver_cls(**self._params)
-            try:
-                conn.connect()
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            self._conn = open_connection(self._driver_cls, self._params)
         if self._queue is not None and not self._consuming:
             self._declare_and_consume(self._conn, self._queue)
         return self._conn

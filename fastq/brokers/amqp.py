@@ -142,6 +142,18 @@ def load_driver(scheme: str = "amqp", prefer: str | None = None) -> tuple[type, 
     return PyConnection, "py-amqp"
 
 
+def open_connection(driver_cls: type, params: dict) -> Any:
+    """A connection of ``driver_cls`` made with ``params`` and opened; closed again when
+    opening fails, so a half-open socket is not left behind."""
+    conn = driver_cls(**params)
+    try:
+        conn.connect()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def parse_url(url: str) -> tuple[dict, dict]:
     """Connection parameters and query-string options from an AMQP URL.
 
@@ -299,13 +311,7 @@ class AMQPBroker(Broker):
             self._producer_lock = threading.RLock()
 
     def _new_connection(self) -> Any:
-        conn = self._driver_cls(**self._params)
-        try:
-            conn.connect()
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_connection(self._driver_cls, self._params)
 
     def _producer_conn(self) -> Any:
         """The producer connection, opened (and put in confirm mode) when needed."""
