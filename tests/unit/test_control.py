@@ -3,14 +3,13 @@ in-memory broker (both consumer implementations)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 
 import pytest
 
-from fastq import App, TaskRevokedError
+from fastq import App, TaskRevokedError, _speedups
 from fastq.brokers._mailbox import Mailbox
 from fastq.control import revoke_command
 from fastq.worker import _consumer_py, control
@@ -95,15 +94,6 @@ def test_listener_applies_revokes_meant_for_it_and_replies_when_asked() -> None:
 
 
 # -- the whole path on the memory broker ---------------------------------------------------
-def _implementations():
-    impls = [pytest.param(_consumer_py.Consumer, id="py")]
-    if os.environ.get("FASTQ_NO_SPEEDUPS") != "1":
-        from fastq._speedups._consumer import Consumer as CompiledConsumer
-
-        impls.append(pytest.param(CompiledConsumer, id="c"))
-    return impls
-
-
 @pytest.fixture
 def app(monkeypatch):
     monkeypatch.setattr(control, "POLL_INTERVAL", 0.02)
@@ -126,16 +116,17 @@ def app(monkeypatch):
     app.close()
 
 
-@pytest.fixture(params=_implementations())
-def start_worker(app, request):
+@pytest.fixture
+def start_worker(app, impl):
+    Consumer = _consumer_py.Consumer if impl == "py" else _speedups.load("_consumer").Consumer
     started = []
 
     def start():
         executor = Executor(app, "mem@test")
         pool = SoloPool(executor, 1)
         pool.start()
-        consumer = request.param(app, app.broker, executor, pool, ["celery"], 4,
-                                 ack_batch_size=64, ack_interval=0.01, hostname="mem@test")
+        consumer = Consumer(app, app.broker, executor, pool, ["celery"], 4,
+                            ack_batch_size=64, ack_interval=0.01, hostname="mem@test")
         listener = ControlListener(app.broker, "mem@test", executor.revoked)
         listener.start()
         thread = threading.Thread(target=consumer.run, daemon=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import uuid
 
 import pytest
 
-from fastq import App
+from fastq import App, _speedups
 from fastq.worker import _consumer_py
 from fastq.worker.executor import Executor
 from fastq.worker.pools.asyncio import AsyncioPool
@@ -25,16 +24,6 @@ def app():
     app.close()
 
 
-def _implementations():
-    impls = [pytest.param(_consumer_py.Consumer, id="py")]
-    if os.environ.get("FASTQ_NO_SPEEDUPS") != "1":
-        # CI builds the extension (FASTQ_REQUIRE_SPEEDUPS=1): a failed import fails here
-        from fastq._speedups._consumer import Consumer as CompiledConsumer
-
-        impls.append(pytest.param(CompiledConsumer, id="c"))
-    return impls
-
-
 #: in-process pools that need no monkey-patching (gevent/eventlet: tests/integration)
 POOLS = {"solo": SoloPool, "threads": ThreadPool, "asyncio": AsyncioPool}
 
@@ -44,9 +33,9 @@ def pool_name(request) -> str:
     return request.param
 
 
-@pytest.fixture(params=_implementations())
-def run_worker(app, request, pool_name):
-    Consumer = request.param
+@pytest.fixture
+def run_worker(app, impl, pool_name):
+    Consumer = _consumer_py.Consumer if impl == "py" else _speedups.load("_consumer").Consumer
     consumers = []
 
     def start(prefetch: int = 4):
