@@ -3,8 +3,6 @@ worker, and brokers that keep requests hand them to a worker that starts later."
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 import uuid
 
@@ -13,36 +11,37 @@ import pytest
 from fastq.brokers import create_broker
 from fastq.control import revoke_command
 from fastq.exceptions import ConfigurationError
+from tests import servers
 from tests.integration.redis_support import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.integration
 
-HAVE_C = (os.environ.get("FASTQ_NO_SPEEDUPS") != "1"
-          and importlib.util.find_spec("fastq._speedups._amqp") is not None)
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+#: impl -> the AMQP driver of that twin
+AMQP_DRIVERS = {"c": "rabbitmq-c", "py": "py-amqp"}
 
 
-def broker_urls() -> list:
-    urls = [pytest.param("memory", id="memory"), pytest.param("sqlite", id="sqlite"),
-            pytest.param(f"{AMQP_URL}?driver=py-amqp", id="amqp-py-amqp"),
-            pytest.param("redis", id="redis")]
-    if HAVE_C:
-        urls.append(pytest.param(f"{AMQP_URL}?driver=rabbitmq-c", id="amqp-rabbitmq-c"))
-    return urls
-
-
-@pytest.fixture(params=broker_urls())
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def broker(request, tmp_path):
-    url = request.param
-    if url == "memory":
+    kind = request.param
+    if kind == "memory":
         url = f"memory://{uuid.uuid4()}"
-    elif url == "sqlite":
+    elif kind == "sqlite":
         url = f"sqlite:///{tmp_path}/broker.sqlite3"
-    elif url == "redis":
+    else:
         require_redis()
         # a prefix of its own, so no other test's worker hears these requests
         url = f"{REDIS_URL}?global_keyprefix=fastqtest:{uuid.uuid4().hex[:10]}:"
     made = create_broker(url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def amqp_broker(impl):
+    """RabbitMQ through the driver of each twin: rabbitmq-c ([c]) and py-amqp ([py])."""
+    servers.require("RabbitMQ")
+    made = create_broker(f"{AMQP_URL}?driver={AMQP_DRIVERS[impl]}")
     yield made
     made.close()
 
@@ -56,6 +55,14 @@ def _receive(mailbox, want: int, timeout: float = 5.0) -> list[dict]:
 
 
 def test_a_request_reaches_a_listening_worker(broker) -> None:
+    _a_request_reaches_a_listening_worker(broker)
+
+
+def test_a_request_reaches_a_listening_worker_on_rabbitmq(amqp_broker) -> None:
+    _a_request_reaches_a_listening_worker(amqp_broker)
+
+
+def _a_request_reaches_a_listening_worker(broker) -> None:
     assert "control" in broker.capabilities
     listener = broker.mailbox(60)
     sender = broker.mailbox(60)
