@@ -1,7 +1,9 @@
 """Running one request, the same way in a worker and in the caller: time limits, retries,
 the outcome to store, and the follow-up tasks a workflow asks for. No I/O of its own.
 
-``Execution.run`` is the only place a task body is called: the worker's ``Executor``
+``Execution._invoke`` is the only place a task body is called, by ``run`` or, on an event
+loop, ``run_async`` (one prologue, ``_begin``, and one epilogue, ``_succeeded`` or
+``_failed``, for both): the worker's ``Executor``
 (``fastq/worker/executor.py``) and eager mode (``fastq/eager.py``) subclass it and say
 where outcomes go (``pending_results``, drained by the subclass) and what happens to
 follow-up tasks (``send_children``: published by a worker, run in place when eager).
@@ -9,13 +11,17 @@ follow-up tasks (``send_children``: published by a worker, run in place when eag
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import inspect
 import logging
 import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import signals
@@ -26,6 +32,7 @@ from .limits import (
     AlarmLimiter,
     HardTimeLimit,
     TaskTerminated,
+    await_limited,
     thread_event_loop,
 )
 from .states import FAILURE, IGNORED, REJECTED, RETRY, REVOKED, STARTED, SUCCESS
@@ -122,6 +129,12 @@ class Execution:
         #: are stored (``on_chord_part_return``); the subclass takes them after
         #: ``pending_results``
         self.pending_chord_parts: deque[tuple] = deque()
+        #: where ``run_async`` runs a plain function (the asyncio pool's own threads);
+        #: None: the loop's default executor
+        self.run_in_thread: Callable[[Callable[[], Any]], concurrent.futures.Future] | None = None
+        #: task id -> signal of the coroutines ``revoke(terminate=True)`` cancels (the
+        #: asyncio pool): their CancelledError is a termination, not a worker stopping
+        self.terminating: dict[str, int] = {}
 
     # -- what subclasses provide ---------------------------------------------------------
     def store_now(self, task_id: str, state: str, result: Any, tb: str | None = None,
@@ -149,30 +162,60 @@ class Execution:
         """Run ``task`` for ``request``; record its outcome; return how to ack.
 
         The request is the task's current one from ``task_prerun`` to ``task_postrun``,
-        so hooks and receivers see ``task.request``.
+        so hooks and receivers see ``task.request``. ``_begin`` is the prologue and
+        ``_succeeded``/``_failed`` the epilogue ``run_async`` shares.
         """
-        if request.id in self.revoked_ids or request.headers.get("expires") is not None:
-            skipped = self.not_to_run(task, request)  # the rare path: no call otherwise
-            if skipped is not None:
-                return skipped
-        previous = task.push_request(request)
+        begun = self._begin(task, request)
+        if begun is None:  # revoked or expired while it waited: recorded, not run
+            return ACK, None
+        previous, ignore_result, hard, soft, started = begun
         try:
-            ignore_result, hard, soft = self._begin(task, request)
-            started = time.perf_counter()
-            try:
-                if hard or soft:
-                    value = self.limiter.call(self._invoke, task, request, hard, soft)
-                else:
-                    value = self._invoke(task, request)
-            except BaseException as exc:
-                return self._failed(task, request, exc, ignore_result, hard, started)
-            return self._succeeded(task, request, value, ignore_result, started)
-        except Exception as exc:  # fastq's own code around the body (or a hook) failed
-            if _INTERNAL:
-                self.internal_error(task, request, exc)
-            raise
-        finally:
-            task.push_request(previous)
+            if hard or soft:
+                value = self.limiter.call(self._invoke, task, request, hard, soft)
+            else:
+                value = self._invoke(task, request)
+        except BaseException as exc:
+            return self._failed(task, request, exc, ignore_result, hard, started, previous)
+        return self._succeeded(task, request, value, ignore_result, started, previous)
+
+    async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
+        """``run`` for an event loop (the asyncio pool): an ``async def`` task is awaited
+        on the running loop, with its time limits as cancellation; a plain function runs
+        on ``run_in_thread`` (else the loop's default executor), so it cannot stall the
+        other coroutines. A coroutine cancelled by ``terminate`` (its id in
+        ``terminating``) ends REVOKED, as a terminated task does."""
+        begun = self._begin(task, request)
+        if begun is None:
+            return ACK, None
+        previous, ignore_result, hard, soft, started = begun
+        try:
+            if inspect.iscoroutinefunction(task.run):
+                value = await await_limited(self._invoke(task, request, awaited=True),
+                                            hard, soft)
+            else:
+                value = await self._invoke_in_thread(task, request, hard, soft)
+        except BaseException as exc:
+            if self.terminating and isinstance(exc, asyncio.CancelledError) \
+                    and request.id in self.terminating:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                exc = TaskTerminated(self.terminating.pop(request.id))
+            return self._failed(task, request, exc, ignore_result, hard, started, previous)
+        return self._succeeded(task, request, value, ignore_result, started, previous)
+
+    def _invoke_in_thread(self, task: Task, request: Request, hard: float | None,
+                          soft: float | None) -> Awaitable[Any]:
+        """The body of a plain function, run off the event loop in a copy of this
+        context (the current request, the trace)."""
+        context = contextvars.copy_context()
+        if hard or soft:
+            call = functools.partial(context.run, self.limiter.call, self._invoke, task,
+                                     request, hard, soft)
+        else:
+            call = functools.partial(context.run, self._invoke, task, request)
+        loop = asyncio.get_running_loop()
+        if self.run_in_thread is None:
+            return loop.run_in_executor(None, call)
+        return asyncio.wrap_future(self.run_in_thread(call), loop=loop)
 
     def not_to_run(self, task: Task, request: Request) -> tuple[str, Any] | None:
         """How to ack a request that must not run after all, else None: revoked while
@@ -223,35 +266,54 @@ class Execution:
             request=request, exception=exc, traceback=exc.__traceback__,
             einfo=ExceptionInfo(exc))
 
-    def _begin(self, task: Task, request: Request) -> tuple[bool, float | None, float | None]:
-        if _PRERUN:
-            signals.task_prerun.send(sender=task, task_id=request.id, task=task,
-                                     args=request.args, kwargs=request.kwargs)
-        ignore_result = request.headers.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = task.ignore_result
+    def _begin(self, task: Task, request: Request) -> tuple[Request | None, bool, float | None,
+                                                            float | None, float] | None:
+        """The prologue of ``run`` and ``run_async``: None for a request that must not
+        run after all (its REVOKED is recorded); else ``request`` made the current one,
+        ``task_prerun``, STARTED, and ``(previous request, ignore_result, hard limit,
+        soft limit, start time)`` for the epilogue (``_succeeded`` or ``_failed``)."""
+        if request.id in self.revoked_ids or request.headers.get("expires") is not None:
+            if self.not_to_run(task, request) is not None:  # the rare path: no call otherwise
+                return None
+        previous = task.push_request(request)
+        try:
+            if _PRERUN:
+                signals.task_prerun.send(sender=task, task_id=request.id, task=task,
+                                         args=request.args, kwargs=request.kwargs)
+            ignore_result = request.headers.get("ignore_result")
             if ignore_result is None:
-                ignore_result = self.conf.task_ignore_result
-        track_started = task.track_started
-        if track_started is None:
-            track_started = self.conf.task_track_started
-        if track_started and not ignore_result:  # Celery stores nothing for such a task
-            self.store_now(request.id, STARTED, {"pid": os.getpid(), "hostname": self.hostname},
-                           request=request)
-        if self.log_received:
-            logger.info("Task %s[%s] received", request.name, request.id)
-        hard, soft = time_limits(task, request, self.conf)
-        return ignore_result, hard, soft
+                ignore_result = task.ignore_result
+                if ignore_result is None:
+                    ignore_result = self.conf.task_ignore_result
+            track_started = task.track_started
+            if track_started is None:
+                track_started = self.conf.task_track_started
+            if track_started and not ignore_result:  # Celery stores nothing for such a task
+                self.store_now(request.id, STARTED,
+                               {"pid": os.getpid(), "hostname": self.hostname},
+                               request=request)
+            if self.log_received:
+                logger.info("Task %s[%s] received", request.name, request.id)
+            hard, soft = time_limits(task, request, self.conf)
+        except Exception as exc:
+            if _INTERNAL:
+                self.internal_error(task, request, exc)
+            task.push_request(previous)
+            raise
+        return previous, ignore_result, hard, soft, time.perf_counter()
 
     @staticmethod
-    def _invoke(task: Task, request: Request) -> Any:
+    def _invoke(task: Task, request: Request, awaited: bool = False) -> Any:
+        """The one call of a task's body (the frame the solo and green pools' terminators
+        look for). ``awaited``: an ``async def`` body's coroutine is returned for the
+        caller's loop to await, not run to the end here."""
         if not task._plain:
             value = Execution.call_custom(task, request)
         elif task.bind:
             value = task.run(task, *request.args, **request.kwargs)
         else:
             value = task.run(*request.args, **request.kwargs)
-        if inspect.iscoroutine(value):
+        if inspect.iscoroutine(value) and not awaited:
             # an ``async def`` task outside the asyncio pool: run it to the end here
             value = thread_event_loop().run_until_complete(value)
         return value
@@ -270,57 +332,79 @@ class Execution:
         return task.run(*args, **kwargs)
 
     def _failed(self, task: Task, request: Request, exc: BaseException, ignore_result: bool,
-                hard: float | None, started: float) -> tuple[str, Any]:
-        """How to ack a task that raised ``exc``; called while ``exc`` is being handled."""
-        if isinstance(exc, Retry):
-            self._store_failure(request, RETRY, exc.exc or exc, task, ignore_result=False,
-                                retry=exc)
-            logger.info("Task %s[%s] retry: %s", request.name, request.id, exc)
-            if not task._plain or _RETRY or _POSTRUN:
-                self._report_retry(task, request, exc)
-            return ACK, None
-        if isinstance(exc, Ignore):
-            if _POSTRUN:
-                self._finished(task, request, IGNORED, exc)
-            return ACK, None
-        if isinstance(exc, Reject):
-            logger.info("Task %s[%s] rejected (requeue=%s): %s", request.name, request.id,
-                        exc.requeue, exc.reason)
-            if _POSTRUN:
-                self._finished(task, request, REJECTED, exc)
-            return (REQUEUE, None) if exc.requeue else (DEAD_LETTER, f"rejected: {exc.reason}")
-        if isinstance(exc, HardTimeLimit):
-            limit_exc = TimeLimitExceeded(hard)
-            logger.error("Task %s[%s] killed: hard time limit (%ss) exceeded",
-                         request.name, request.id, hard)
-            self._store_failure(request, FAILURE, limit_exc, task, ignore_result, tb=None)
-            self._errbacks(request, limit_exc, None)
-            if not task._plain or _FAILURE or _POSTRUN:
-                self._report_failure(task, request, limit_exc, ExceptionInfo(limit_exc, ""))
-            return ACK, None
-        if isinstance(exc, TaskTerminated):
-            return self.terminated(task, request, exc.signum)
-        if not isinstance(exc, Exception):
-            raise exc  # KeyboardInterrupt, SystemExit, a cold shutdown: not the task's outcome
-        return self._on_exception(task, request, exc, ignore_result, started)
+                hard: float | None, started: float,
+                previous: Request | None) -> tuple[str, Any]:
+        """The epilogue of a task that raised ``exc``: its outcome recorded, ``previous``
+        made the current request again; returns how to ack. Called while ``exc`` is
+        being handled."""
+        try:
+            if isinstance(exc, Retry):
+                self._store_failure(request, RETRY, exc.exc or exc, task, ignore_result=False,
+                                    retry=exc)
+                logger.info("Task %s[%s] retry: %s", request.name, request.id, exc)
+                if not task._plain or _RETRY or _POSTRUN:
+                    self._report_retry(task, request, exc)
+                return ACK, None
+            if isinstance(exc, Ignore):
+                if _POSTRUN:
+                    self._finished(task, request, IGNORED, exc)
+                return ACK, None
+            if isinstance(exc, Reject):
+                logger.info("Task %s[%s] rejected (requeue=%s): %s", request.name, request.id,
+                            exc.requeue, exc.reason)
+                if _POSTRUN:
+                    self._finished(task, request, REJECTED, exc)
+                if exc.requeue:
+                    return REQUEUE, None
+                return DEAD_LETTER, f"rejected: {exc.reason}"
+            if isinstance(exc, HardTimeLimit):
+                limit_exc = TimeLimitExceeded(hard)
+                logger.error("Task %s[%s] killed: hard time limit (%ss) exceeded",
+                             request.name, request.id, hard)
+                self._store_failure(request, FAILURE, limit_exc, task, ignore_result, tb=None)
+                self._errbacks(request, limit_exc, None)
+                if not task._plain or _FAILURE or _POSTRUN:
+                    self._report_failure(task, request, limit_exc, ExceptionInfo(limit_exc, ""))
+                return ACK, None
+            if isinstance(exc, TaskTerminated):
+                return self.terminated(task, request, exc.signum)
+            if not isinstance(exc, Exception):
+                # KeyboardInterrupt, SystemExit, a cold shutdown: not the task's outcome
+                raise exc
+            return self._on_exception(task, request, exc, ignore_result, started)
+        except Exception as error:  # fastq's own code around the body (or a hook)
+            if _INTERNAL:
+                self.internal_error(task, request, error)
+            raise
+        finally:
+            task.push_request(previous)
 
     def _succeeded(self, task: Task, request: Request, value: Any, ignore_result: bool,
-                   started: float) -> tuple[str, Any]:
-        if not ignore_result:
-            self.pending_results.append((request.id, SUCCESS, value, None,
-                                         self._extended(request)))
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("Task %s[%s] succeeded in %.6fs: %r", request.name, request.id,
-                        time.perf_counter() - started, value)
-        embed = request.embed
-        if embed:
-            if embed.get("callbacks") or embed.get("chain"):
-                self._callbacks(request, value)
-            if embed.get("chord"):
-                self.pending_chord_parts.append((request, SUCCESS, value))
-        if not task._plain or _SUCCESS or _POSTRUN:
-            self._report_success(task, request, value, started)
-        return ACK, None
+                   started: float, previous: Request | None) -> tuple[str, Any]:
+        """The epilogue of a task that returned ``value``: its outcome and follow-ups
+        recorded, ``previous`` made the current request again; returns how to ack."""
+        try:
+            if not ignore_result:
+                self.pending_results.append((request.id, SUCCESS, value, None,
+                                             self._extended(request)))
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("Task %s[%s] succeeded in %.6fs: %r", request.name, request.id,
+                            time.perf_counter() - started, value)
+            embed = request.embed
+            if embed:
+                if embed.get("callbacks") or embed.get("chain"):
+                    self._callbacks(request, value)
+                if embed.get("chord"):
+                    self.pending_chord_parts.append((request, SUCCESS, value))
+            if not task._plain or _SUCCESS or _POSTRUN:
+                self._report_success(task, request, value, started)
+            return ACK, None
+        except Exception as error:  # fastq's own code around the body (or a hook)
+            if _INTERNAL:
+                self.internal_error(task, request, error)
+            raise
+        finally:
+            task.push_request(previous)
 
     def _on_exception(self, task: Task, request: Request, exc: Exception,
                       ignore_result: bool, started: float) -> tuple[str, Any]:

@@ -1,13 +1,8 @@
 """The worker's side of running a request: results stored in batches, follow-up tasks
-published, revoked ids honoured, and ``async def`` tasks on an event loop."""
+published, revoked ids honoured; transitions noted for events and runs traced."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import functools
-import inspect
 import logging
 import threading
 import time
@@ -25,7 +20,6 @@ from ..execution import (
     not_registered_dict,
     revoked_error_dict,
 )
-from ..limits import TaskTerminated, await_limited
 from ..states import PROPAGATE_STATES
 from ..tracing import Tracing
 from .events import value_repr
@@ -57,12 +51,6 @@ class Executor(Execution):
         # tests them on receipt, ``run`` again for tasks that waited prefetched
         self.revoked = RevokedSet(self.conf.worker_revokes_max, self.conf.worker_revoke_expires)
         self.revoked_ids = self.revoked.ids
-        #: task id -> signal of the coroutines revoke(terminate=True) cancels (asyncio
-        #: pool): their CancelledError is a termination, not a worker stopping
-        self.terminating: dict[str, int] = {}
-        #: where ``run_async`` runs a plain function (the asyncio pool's own threads);
-        #: None: the loop's default executor
-        self.run_in_thread: Callable[[Callable[[], Any]], concurrent.futures.Future] | None = None
         #: task id -> unix time it started, for tasks running while transitions are
         #: noted (``inspect active``'s ``time_start``)
         self.started_at: dict[str, float] = {}
@@ -172,7 +160,7 @@ class Executor(Execution):
 
     async def _run_async_traced(self, task: Task, request: Request) -> tuple[str, Any]:
         with self.tracing.running(request):  # type: ignore[union-attr]
-            return await Executor.run_async(self, task, request)
+            return await Execution.run_async(self, task, request)
 
     # -- task transitions, noted while task events are on (fastq/worker/events.py) -------
     def note_transitions(self, record: Callable[[tuple], None]) -> None:
@@ -196,16 +184,18 @@ class Executor(Execution):
         self.record_transition = None
         self.started_at.clear()
 
-    def _begin_noted(self, task: Task, request: Request) -> tuple[bool, float | None,
-                                                                  float | None]:
+    def _begin_noted(self, task: Task, request: Request) -> tuple | None:
         now = time.time()
-        self.started_at[request.id] = now
-        self.record_transition(("started", now, request.id))  # type: ignore[misc]
-        return Execution._begin(self, task, request)
+        begun = Execution._begin(self, task, request)
+        if begun is not None:  # not revoked meanwhile
+            self.started_at[request.id] = now
+            self.record_transition(("started", now, request.id))  # type: ignore[misc]
+        return begun
 
     def _succeeded_noted(self, task: Task, request: Request, value: Any, ignore_result: bool,
-                         started: float) -> tuple[str, Any]:
-        outcome = Execution._succeeded(self, task, request, value, ignore_result, started)
+                         started: float, previous: Request | None) -> tuple[str, Any]:
+        outcome = Execution._succeeded(self, task, request, value, ignore_result, started,
+                                       previous)
         runtime = time.perf_counter() - started
         self.started_at.pop(request.id, None)
         # the repr now, in the task's thread: a mutable or lazy result (a Django QuerySet)
@@ -215,63 +205,16 @@ class Executor(Execution):
         return outcome
 
     def _failed_noted(self, task: Task, request: Request, exc: BaseException,
-                      ignore_result: bool, hard: float | None,
-                      started: float) -> tuple[str, Any]:
-        outcome = Execution._failed(self, task, request, exc, ignore_result, hard, started)
+                      ignore_result: bool, hard: float | None, started: float,
+                      previous: Request | None) -> tuple[str, Any]:
+        outcome = Execution._failed(self, task, request, exc, ignore_result, hard, started,
+                                    previous)
         self.started_at.pop(request.id, None)
         action = outcome[0]
         if action == REQUEUE or action == DEAD_LETTER:  # only a Reject ends so
             self.record_transition(  # type: ignore[misc]
                 ("rejected", time.time(), request.id, action == REQUEUE))
         return outcome
-
-    async def run_async(self, task: Task, request: Request) -> tuple[str, Any]:
-        """``run`` for an event loop: an ``async def`` task is awaited on the running loop,
-        with its time limits as cancellation; a plain function runs on ``run_in_thread``
-        (or the loop's default executor), so it cannot stall the other coroutines."""
-        if request.id in self.revoked_ids or request.headers.get("expires") is not None:
-            skipped = self.not_to_run(task, request)  # the rare path: no call otherwise
-            if skipped is not None:
-                return skipped
-        previous = task.push_request(request)
-        try:
-            ignore_result, hard, soft = self._begin(task, request)
-            started = time.perf_counter()
-            try:
-                if inspect.iscoroutinefunction(task.run):
-                    value = await await_limited(self._coroutine(task, request), hard, soft)
-                else:
-                    loop = asyncio.get_running_loop()
-                    context = contextvars.copy_context()
-                    if hard or soft:
-                        call = functools.partial(context.run, self.limiter.call, self._invoke,
-                                                 task, request, hard, soft)
-                    else:
-                        call = functools.partial(context.run, self._invoke, task, request)
-                    if self.run_in_thread is None:
-                        value = await loop.run_in_executor(None, call)
-                    else:
-                        value = await asyncio.wrap_future(self.run_in_thread(call), loop=loop)
-            except BaseException as exc:
-                if self.terminating and isinstance(exc, asyncio.CancelledError) \
-                        and request.id in self.terminating:
-                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                    exc = TaskTerminated(self.terminating.pop(request.id))
-                return self._failed(task, request, exc, ignore_result, hard, started)
-            return self._succeeded(task, request, value, ignore_result, started)
-        except Exception as exc:  # fastq's own code around the body (or a hook) failed
-            self.internal_error(task, request, exc)
-            raise
-        finally:
-            task.push_request(previous)
-
-    @staticmethod
-    def _coroutine(task: Task, request: Request) -> Any:
-        if not task._plain:  # hooks or an overridden __call__: as in ``Execution.run``
-            return Execution.call_custom(task, request)
-        if task.bind:
-            return task.run(task, *request.args, **request.kwargs)
-        return task.run(*request.args, **request.kwargs)
 
 
 __all__ = ["Executor", "ACK", "REQUEUE", "DEAD_LETTER", "DEFER",
