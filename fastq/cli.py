@@ -172,7 +172,8 @@ def worker(app_spec, ini_path, pool, queues, concurrency, loglevel, prefetch_mul
               help="With --dry-run: the last date to show, e.g. 2026-12-31 (default: a day).")
 @click.option("-S", "--scheduler", default=None,
               help="'django': also the periodic tasks of django-celery-beat's tables "
-                   "(Celery's django_celery_beat.schedulers:DatabaseScheduler works too).")
+                   "(Celery's django_celery_beat.schedulers:DatabaseScheduler works too); "
+                   "default: the beat_scheduler setting.")
 def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) -> None:
     """Send periodic tasks when due; safe to run on several machines at once."""
     from datetime import datetime, timedelta, timezone
@@ -181,7 +182,7 @@ def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) 
     from .worker.supervisor import setup_logging
 
     app, _ = _load_app_with_ini(app_spec, ini_path)
-    sources = _beat_sources(scheduler)
+    sources = _beat_sources(scheduler, app.conf.beat_scheduler)
     if dry_run:
         try:
             end = (datetime.fromisoformat(until) if until else
@@ -215,14 +216,28 @@ def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) 
         raise click.ClickException(str(exc)) from None
 
 
-def _beat_sources(scheduler: str | None) -> tuple:
-    if scheduler is None:
+#: Celery's own schedulers (``beat_scheduler``'s default is the first): fastq's beat,
+#: which takes their place, with no other source of entries.
+CELERY_SCHEDULERS = frozenset({"celery.beat:PersistentScheduler",
+                               "celery.beat.PersistentScheduler", "celery.beat:Scheduler",
+                               "celery.beat.Scheduler"})
+
+
+def _beat_sources(option: str | None, setting: Any) -> tuple:
+    """The beat's sources of entries besides its own, from ``-S``, else from the
+    ``beat_scheduler`` setting (a dotted name or, as Celery allows, the class)."""
+    scheduler = option if option is not None else setting
+    if isinstance(scheduler, type):
+        scheduler = f"{scheduler.__module__}:{scheduler.__qualname__}"
+    if scheduler is None or scheduler in CELERY_SCHEDULERS:
         return ()
     from .contrib.django.beat import SCHEDULER_NAMES, DjangoBeatSource
 
     if scheduler not in SCHEDULER_NAMES:
-        raise click.BadParameter(f"unknown scheduler {scheduler!r}; fastq has 'django' "
-                                 f"(django-celery-beat's tables)", param_hint="--scheduler")
+        raise click.BadParameter(
+            f"unknown scheduler {scheduler!r}; fastq has 'django' (django-celery-beat's "
+            f"tables) besides its own beat",
+            param_hint="--scheduler" if option is not None else "setting beat_scheduler")
     try:
         return (DjangoBeatSource(),)
     except ImportError as exc:

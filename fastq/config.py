@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ._registry import mask_url
@@ -186,8 +187,10 @@ class Settings:
     imports: tuple = ()
     #: Same as imports (Celery keeps both names).
     include: tuple = ()
-    #: Timezone used for naive datetimes given by the user; messages always carry UTC.
-    timezone: str = "UTC"
+    #: Zone the beat's crontabs follow (and ``fastq beat --until``'s naive dates); None,
+    #: Celery's default, is UTC with ``enable_utc`` and the machine's zone without. Task
+    #: messages always carry UTC.
+    timezone: str | None = "UTC"
     #: With no ``timezone``, schedules compute in UTC (True) or the machine's zone (False).
     enable_utc: bool = True
 
@@ -202,6 +205,11 @@ class Settings:
     beat_claim_lease: float = 1.0
     #: A crontab run missed by more than this many seconds is not caught up (None: always).
     beat_cron_starting_deadline: float | None = None
+    #: ``fastq beat``'s ``-S`` when none is given: "django" (or django-celery-beat's
+    #: DatabaseScheduler, as a dotted name or the class) adds the entries of its tables;
+    #: None or Celery's own schedulers (its default ``celery.beat:PersistentScheduler``)
+    #: mean fastq's beat alone.
+    beat_scheduler: str | type | None = None
 
     def update(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set several settings, validating names and coercing values."""
@@ -292,6 +300,8 @@ class Settings:
                 key = key[len(prefix):].lower()
             elif key in _OLD_NAMES:
                 key = _OLD_NAMES[key]  # Celery 3's uppercase names
+            elif key in _CALLABLE_SETTINGS or key in IGNORED_SETTINGS:
+                pass  # a setting that may be callable: a router function, a scheduler class
             elif key.startswith("_") or not key.islower():
                 continue
             elif callable(value) or isinstance(value, type(os)):
@@ -300,6 +310,11 @@ class Settings:
 
 
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+
+#: Settings whose value may be a function or a class, which ``from_object`` takes from
+#: a module although it skips a module's other functions and classes (its helpers).
+_CALLABLE_SETTINGS = frozenset(name for name, kind in _FIELD_TYPES.items()
+                               if kind == "Any" or "| type" in kind)
 
 
 def _check_name(name: str) -> str:
@@ -316,16 +331,23 @@ def _check_name(name: str) -> str:
     raise ConfigurationError(f"unknown setting {name!r}{hint}")
 
 
+#: Settings whose 0 means "the default" in Celery (its beat_max_loop_interval default is
+#: 0: the scheduler's own); fastq's default is a number, so 0 gives that number.
+_ZERO_MEANS_DEFAULT = frozenset({"beat_max_loop_interval"})
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELD_TYPES[name]
     if kind == "Any":
         return value
     optional = "None" in kind
+    base = kind.split("|")[0].strip()
     if value is None:
         if optional:
             return None
+        if base == "dict":
+            return {}  # Celery writes "none given" as None (database_table_names)
         raise ConfigurationError(f"setting {name!r} cannot be None")
-    base = kind.split("|")[0].strip()
     try:
         if base == "bool":
             if isinstance(value, str):
@@ -340,9 +362,13 @@ def _coerce(name: str, value: Any) -> Any:
         if base == "float":
             if isinstance(value, bool):
                 raise TypeError
-            return float(value)
+            # every float setting counts seconds; Celery takes timedeltas for them
+            seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+            if seconds == 0 and name in _ZERO_MEANS_DEFAULT:
+                return Settings.__dataclass_fields__[name].default
+            return seconds
         if base == "str":
-            if not isinstance(value, str):
+            if not (isinstance(value, str) or "| type" in kind and isinstance(value, type)):
                 raise TypeError
             return value
         if base == "tuple":
@@ -453,9 +479,13 @@ IGNORED_SETTINGS: dict[str, str] = {
             "rpc:// replies go through the default exchange to the caller's reply queue"),
     "result_failure_expires": "failed results expire after result_expires like the others",
     "result_persistent": "rpc:// replies are persistent messages already",
-    **_each("result_chord_join_timeout result_chord_retry_interval result_chord_expires "
-            "task_allow_error_cb_on_chord_header",
-            "chords are joined by fastq's own counter (see the chords issue)"),
+    "result_chord_join_timeout": "a chord's result backend counts its members as each "
+                                 "finishes; no join waits with a timeout",
+    "result_chord_retry_interval": "celery.chord_unlock, for backends that cannot count "
+                                   "members, polls once a second",
+    "result_chord_expires": "a chord's count expires with result_expires",
+    "task_allow_error_cb_on_chord_header": "a chord's link_error goes to its body only "
+                                           "(Celery's default)",
     # brokers
     **_each("broker_host broker_port broker_user broker_password broker_vhost "
             "broker_transport", "set them in broker_url"),
@@ -515,10 +545,12 @@ IGNORED_SETTINGS: dict[str, str] = {
     **_each("worker_pool_putlocks worker_proc_alive_timeout",
             "fastq's prefork children each run their own consumer"),
     "worker_pool_start_method": "use fastq worker --start-method",
-    # periodic tasks: fields of their own once the beat issue lands (a field wins)
-    **_each("beat_cron_starting_deadline beat_enable_remote_control beat_max_loop_interval "
-            "beat_remote_control_max_tick_age beat_schedule beat_schedule_filename "
-            "beat_scheduler beat_sync_every", "fastq runs no periodic tasks yet"),
+    # periodic tasks
+    "beat_schedule_filename": "the beat keeps its runs in the store the App's beats share "
+                              "(with AMQP alone, beat-state.json beside worker_state_dir)",
+    "beat_sync_every": "the beat records each run in its store as it sends it",
+    **_each("beat_enable_remote_control beat_remote_control_max_tick_age",
+            "the beat answers no remote control commands"),
 }
 
 #: Old (uppercase) names whose new name the prefix rules of ``_old_names`` do not give.

@@ -4,8 +4,11 @@ apply warned about once each, old uppercase names mapped, conf.humanize()/table(
 from __future__ import annotations
 
 import logging
+import sys
 import types
 import uuid
+from datetime import datetime, timedelta
+from datetime import timezone as datetime_timezone
 
 import pytest
 
@@ -102,3 +105,149 @@ def test_humanize_and_table_mask_secrets():
     text = conf.humanize()
     assert "task_default_queue: 'q'" in text and "hunter2" not in text
     assert "worker_hijack_root_logger" in conf and "nonsense" not in conf
+
+
+def test_celerys_default_of_every_setting_loads_under_its_new_and_old_names():
+    defaults = pytest.importorskip("celery.app.defaults")
+    refused: dict[str, str] = {}
+    for name in defaults.SETTING_KEYS:
+        try:
+            Settings().update({name: defaults.DEFAULTS[name]})
+        except ConfigurationError as exc:
+            refused[name] = str(exc)
+    for old, new in defaults._TO_NEW_KEY.items():
+        try:
+            Settings().update({old: defaults.DEFAULTS[new]})
+        except ConfigurationError as exc:
+            refused[old] = str(exc)
+    assert refused == {}
+    conf = Settings()
+    conf.from_object(settings_module(**{name: defaults.DEFAULTS[name]
+                                        for name in defaults.SETTING_KEYS}))
+    # Celery's defaults in fastq's terms: one day in seconds, UTC, no table names, and
+    # its beat_max_loop_interval of 0 ("the scheduler's default") as fastq's default
+    assert conf.result_expires == 86400.0
+    assert conf.timezone is None and conf.enable_utc
+    assert conf.database_table_names == {}
+    assert conf.beat_max_loop_interval == Settings().beat_max_loop_interval > 0
+
+
+def test_timedeltas_give_seconds_to_every_seconds_setting():
+    seconds = [name for name, kind in config_module._FIELD_TYPES.items()
+               if kind.startswith("float")]
+    assert "result_expires" in seconds and "task_time_limit" in seconds
+    conf = Settings()
+    for name in seconds:
+        conf.update({name: timedelta(minutes=2, milliseconds=500)})
+        assert getattr(conf, name) == 120.5, name
+    app = App("old-timedelta")
+    app.config_from_object(settings_module(CELERY_TASK_RESULT_EXPIRES=timedelta(hours=1),
+                                           CELERYD_TASK_TIME_LIMIT=timedelta(seconds=30)))
+    assert (app.conf.result_expires, app.conf.task_time_limit) == (3600.0, 30.0)
+    django_style = App("namespaced")
+    django_style.config_from_object(settings_module(CELERY_RESULT_EXPIRES=timedelta(days=2)),
+                                    namespace="CELERY")
+    assert django_style.conf.result_expires == 172800.0
+
+
+def test_no_timezone_means_utc_unless_enable_utc_is_off():
+    from fastq.schedules import UTC, app_zone
+
+    app = App("zone", broker=f"memory://{uuid.uuid4()}")
+    app.conf.timezone = None
+    assert app_zone(app) is UTC
+    app.conf.enable_utc = False
+    local = datetime.now().astimezone().tzinfo
+    assert app_zone(app).utcoffset(datetime.now()) == local.utcoffset(datetime.now())
+
+
+def test_callable_values_of_settings_in_a_module_are_settings_not_helpers():
+    def route(name, args, kwargs, options, task=None, **kw):
+        return {"queue": "routed"}
+
+    class SomeTimer:
+        pass
+
+    class SomeScheduler:
+        pass
+
+    app = App("callables", broker=f"memory://{uuid.uuid4()}")
+    app.config_from_object(settings_module(task_routes=route, worker_timer=SomeTimer,
+                                           beat_scheduler=SomeScheduler, helper=lambda: None,
+                                           timezone=datetime_timezone))
+    assert app.conf.task_routes is route and app.conf.worker_timer is SomeTimer
+    assert app.conf.beat_scheduler is SomeScheduler
+    # `from datetime import timezone` in a settings module is an import, not the setting
+    assert app.conf.timezone == "UTC"
+    assert app.route("any.task") == "routed"
+
+
+def test_beat_settings_fastq_applies_are_not_listed_as_ignored():
+    for name in IGNORED_SETTINGS:
+        assert name not in Settings.__dataclass_fields__, name
+        assert "yet" not in IGNORED_SETTINGS[name].split(), name
+    config_module._warned_ignored.clear()
+    conf = Settings()
+    conf.update(beat_schedule={"a": {"task": "t.a", "schedule": 5.0}},
+                beat_max_loop_interval=timedelta(seconds=2), beat_scheduler="django")
+    assert not config_module._warned_ignored
+    assert conf.beat_max_loop_interval == 2.0 and conf.beat_scheduler == "django"
+    conf.apply_env({"FASTQ_BEAT_SCHEDULER": "celery.beat:PersistentScheduler"})
+    assert conf.beat_scheduler == "celery.beat:PersistentScheduler"
+
+
+@pytest.fixture
+def beat_app(monkeypatch):
+    """An App with one periodic task, importable as ``-A beat_settings_app:app``."""
+    app = App("beat-settings", broker=f"memory://{uuid.uuid4()}",
+              backend=f"memory://{uuid.uuid4()}")
+    app.conf.beat_schedule = {"every-hour": {"task": "t.hourly", "schedule": 3600.0}}
+    module = types.ModuleType("beat_settings_app")
+    module.app = app
+    monkeypatch.setitem(sys.modules, "beat_settings_app", module)
+    yield app
+    app.close()
+
+
+def _dry_run(*args: str):
+    from click.testing import CliRunner
+
+    from fastq import cli
+
+    return CliRunner().invoke(cli.main, ["beat", "-A", "beat_settings_app:app", "--dry-run",
+                                         *args])
+
+
+def test_beat_scheduler_is_the_default_of_fastq_beat_dash_s(beat_app, monkeypatch):
+    from fastq.beat import Entry
+    from fastq.contrib.django import beat as django_beat
+    from fastq.schedules import schedule
+
+    class TablesStandIn:
+        """Stands in for django-celery-beat's tables."""
+
+        def entries(self, app):
+            return {"from-tables": Entry("from-tables", "t.tables", schedule(7200.0, app=app))}
+
+    monkeypatch.setattr(django_beat, "DjangoBeatSource", TablesStandIn)
+    for scheduler in ("celery.beat:PersistentScheduler", None):
+        beat_app.conf.beat_scheduler = scheduler
+        done = _dry_run()
+        assert done.exit_code == 0, done.output
+        assert "every-hour" in done.output and "from-tables" not in done.output
+    # Celery also takes the class itself
+    database_scheduler = type("DatabaseScheduler", (),
+                              {"__module__": "django_celery_beat.schedulers"})
+    for scheduler in ("django", "django_celery_beat.schedulers:DatabaseScheduler",
+                      database_scheduler):
+        beat_app.conf.beat_scheduler = scheduler
+        done = _dry_run()
+        assert done.exit_code == 0, done.output
+        assert "every-hour" in done.output and "from-tables" in done.output
+    beat_app.conf.beat_scheduler = "django"
+    done = _dry_run("-S", "celery.beat:PersistentScheduler")  # the option wins
+    assert done.exit_code == 0 and "from-tables" not in done.output, done.output
+    beat_app.conf.beat_scheduler = "redbeat.RedBeatScheduler"
+    done = _dry_run()
+    assert done.exit_code != 0
+    assert "beat_scheduler" in done.output and "redbeat.RedBeatScheduler" in done.output
