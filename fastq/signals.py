@@ -252,7 +252,8 @@ worker_ready = Signal("worker_ready")
 worker_shutting_down = Signal("worker_shutting_down", {"sig", "how", "exitcode"})
 #: The worker stopped; ``sender`` is the Worker.
 worker_shutdown = Signal("worker_shutdown")
-#: A worker heartbeat went out (event heartbeats); ``sender`` is the sender of events.
+#: A worker event is about to go out: worker-online, each worker-heartbeat and
+#: worker-offline; ``sender`` is the worker's ``WorkerEvents`` (Celery's: its ``Heart``).
 heartbeat_sent = Signal("heartbeat_sent")
 
 # -- logging ----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ serializes them and publishes them in batches on its own connection. Off, a task
 the executor runs its class's code and no receiver is connected. The rare outcomes
 (failure, retry, revoke, an unknown task) come from their task signals. The worker
 events (online, a heartbeat every ``worker_heartbeat`` seconds, offline) are sent
-whether task events are on or not, as Celery's are.
+whether task events are on or not, as Celery's are, each after the ``heartbeat_sent``
+signal when something listens to it.
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ class WorkerEvents:
         self._send_worker_event(kind)
 
     def _send_worker_event(self, kind: str) -> None:
+        if signals.heartbeat_sent.receivers:
+            # Celery's Heart sends it before each of its worker events, as the sender
+            signals.heartbeat_sent.send(sender=self)
         active, processed = self._load()
         self.sender.send(kind, {"freq": self.freq, "active": active, "processed": processed,
                                 "loadavg": loadavg(), **self._software})

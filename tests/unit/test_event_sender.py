@@ -259,3 +259,29 @@ def test_a_consumer_that_notes_receipts_replaces_the_task_received_signal(app) -
     assert key == "task.received" and received["timestamp"] == 12.5
     assert (received["uuid"], received["name"], received["args"]) == ("r-1", "f.add", "(2, 3)")
     assert events.totals == {"f.add": 1}
+
+
+def test_heartbeat_sent_goes_before_each_worker_event_with_its_sender() -> None:
+    from fastq import signals
+
+    seen: list[tuple[object, int]] = []
+    broker = RecordingBroker()
+
+    def on_heartbeat(sender=None, **kwargs) -> None:
+        # the event it comes before is not published yet
+        seen.append((sender, len(broker.published)))
+
+    events = WorkerEvents(broker, "w@host", lambda: (0, 0), heartbeat=0.02,  # type: ignore[arg-type]
+                          task_events=True)
+    signals.heartbeat_sent.connect(on_heartbeat)
+    events.start()
+    try:
+        wait_for(lambda: len(broker.published) >= 3)  # online and two heartbeats
+    finally:
+        signals.heartbeat_sent.disconnect(on_heartbeat)
+        events.stop()
+    kinds = [body["type"] for _key, body in broker.published]
+    assert kinds[0] == "worker-online" and "worker-heartbeat" in kinds[1:]
+    assert kinds[-1] == "worker-offline"  # sent after the receiver went: not signalled
+    assert len(seen) >= 3 and all(sender is events for sender, _ in seen)
+    assert [published for _, published in seen[:3]] == [0, 1, 2]
