@@ -1,7 +1,8 @@
-"""Contract test suites that every broker and result backend must pass, for pytest."""
+"""Contract test suites that every broker, result backend and worker pool must pass (pytest)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -10,12 +11,18 @@ from typing import Any
 
 import pytest
 
+from ..app import App
 from ..backends import Backend, create_backend
 from ..backends.base import exception_from_dict
 from ..brokers import Broker, Delivery, create_broker
 from ..exceptions import ResultTimeout
+from ..execution import ACK
+from ..limits import TERMINATE_SIGNAL
 from ..protocol import Message
 from ..result import AsyncResult, GroupResult
+from ..task import Request, Task
+from ..worker.executor import Executor
+from ..worker.pools.base import RELEASE, Completion, Pool
 
 #: The body of every test message: Celery's ``[args, kwargs, embed]`` with nothing in it.
 BODY = b"[[],{},{}]"
@@ -714,3 +721,202 @@ class BackendContract:
         with pytest.raises(ResultTimeout, match=group.id):
             group.join(timeout=0.3)
         assert time.monotonic() - started < 1.5
+
+
+class PoolContract:
+    """The behaviour every worker ``Pool`` promises the consumer, as tests to inherit.
+
+    Subclass it and name the pool class; a pool that cannot interrupt a running task
+    sets ``terminates = False`` (then it must say so: ``terminate`` returns False and the
+    task runs to its end), one whose concurrency is fixed sets ``resizable = False``
+    (then ``grow`` raises ``NotImplementedError``)::
+
+        class TestMyPool(PoolContract):
+            pool_class = MyPool
+
+    The jobs are real tasks run by a real ``Executor`` of an App on the in-memory broker,
+    and the tests drive the pool as the consumer does: ``submit`` from the test's (main)
+    thread, then ``completions`` and ``wait``. Override ``make_pool`` to build the pool
+    differently. Every pool made is closed cold and stopped after the test, and the tasks
+    still waiting are let go first.
+    """
+
+    pool_class: type[Pool]
+    #: ``terminate(task_id, signum)`` interrupts a running task
+    terminates = True
+    #: ``grow``/``shrink`` change how many jobs run at once
+    resizable = True
+    #: how many jobs at once the tests ask of a resizable pool
+    concurrency = 3
+
+    @pytest.fixture(autouse=True)
+    def _pool_contract_setup(self) -> Iterator[None]:
+        self.app = App("pool-contract", broker=f"memory://{uuid.uuid4()}")
+        self._made_pools: list[Pool] = []
+        #: waiting tasks return once it is set (at the latest when the test ends)
+        self.release_waiting = threading.Event()
+        self._lock = threading.Lock()
+        self.running = self.most_running = 0
+        #: task id -> "started", then "finished" once its body returned normally
+        self.progress: dict[str, str] = {}
+        self._define_tasks()
+        # the solo pool takes the terminate signal; give the test process its own back
+        handler = signal.getsignal(TERMINATE_SIGNAL)
+        yield
+        self.release_waiting.set()
+        try:
+            for pool in self._made_pools:
+                pool.close(cold=True)
+                pool.stop(cold=True)
+        finally:
+            signal.signal(TERMINATE_SIGNAL, handler)
+            self.app.close()
+
+    def _define_tasks(self) -> None:
+        @self.app.task(name="contract.add")
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @self.app.task(name="contract.hold", bind=True)
+        def hold(task: Task, seconds: float) -> float:
+            """Runs ``seconds``, or until ``release_waiting`` is set, in short sleeps (a
+            signal or an asynchronous exception can cut each one short)."""
+            task_id = task.request.id
+            with self._lock:
+                self.progress[task_id] = "started"
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+            try:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline and not self.release_waiting.is_set():
+                    time.sleep(0.005)
+                self.progress[task_id] = "finished"
+                return seconds
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        self.add, self.hold = add, hold
+
+    def make_pool(self, concurrency: int = 1) -> Pool:
+        """A started pool running at most ``concurrency`` jobs at once."""
+        pool = self.pool_class(Executor(self.app, "contract@test"), concurrency)
+        self._made_pools.append(pool)
+        pool.start()
+        return pool
+
+    def job(self, task: Task, *args: Any) -> tuple[Task, Request]:
+        """A ``(task, request)`` pair, as the consumer hands the pool."""
+        return task, Request({"id": str(uuid.uuid4()), "task": task.name}, list(args), {}, {})
+
+    def collect(self, pool: Pool, count: int, timeout: float = 10.0) -> list[Completion]:
+        """Completions until ``count`` have arrived (or ``timeout``), as the consumer
+        takes them."""
+        done: list[Completion] = []
+        deadline = time.monotonic() + timeout
+        while len(done) < count and time.monotonic() < deadline:
+            done.extend(pool.completions())
+            if len(done) < count:
+                pool.wait(0.05)
+        return done
+
+    def wait_until_started(self, task_id: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while task_id not in self.progress:
+            assert time.monotonic() < deadline, f"task {task_id} never started"
+            time.sleep(0.005)
+
+    # -- the tests -----------------------------------------------------------------------
+    def test_each_submitted_job_completes_once(self) -> None:
+        pool = self.make_pool(self.concurrency)
+        jobs = [self.job(self.add, n, n) for n in range(20)]
+        pool.submit(jobs[:10], lambda: False)
+        pool.submit(jobs[10:], lambda: False)
+        done = self.collect(pool, 20)
+        assert sorted(request.id for request, _action, _argument in done) == sorted(
+            request.id for _task, request in jobs)
+        assert {action for _request, action, _argument in done} == {ACK}
+        assert pool.completions() == []  # each once
+        assert pool.running_requests() == []
+
+    def test_runs_as_many_jobs_at_once_as_its_concurrency(self) -> None:
+        pool = self.make_pool(self.concurrency)  # a pool of fixed concurrency may ignore it
+        pool.submit([self.job(self.hold, 0.2) for _ in range(2 * pool.concurrency)],
+                    lambda: False)
+        assert len(self.collect(pool, 2 * pool.concurrency)) == 2 * pool.concurrency
+        assert self.most_running == pool.concurrency
+
+    def test_warm_close_waits_for_running_jobs_and_releases_the_queued(self) -> None:
+        pool = self.make_pool(1)
+        running, queued = self.job(self.hold, 0.3), self.job(self.add, 1, 2)
+        # a synchronous pool runs the jobs in submit: it stops starting them on should_stop
+        pool.submit([running, queued], lambda: running[1].id in self.progress)
+        self.wait_until_started(running[1].id)
+        pool.close()
+        # close returned: the running job has finished, the one never started is released
+        done = {request.id: action for request, action, _argument in pool.completions()}
+        assert done == {running[1].id: ACK, queued[1].id: RELEASE}
+        assert self.progress == {running[1].id: "finished"}
+
+    def test_cold_close_returns_while_a_job_still_runs(self) -> None:
+        pool = self.make_pool(1)
+        if pool.synchronous:
+            pytest.skip(f"{type(pool).__name__} runs jobs inside submit: none is left "
+                        "running when close is called")
+        running = self.job(self.hold, 30)
+        pool.submit([running], lambda: False)
+        self.wait_until_started(running[1].id)
+        started = time.monotonic()
+        pool.close(cold=True)
+        assert time.monotonic() - started < 1.0
+        # the consumer requeues what still runs
+        assert [request.id for request in pool.running_requests()] == [running[1].id]
+        assert self.progress[running[1].id] == "started"
+
+    def test_terminate_interrupts_a_running_job_or_says_it_cannot(self) -> None:
+        pool = self.make_pool(1)
+        target = self.job(self.hold, 30 if self.terminates else 0.5)
+        task_id = target[1].id
+        answers: list[bool] = []
+
+        def terminate_once_running() -> None:
+            self.wait_until_started(task_id)
+            answers.append(pool.terminate("not-running", signal.SIGTERM))
+            answers.append(pool.terminate(task_id, signal.SIGTERM))
+
+        # from another thread, as the control listener does: solo runs the job in submit
+        terminator = threading.Thread(target=terminate_once_running, daemon=True)
+        terminator.start()
+        started = time.monotonic()
+        pool.submit([target], lambda: False)
+        done = self.collect(pool, 1, timeout=10)
+        terminator.join(5)
+        assert [request.id for request, _action, _argument in done] == [task_id]
+        if self.terminates:
+            assert answers == [False, True]
+            assert self.progress[task_id] == "started"  # its body never returned
+            assert time.monotonic() - started < 5
+        else:
+            assert answers == [False, False]
+            assert self.progress[task_id] == "finished"
+
+    def test_grow_and_shrink_change_how_many_jobs_run_at_once(self) -> None:
+        pool = self.make_pool(1)
+        if not self.resizable:
+            with pytest.raises(NotImplementedError):
+                pool.grow(1)
+            with pytest.raises(NotImplementedError):
+                pool.shrink(1)
+            assert pool.concurrency == 1
+            return
+        pool.grow(2)
+        assert pool.concurrency == 3
+        pool.submit([self.job(self.hold, 0.2) for _ in range(6)], lambda: False)
+        assert len(self.collect(pool, 6)) == 6
+        assert self.most_running == 3
+        pool.shrink(5)  # never below one
+        assert pool.concurrency == 1
+        self.most_running = 0
+        pool.submit([self.job(self.hold, 0.1) for _ in range(3)], lambda: False)
+        assert len(self.collect(pool, 3)) == 3
+        assert self.most_running == 1
