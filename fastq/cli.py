@@ -193,7 +193,11 @@ def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) 
             from .schedules import app_zone
 
             end = end.replace(tzinfo=app_zone(app))
-        beat = Beat(app, max_interval, store=_schedule_store(app), sources=sources)
+        from ._beat_store import MemoryStore, open_store
+
+        # a dry run on an AMQP-only app shows the configured entries (it has no others)
+        beat = Beat(app, max_interval, store=open_store(app) or MemoryStore(),
+                    sources=sources)
         shown = 0
         for at, entry in beat.upcoming(end):
             click.echo(f"{at.isoformat()}  {entry.name}  {entry.task}")
@@ -244,11 +248,28 @@ def _beat_sources(option: str | None, setting: Any) -> tuple:
         raise click.ClickException(f"-S django needs django-celery-beat: {exc}") from None
 
 
+#: Exit code of a ``fastq schedule`` command on an App whose beats share no store: a
+#: configuration problem, told as click tells usage errors.
+EXIT_NO_SCHEDULE_STORE = 2
+
+
 def _schedule_store(app):
-    from ._beat_store import MemoryStore, open_store
+    """The store ``fastq schedule`` edits; none on an AMQP-only App ends the command:
+    an entry kept nowhere a beat reads would be lost without a word."""
+    from ._beat_store import open_store
 
     store = open_store(app)
-    return store if store is not None else MemoryStore()
+    if store is None:
+        backend = app.conf.result_backend
+        backend = mask_url(backend) if backend else "none"
+        error = click.ClickException(
+            f"fastq schedule needs a store the beats share, and this app has none (broker "
+            f"{mask_url(app.broker_url)}, result backend {backend}): set result_backend "
+            f"to a redis://, sqlite:// or db+ URL, where the beats keep their schedule, or "
+            f"use beat_schedule in the configuration")
+        error.exit_code = EXIT_NO_SCHEDULE_STORE
+        raise error
+    return store
 
 
 @main.group()

@@ -85,6 +85,23 @@ def test_schedule_add_rejects_a_bad_crontab(setup):
 
 
 @pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
+@pytest.mark.parametrize("backend", ["rpc://", None])
+def test_schedule_commands_refuse_an_app_with_no_shared_store(tmp_path, backend):
+    # RabbitMQ with rpc:// (or no) results: no store the beats read, so an entry added
+    # would be lost; the command says so and exits 2 (nothing connects to the broker)
+    setup = Setup(tmp_path, "amqp://guest:secret@127.0.0.1:5672//", backend)
+    for command in (["add", "x", "--task", "beatapp.record", "--every", "1"], ["list"],
+                    ["pause", "x"]):
+        done = subprocess.run([sys.executable, "-m", "fastq", "schedule", *command, "-A",
+                               "beatapp"], env=setup.env, cwd=str(setup.dir),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        [line] = done.stderr.splitlines()  # one line, no traceback
+        assert "needs a store the beats share" in line and "set result_backend" in line
+        assert "secret" not in line and done.stdout == ""
+
+
+@pytest.mark.twin_neutral  # no compiled twin in the beat or the schedule commands
 def test_dry_run_prints_the_next_runs(setup):
     _fastq(setup, "schedule", "add", "nightly", "--task", "beatapp.record", "--cron",
            "30 2 * * mon-fri")
