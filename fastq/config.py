@@ -608,10 +608,21 @@ _SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE", re.IG
 
 
 def _censor(name: str, value: Any) -> Any:
+    """``value`` of setting (or key) ``name`` as ``table``/``inspect conf`` show it: URL
+    passwords masked, values under secret-looking names hidden, and the same applied
+    inside mappings and sequences at any depth (a password in
+    ``broker_transport_options={'sentinel_kwargs': {'password': ...}}``), as Celery's
+    ``filter_hidden_settings``."""
     if isinstance(value, str) and "://" in value:
         return mask_url(value)
     if _SECRET_NAME.search(name) and value not in (None, "", {}, ()):
         return "********"
+    if isinstance(value, Mapping):
+        return {key: _censor(str(key), item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        # items have no name of their own: the sequence's (not secret, or hidden above)
+        items = [_censor(name, item) for item in value]
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

@@ -5,16 +5,20 @@ leave is searched for it. Also: the files a worker writes are its user's alone (
 from __future__ import annotations
 
 import glob
+import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+import time
 import traceback
 
 import pytest
 
 from fastq import App
+from tests.integration.redis_support import REDIS_URL
+from tests.interop.processes import read_health
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +93,6 @@ def test_a_worker_running_tasks_logs_no_password_and_keeps_its_files_private(env
         # Redis has no password here; redis-py sends it and goes on without one
         producer.send_task("t.add", (1, 2))
         producer.close()
-        import time
-
         deadline = time.monotonic() + 20
         while not health.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -133,3 +135,59 @@ def test_a_result_backend_error_names_no_password():
         app.close()
     text = "".join(traceback.format_exception(info.value))
     assert_no_canary("the exception", text + repr(info.value))
+
+
+
+def test_inspect_conf_hides_secrets_inside_transport_options(env, tmp_path):
+    """A password nested in a dict setting (Redis Sentinel's here) is hidden by
+    ``fastq inspect conf``, in its text and its JSON replies, as at top level."""
+    options = {"sentinel_kwargs": {"password": CANARY}, "dead_letter_max": 1234}
+    leaky = dict(env, FASTQ_BROKER_URL=REDIS_URL,
+                 FASTQ_BROKER_TRANSPORT_OPTIONS=json.dumps(options))
+    health = tmp_path / "workers" / "w.json"
+    node = f"secrets-{os.getpid()}@test"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fastq.cli", "worker", "-A", "tests.apps.sqlite_app",
+         "-n", node, "-Q", node, "-l", "debug", "--health-file", str(health)],
+        env=leaky, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while read_health(str(health)).get("state") != "consuming":
+            assert time.monotonic() < deadline and worker.poll() is None, "no worker"
+            time.sleep(0.05)
+        outputs = {f"fastq inspect conf{extra}": run(
+            ["inspect", "conf", "-A", "tests.apps.sqlite_app", "-d", node, "-t", "5",
+             *extra.split()], leaky, tmp_path) for extra in ("", " --json")}
+    finally:
+        worker.terminate()
+        log = worker.communicate(timeout=30)[0]
+    for where, text in outputs.items():
+        assert_no_canary(where, text)
+    # the replies did carry the option (so the searches above searched it)
+    conf = json.loads(outputs["fastq inspect conf --json"])[node]
+    assert conf["broker_transport_options"] == {"sentinel_kwargs": {"password": "********"},
+                                                "dead_letter_max": 1234}, conf
+    assert "dead_letter_max" in outputs["fastq inspect conf"], outputs["fastq inspect conf"]
+    assert_no_canary("the worker's log", log)
+
+
+def test_conf_table_hides_secrets_at_any_depth():
+    app = App("leak", broker="memory://leak", broker_transport_options={
+        "predefined_queues": {"q": {"url": "https://sqs.eu-west-1.amazonaws.com/1/q",
+                                    "access_key_id": "AKID", "secret_access_key": CANARY}},
+        "sentinel_kwargs": {"password": CANARY},
+        "hosts": [f"redis://:{CANARY}@127.0.0.1:6379/0", (f"amqp://u:{CANARY}@h//",)],
+        "region": "eu-west-1"})
+    try:
+        table = app.conf.table()
+        assert_no_canary("conf.table()", repr(table))
+        assert_no_canary("conf.humanize()", app.conf.humanize(with_defaults=True))
+        options = table["broker_transport_options"]
+        assert options["predefined_queues"]["q"] == {
+            "url": "https://sqs.eu-west-1.amazonaws.com/1/q", "access_key_id": "********",
+            "secret_access_key": "********"}
+        assert options["hosts"] == ["redis://:***@127.0.0.1:6379/0", ("amqp://u:***@h//",)]
+        assert options["region"] == "eu-west-1"
+        assert CANARY in repr(app.conf.table(censored=False))
+    finally:
+        app.close()
