@@ -142,7 +142,10 @@ def stats(worker: Worker, **_: Any) -> dict:
             "pid": os.getpid(), "clock": str(clock_value(worker)),
             "uptime": int(time.time() - worker.started_at),
             "pool": pool_stats(worker), "broker": broker_stats(worker.app.broker_url),
-            "prefetch_count": worker.prefetch, "rusage": rusage()}
+            "prefetch_count": worker.prefetch, "rusage": rusage(),
+            # not in Celery's reply: signed messages rejected (forged, tampered, unsigned,
+            # expired signer), as the health file counts them
+            "bad_signatures": worker.consumer.counters["bad_signatures"]}
 
 
 def pool_stats(worker: Worker) -> dict:

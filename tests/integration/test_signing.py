@@ -16,7 +16,9 @@ pytest.importorskip("cryptography")
 
 from fastq import serialization  # noqa: E402
 from fastq.protocol import Message  # noqa: E402
+from fastq.security import Certificate  # noqa: E402
 from tests.integration.conftest import WorkerProcess  # noqa: E402
+from tests.integration.redis_support import REDIS_URL, delete_keys, require_redis  # noqa: E402
 from tests.pki import make_identity, write_identity  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -26,25 +28,47 @@ class SignedWorker(WorkerProcess):
     app_module = "tests.apps.signed_app"
 
 
-@pytest.fixture
-def signed(sqlite_env, monkeypatch):
-    """(worker, producer app, trusted key/cert PEMs); the auth codec is taken out of this
-    process again afterwards."""
-    tmp_path, url, run_log, env = sqlite_env
+def _start(sqlite_env, monkeypatch, url: str, *worker_args: str, trusted: tuple = ()):
+    """(worker, producer app, key/cert PEMs) on ``url``: both sign with the same
+    identity and trust it and the ``trusted`` certificates; the auth codec is taken out of
+    this process again when the test ends."""
+    tmp_path, _url, run_log, env = sqlite_env
     key, cert = make_identity("fastq signer", 2001)
     write_identity(tmp_path / "pki", key, cert)
+    for n, pem in enumerate(trusted):
+        (tmp_path / "pki" / "store" / f"trusted-{n}.pem").write_bytes(pem)
     monkeypatch.setenv("FASTQ_TEST_SECURITY_DIR", str(tmp_path / "pki"))
-    env = dict(env, FASTQ_TEST_SECURITY_DIR=str(tmp_path / "pki"))
+    monkeypatch.setenv("FASTQ_BROKER_URL", url)
+    env = dict(env, FASTQ_TEST_SECURITY_DIR=str(tmp_path / "pki"), FASTQ_BROKER_URL=url)
     monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
     monkeypatch.setattr(serialization, "BY_CONTENT_TYPE", dict(serialization.BY_CONTENT_TYPE))
     sys.modules.pop("tests.apps.signed_app", None)
     producer = importlib.import_module("tests.apps.signed_app").app
     worker = SignedWorker(tmp_path, url, run_log, env)
-    worker.start()
-    yield worker, producer, key, cert
-    worker.stop()
-    producer.close()
+    try:
+        worker.start(*worker_args)
+    except BaseException:
+        producer.close()
+        raise
+    return worker, producer, key, cert
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Stops what ``_start`` started, at the end of the test."""
+    running = []
+    yield running
+    for worker, producer, *_ in running:
+        worker.stop()
+        producer.close()
     sys.modules.pop("tests.apps.signed_app", None)
+
+
+@pytest.fixture
+def signed(sqlite_env, monkeypatch, started):
+    """A signing worker and producer on the test's SQLite broker."""
+    started.append(_start(sqlite_env, monkeypatch, sqlite_env[1]))
+    return started[-1]
 
 
 def celery_signed(body, key: bytes, cert: bytes, trusted: bytes) -> bytes:
@@ -90,6 +114,49 @@ def test_signed_tasks_run_and_the_rest_is_dead_lettered(signed):
     assert "unsigned message" in letters[unsigned.headers["id"]]
     assert _counter(worker, "bad_signatures", 3) == 3
     assert worker.proc.poll() is None
+
+
+def test_an_expired_signer_is_refused_and_inspect_stats_counts_the_rejects(
+        sqlite_env, monkeypatch, started):
+    """On Redis (SQLite carries no control replies): a certificate the worker trusted
+    when it started expires; what it signed is then dead-lettered with reason signature,
+    and ``inspect stats`` counts that reject and an unsigned one as ``bad_signatures``."""
+    require_redis()
+    prefix = f"signing-{uuid.uuid4().hex[:8]}:"
+    url = f"{REDIS_URL}?global_keyprefix={prefix}"
+    hostname = f"{prefix[:-1]}@test"
+    expiring_key, expiring_cert = make_identity("short-lived signer", 2003, valid_for=6)
+    try:
+        started.append(_start(sqlite_env, monkeypatch, url, "-n", hostname,
+                              trusted=(expiring_cert,)))
+        worker, producer, *_ = started[-1]
+        template = producer.build_message("signed.add", (1, 1))
+
+        def message(body: bytes, content_type: str = "application/data") -> Message:
+            headers = dict(template.headers, id=str(uuid.uuid4()))
+            return Message(headers, dict(template.properties, content_type=content_type,
+                                         correlation_id=headers["id"]), body,
+                           queue=template.queue)
+
+        plain = [[20, 22], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                "chord": None}]
+        while Certificate(expiring_cert).has_expired() is False:
+            time.sleep(0.1)
+        expired = message(celery_signed(plain, expiring_key, expiring_cert, expiring_cert))
+        unsigned = message(orjson.dumps(plain), "application/json")
+        producer.broker.publish_many([expired, unsigned])
+
+        letters = {d["headers"]["id"]: d["reason"] for d in _dead_letters(producer, 2)}
+        assert letters.keys() == {expired.headers["id"], unsigned.headers["id"]}, letters
+        assert letters[expired.headers["id"]].startswith("signature: ")
+        assert "has expired" in letters[expired.headers["id"]], letters
+        # the count is kept beside Celery's entries of the reply
+        stats = producer.control.inspect(destination=[hostname], timeout=5).stats()
+        assert stats[hostname]["bad_signatures"] == 2, stats
+        assert stats[hostname]["pool"]["max-concurrency"] >= 1
+        assert worker.proc.poll() is None
+    finally:
+        delete_keys(f"{prefix}*")
 
 
 def _counter(worker, name: str, expected: int, timeout: float = 20) -> int:
