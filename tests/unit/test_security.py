@@ -106,6 +106,26 @@ def test_the_worker_dead_letters_with_reason_signature(signer, monkeypatch):
         assert info.value.reason == "signature" and fragment in info.value.detail
 
 
+def test_a_signer_whose_certificate_expired_since_start_is_dead_lettered(monkeypatch):
+    """The store checks expiry when it loads; a certificate that expires while the worker
+    runs is refused per message, as a reject with reason signature."""
+    key, cert = make_identity("expired since", 1005, valid_for=-60)
+    worker_side = Signer(PrivateKey(KEY), Certificate(CERT),
+                         CertStore([Certificate(CERT), Certificate(cert)]))
+    sender = Signer(PrivateKey(key), Certificate(cert), None)
+    monkeypatch.setitem(serialization.CODECS, "auth", serialization.Codec(
+        "auth", "application/data", "utf-8", worker_side.dumps, worker_side.loads))
+    monkeypatch.setitem(serialization.BY_CONTENT_TYPE, "application/data",
+                        serialization.CODECS["auth"])
+    properties = {"content_type": "application/data", "content_encoding": "utf-8"}
+    for body in (sender.dumps([[4], {}, {}]),
+                 celery_serializer(key, cert, (cert,)).serialize([[4], {}, {}]).encode()):
+        with pytest.raises(MessageRejected) as info:
+            decode_task({"task": "t", "id": "i"}, properties, body, SIGNED_ONLY)
+        assert info.value.reason == "signature", info.value
+        assert f"certificate {Certificate(cert).id!r} has expired" in info.value.detail
+
+
 def test_setup_security_wants_signed_only_settings_and_its_files(tmp_path):
     app = App("sec", broker="memory://sec")
     with pytest.raises(ConfigurationError, match="task_serializer='auth'"):
