@@ -17,6 +17,13 @@ SQL schema (the embedded SQLite file, or a db+ backend's database)::
     fastq_beat_entries(name TEXT PRIMARY KEY, document TEXT NOT NULL,  -- JSON
                        enabled INTEGER NOT NULL, updated_at DOUBLE PRECISION NOT NULL)
 
+On MySQL/MariaDB the names are ``VARCHAR(191)`` (an index of utf8mb4 columns holds at
+most 767 bytes on older row formats) with the binary collation (names are
+case-sensitive); a longer entry name is kept as its first characters and its SHA-256.
+MySQL has neither ``ON CONFLICT`` nor ``RETURNING``: the claim is an ``INSERT ... ON
+DUPLICATE KEY UPDATE`` that takes over only a lapsed unsent claim, then a read of the
+rows now carrying this call's owner and lease, in the same transaction.
+
 Redis keys: ``fastq:beat:state`` (hash name -> "last_run_at last_due"),
 ``fastq:beat:claim:<name>:<due>`` (``SET NX PX lease``, then kept ``CLAIM_RETENTION``
 once sent), ``fastq:beat:entries`` (hash name -> JSON document with ``enabled``).
@@ -24,6 +31,7 @@ once sent), ``fastq:beat:entries`` (hash name -> JSON document with ``enabled``)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -35,6 +43,17 @@ CLAIM_RETENTION = 3600.0
 
 #: Rows per claim statement (bound parameters stay under every database's limit).
 CLAIM_CHUNK = 400
+
+#: Longest name MySQL/MariaDB keys hold: 191 utf8mb4 characters fit a 767-byte index.
+MYSQL_NAME_LENGTH = 191
+
+#: Times a transaction the database aborted for a lock conflict (a deadlock between two
+#: beats claiming the same runs) is run again before the error goes up.
+CONFLICT_RETRIES = 5
+
+# PostgreSQL serialization failure / deadlock; MySQL lock wait timeout / deadlock
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+_CONFLICT_MYSQL_ERRORS = frozenset({1205, 1213})
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS fastq_beat_state (
@@ -71,6 +90,89 @@ _SET_STATE = """
         last_run_at = excluded.last_run_at, last_due = excluded.last_due
     WHERE fastq_beat_state.last_due < excluded.last_due
 """
+
+_INIT = """
+    INSERT INTO fastq_beat_state (name, last_run_at, last_due) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO NOTHING
+"""
+
+_PUT_ENTRY = """
+    INSERT INTO fastq_beat_entries (name, document, enabled, updated_at)
+    VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+        document = excluded.document, enabled = excluded.enabled,
+        updated_at = excluded.updated_at
+"""
+
+# MySQL/MariaDB. utf8mb4_bin: names compare as they are written ("Tick" is not "tick").
+_MYSQL_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS fastq_beat_state (
+        name VARCHAR(191) NOT NULL PRIMARY KEY, last_run_at DOUBLE PRECISION NOT NULL,
+        last_due BIGINT NOT NULL) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS fastq_beat_claims (
+        name VARCHAR(191) NOT NULL, due BIGINT NOT NULL, owner VARCHAR(191) NOT NULL,
+        lease_until DOUBLE PRECISION NOT NULL, sent INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL, PRIMARY KEY (name, due))
+        DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS fastq_beat_entries (
+        name VARCHAR(191) NOT NULL PRIMARY KEY, document LONGTEXT NOT NULL,
+        enabled INTEGER NOT NULL, updated_at DOUBLE PRECISION NOT NULL)
+        DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+)
+
+# The same claim: a new row, or a lapsed unsent claim taken over (the row is locked by
+# the statement, so of several beats exactly one sees it lapsed and takes it); the
+# others leave the row as it is. The parameters: owner, lease_until, created, the rows,
+# then now, owner, now, lease_until. MySQL applies the assignments left to right, so the
+# owner's condition reads the old lease_until and the lease's is unaffected by the owner.
+_MYSQL_CLAIM = """
+    INSERT INTO fastq_beat_claims (name, due, owner, lease_until, sent, created)
+    SELECT v.name, v.due, ?, ?, 0, ? FROM ({rows}) AS v
+    WHERE NOT EXISTS (SELECT 1 FROM fastq_beat_state s
+                      WHERE s.name = v.name AND s.last_due >= v.due)
+    ON DUPLICATE KEY UPDATE
+        owner = IF(fastq_beat_claims.sent = 0 AND fastq_beat_claims.lease_until < ?,
+                   ?, fastq_beat_claims.owner),
+        lease_until = IF(fastq_beat_claims.sent = 0 AND fastq_beat_claims.lease_until < ?,
+                         ?, fastq_beat_claims.lease_until)
+"""
+
+# Which of them this call got: an owner is one beat, and its lease_until this call's.
+_MYSQL_CLAIMED = """
+    SELECT name, due FROM fastq_beat_claims
+    WHERE owner = ? AND lease_until = ? AND sent = 0 AND (name, due) IN ({pairs})
+"""
+
+_MYSQL_MARK_SENT = "UPDATE fastq_beat_claims SET sent = 1 WHERE (name, due) IN ({pairs})"
+
+# last_run_at first: its condition reads the last_due before this statement moves it
+_MYSQL_SET_STATE = """
+    INSERT INTO fastq_beat_state (name, last_run_at, last_due) VALUES (?, ?, ?)
+    ON DUPLICATE KEY UPDATE
+        last_run_at = IF(last_due < VALUES(last_due), VALUES(last_run_at), last_run_at),
+        last_due = GREATEST(last_due, VALUES(last_due))
+"""
+
+# (not INSERT IGNORE: it would also turn a too-long value into a warning)
+_MYSQL_INIT = """
+    INSERT INTO fastq_beat_state (name, last_run_at, last_due) VALUES (?, ?, ?)
+    ON DUPLICATE KEY UPDATE name = name
+"""
+
+_MYSQL_PUT_ENTRY = """
+    INSERT INTO fastq_beat_entries (name, document, enabled, updated_at)
+    VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE
+        document = VALUES(document), enabled = VALUES(enabled),
+        updated_at = VALUES(updated_at)
+"""
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether the database aborted the transaction for a lock conflict (worth a rerun)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _CONFLICT_MYSQL_ERRORS
 
 
 class BeatStore:
@@ -126,32 +228,48 @@ class SQLStore(BeatStore):
         self._conn: Any = None
         self._lock = threading.Lock()
         self._last_cleanup = 0.0
+        self._mysql = False
         if engine is not None:
             self.description = f"the {engine.dialect.name} database of the result backend"
             style = engine.dialect.paramstyle
             self._mark = "%s" if style in ("format", "pyformat") else "?"
+            self._mysql = engine.dialect.name in ("mysql", "mariadb")
         else:
             self.description = f"SQLite file {path}"
             self._mark = "?"
         self._ready = False
+        #: MySQL keys of the names longer than MYSQL_NAME_LENGTH -> the names
+        self._long_names: dict[str, str] = {}
 
     def _sql(self, text: str) -> str:
         return text if self._mark == "?" else text.replace("?", self._mark)
+
+    def _key(self, name: str) -> str:
+        """The name as the tables hold it: on MySQL, a name too long for its key columns
+        becomes its first characters and its SHA-256 (``_name`` turns it back)."""
+        if not self._mysql or len(name) <= MYSQL_NAME_LENGTH:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        key = f"{name[:MYSQL_NAME_LENGTH - len(digest) - 1]}#{digest}"
+        self._long_names[key] = name
+        return key
+
+    def _name(self, key: str) -> str:
+        return self._long_names.get(key, key)
 
     def _transaction(self, work: Any) -> Any:
         """Run ``work(execute)`` in one transaction; ``execute(sql, params, many)``."""
         with self._lock:
             if self._engine is not None:
-                with self._engine.begin() as conn:
-                    def execute(sql: str, params: Any = (), many: bool = False) -> list:
-                        if many:
-                            if params:
-                                conn.exec_driver_sql(self._sql(sql), list(params))
-                            return []
-                        result = conn.exec_driver_sql(self._sql(sql), tuple(params))
-                        return list(result.fetchall()) if result.returns_rows else []
-                    self._ensure(execute)
-                    return work(execute)
+                for attempt in range(CONFLICT_RETRIES + 1):
+                    try:
+                        return self._engine_transaction(work)
+                    except Exception as exc:
+                        # a deadlock between beats claiming the same runs rolled the whole
+                        # transaction back: running it again is safe
+                        if attempt == CONFLICT_RETRIES or not _is_conflict(exc):
+                            raise
+                        time.sleep(0.01 * (attempt + 1))
             if self._conn is None:
                 from .brokers.sqlite import open_database
 
@@ -173,9 +291,21 @@ class SQLStore(BeatStore):
             conn.execute("COMMIT")
             return out
 
+    def _engine_transaction(self, work: Any) -> Any:
+        with self._engine.begin() as conn:
+            def execute(sql: str, params: Any = (), many: bool = False) -> list:
+                if many:
+                    if params:
+                        conn.exec_driver_sql(self._sql(sql), list(params))
+                    return []
+                result = conn.exec_driver_sql(self._sql(sql), tuple(params))
+                return list(result.fetchall()) if result.returns_rows else []
+            self._ensure(execute)
+            return work(execute)
+
     def _ensure(self, execute: Any) -> None:
         if not self._ready:
-            for statement in _SCHEMA:
+            for statement in _MYSQL_SCHEMA if self._mysql else _SCHEMA:
                 execute(statement)
             self._ready = True
 
@@ -183,29 +313,44 @@ class SQLStore(BeatStore):
         self.round_trips += 1
         rows = self._transaction(lambda ex: ex(
             "SELECT name, last_run_at, last_due FROM fastq_beat_state"))
-        return {name: (float(last), int(due)) for name, last, due in rows}
+        return {self._name(name): (float(last), int(due)) for name, last, due in rows}
 
     def claim(self, runs: Sequence[tuple[str, int]], owner: str,
               lease: float) -> set[tuple[str, int]]:
         got: set[tuple[str, int]] = set()
         for start in range(0, len(runs), CLAIM_CHUNK):
-            chunk = runs[start:start + CLAIM_CHUNK]
-            now = time.time()
-            sql = _CLAIM.format(rows=", ".join(["(?, ?)"] * len(chunk)))
-            params: list[Any] = [owner, now + lease, now]
-            for name, due in chunk:
-                params += [name, due]
-            params.append(now)
+            # in key order: two beats claiming the same runs lock them in the same order
+            chunk = sorted((self._key(name), due)
+                           for name, due in runs[start:start + CLAIM_CHUNK])
             self.round_trips += 1
-            rows = self._transaction(lambda ex, sql=sql, params=params: ex(sql, params))
-            got.update((name, int(due)) for name, due in rows)
+            rows = self._transaction(self._claim_work(chunk, owner, time.time(), lease))
+            got.update((self._name(name), int(due)) for name, due in rows)
         return got
+
+    def _claim_work(self, chunk: list[tuple[str, int]], owner: str, now: float,
+                    lease: float) -> Any:
+        """The transaction claiming ``chunk``: it returns the (name, due) it got."""
+        flat: list[Any] = [value for run in chunk for value in run]
+        until = now + lease
+        pairs = ", ".join(["(?, ?)"] * len(chunk))
+        if not self._mysql:
+            sql = _CLAIM.format(rows=pairs)
+            return lambda execute: execute(sql, [owner, until, now, *flat, now])
+        rows = " UNION ALL ".join(["SELECT ? AS name, ? AS due"]
+                                  + ["SELECT ?, ?"] * (len(chunk) - 1))
+        claim = _MYSQL_CLAIM.format(rows=rows)
+        claimed = _MYSQL_CLAIMED.format(pairs=pairs)
+
+        def work(execute: Any) -> list:
+            execute(claim, [owner, until, now, *flat, now, owner, now, until])
+            return execute(claimed, [owner, until, *flat])
+        return work
 
     def init(self, first_runs: dict[str, float]) -> None:
         self.round_trips += 1
-        self._transaction(lambda ex: ex(
-            "INSERT INTO fastq_beat_state (name, last_run_at, last_due) VALUES (?, ?, 0) "
-            "ON CONFLICT (name) DO NOTHING", list(first_runs.items()), many=True))
+        rows = [(self._key(name), last, 0) for name, last in first_runs.items()]
+        sql = _MYSQL_INIT if self._mysql else _INIT
+        self._transaction(lambda ex: ex(sql, rows, many=True))
 
     def complete(self, runs: Sequence[tuple[str, int, float]]) -> None:
         if not runs:
@@ -214,10 +359,21 @@ class SQLStore(BeatStore):
         cleanup = now - self._last_cleanup > 60
         if cleanup:
             self._last_cleanup = now
+        keyed = [(self._key(name), due, last) for name, due, last in runs]
 
         def work(execute: Any) -> None:
-            execute(_MARK_SENT, [(name, due) for name, due, _ in runs], many=True)
-            execute(_SET_STATE, [(name, last, due) for name, due, last in runs], many=True)
+            if self._mysql:
+                # one statement a chunk: PyMySQL runs an UPDATE's executemany row by row
+                for start in range(0, len(keyed), CLAIM_CHUNK):
+                    chunk = keyed[start:start + CLAIM_CHUNK]
+                    execute(_MYSQL_MARK_SENT.format(pairs=", ".join(["(?, ?)"] * len(chunk))),
+                            [value for name, due, _ in chunk for value in (name, due)])
+                execute(_MYSQL_SET_STATE, [(name, last, due) for name, due, last in keyed],
+                        many=True)
+            else:
+                execute(_MARK_SENT, [(name, due) for name, due, _ in keyed], many=True)
+                execute(_SET_STATE, [(name, last, due) for name, due, last in keyed],
+                        many=True)
             if cleanup:
                 execute("DELETE FROM fastq_beat_claims WHERE created < ?",
                         (now - CLAIM_RETENTION,))
@@ -232,25 +388,33 @@ class SQLStore(BeatStore):
                 for name, doc, enabled in rows}
 
     def put_entry(self, name: str, document: dict[str, Any]) -> None:
+        if self._mysql and len(name) > MYSQL_NAME_LENGTH:
+            raise ValueError(f"periodic task names in MySQL/MariaDB are at most "
+                             f"{MYSQL_NAME_LENGTH} characters; {name[:40]!r}... has "
+                             f"{len(name)}")
         body = {k: v for k, v in document.items() if k != "enabled"}
         enabled = int(document.get("enabled", True))
-        self._transaction(lambda ex: ex(
-            """INSERT INTO fastq_beat_entries (name, document, enabled, updated_at)
-               VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
-               document = excluded.document, enabled = excluded.enabled,
-               updated_at = excluded.updated_at RETURNING name""",
-            (name, json.dumps(body), enabled, time.time())))
+        sql = _MYSQL_PUT_ENTRY if self._mysql else _PUT_ENTRY
+        self._transaction(lambda ex: ex(sql, (name, json.dumps(body), enabled, time.time())))
 
     def remove_entry(self, name: str) -> bool:
-        rows = self._transaction(lambda ex: ex(
-            "DELETE FROM fastq_beat_entries WHERE name = ? RETURNING name", (name,)))
-        return bool(rows)
+        # a read, then the change: MySQL has no RETURNING, and its row count of an
+        # UPDATE depends on the connection's flags
+        def work(execute: Any) -> bool:
+            if not execute("SELECT 1 FROM fastq_beat_entries WHERE name = ?", (name,)):
+                return False
+            execute("DELETE FROM fastq_beat_entries WHERE name = ?", (name,))
+            return True
+        return self._transaction(work)
 
     def set_enabled(self, name: str, enabled: bool) -> bool:
-        rows = self._transaction(lambda ex: ex(
-            "UPDATE fastq_beat_entries SET enabled = ?, updated_at = ? WHERE name = ? "
-            "RETURNING name", (int(enabled), time.time(), name)))
-        return bool(rows)
+        def work(execute: Any) -> bool:
+            if not execute("SELECT 1 FROM fastq_beat_entries WHERE name = ?", (name,)):
+                return False
+            execute("UPDATE fastq_beat_entries SET enabled = ?, updated_at = ? WHERE name = ?",
+                    (int(enabled), time.time(), name))
+            return True
+        return self._transaction(work)
 
     def close(self) -> None:
         with self._lock:

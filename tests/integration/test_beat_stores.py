@@ -4,6 +4,7 @@ and the database schedule source keeps what ``fastq schedule`` writes."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -11,12 +12,12 @@ import pytest
 
 from fastq._beat_store import MemoryStore, RedisStore, SQLStore
 from tests.integration.redis_support import REDIS_URL, delete_keys, require_redis
-from tests.integration.sql_support import POSTGRES_URL, require_server
+from tests.integration.sql_support import MARIADB_URL, POSTGRES_URL, require_server
 
 # the beat's stores have no compiled twin: CI's second pass leaves them out
 pytestmark = pytest.mark.twin_neutral
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgresql", "mariadb"])
 def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore()
@@ -34,10 +35,13 @@ def store(request, tmp_path):
         made.close()
         delete_keys(prefix + "*")
         return
-    require_server(5432, "PostgreSQL")
+    if request.param == "postgresql":
+        require_server(5432, "PostgreSQL")
+    else:
+        require_server(3306, "MariaDB")  # db+mysql:// is PyMySQL, of the sql extra
     from fastq.backends import create_backend
 
-    backend = create_backend(POSTGRES_URL)
+    backend = create_backend(POSTGRES_URL if request.param == "postgresql" else MARIADB_URL)
     yield SQLStore(engine=backend.engine)  # type: ignore[attr-defined]
     backend.close()
 
@@ -100,3 +104,65 @@ def test_schedule_source_entries(store, name):
     assert store.remove_entry(name)
     assert name not in store.entries()
     assert not store.remove_entry(name) and not store.set_enabled(name, True)
+
+
+def _another(store):
+    """A second store on the same server, with its own connections (another beat)."""
+    if isinstance(store, MemoryStore):
+        return store
+    if isinstance(store, RedisStore):
+        return RedisStore(REDIS_URL, prefix=store._prefix)
+    if store._engine is not None:
+        return SQLStore(engine=store._engine)
+    return SQLStore(path=store._path)
+
+
+def test_beats_claiming_at_once_get_each_run_once(store, name):
+    stores = [store] + [_another(store) for _ in range(3)]
+    names = [f"{name}-{i}" for i in range(100)]
+    store.init(dict.fromkeys(names, 100.0))
+    runs = [(n, 101_000_000) for n in names]
+
+    def race(owner_prefix: str, lease: float) -> list[set]:
+        barrier = threading.Barrier(len(stores))
+        got: list[set] = [set() for _ in stores]
+
+        def claim(i: int) -> None:
+            barrier.wait()
+            # each beat sees the runs in its own order
+            got[i] = stores[i].claim(runs[i:] + runs[:i], f"{owner_prefix}{i}", lease)
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(stores))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return got
+
+    try:
+        first = race("dead", 0.3)
+        assert sum(len(g) for g in first) == len(runs)  # each run to one beat, all taken
+        assert set().union(*first) == set(runs)
+        time.sleep(0.45)  # every lease lapses, nothing was sent: the runs are up again
+        second = race("next", 30)
+        assert sum(len(g) for g in second) == len(runs)
+        assert set().union(*second) == set(runs)
+    finally:
+        for other in stores[1:]:
+            if other is not store:
+                other.close()
+
+
+def test_names_are_kept_whole_and_case_sensitive(store, name):
+    # Celery names add_periodic_task's entries after the signature: they can be long
+    long = f"{name}-" + "x" * 300
+    upper = name.upper()
+    store.init({long: 100.0, name: 100.0, upper: 200.0})
+    state = store.load()
+    assert (state[long], state[name], state[upper]) == ((100.0, 0), (100.0, 0), (200.0, 0))
+    due = 300_000_000
+    assert store.claim([(long, due), (name, due)], "a", lease=30) == {(long, due), (name, due)}
+    assert store.claim([(upper, due)], "a", lease=30) == {(upper, due)}
+    assert store.claim([(long, due)], "b", lease=30) == set()
+    store.complete([(long, due, 300.0)])
+    assert store.load()[long] == (300.0, due)
+    assert store.load()[name] == (100.0, 0)
