@@ -4,14 +4,15 @@ the sending of signature dicts (Celery's wire form) that chord bodies and errbac
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import ChordPart, ChordReady, exception_from_dict
 from .canvas import Signature
+from .eager import apply_chord
 from .exceptions import ChordError, ConfigurationError
+from .execution import call_errback, errback_takes_request
 from .protocol import new_task_id
 from .states import EXCEPTION_STATES, FAILURE, PROPAGATE_STATES, READY_STATES
 from .task import Request
@@ -267,57 +268,21 @@ def _result_signatures(sig: dict) -> list[dict]:
 
 def call_errbacks(app: App, request: Request, errbacks: list, exc: BaseException,
                   tb: str | None) -> None:
-    """Celery's errback call: an errback this app knows whose function takes more than
-    one argument is called here with ``(request, exc, traceback)``; the others are sent
-    as tasks with the failed task's id before their own arguments."""
+    """A worker's errback call outside a run (a chord that failed): Celery's rule, as
+    ``Execution.call_errbacks`` applies it; the errbacks not called here are sent as
+    tasks with the failed task's id before their own arguments."""
     by_id = []
     for errback in errbacks:
         check_signature(errback, "link_error signature")
         task = app.tasks.get(errback["task"])
-        if task is None or not _takes_request(task, errback):
+        if task is None or not errback_takes_request(task, errback):
             by_id.append(errback)
-            continue
-        own_args, own_kwargs = errback.get("args") or (), errback.get("kwargs") or {}
-        try:
-            if errback.get("immutable"):  # as Celery's Signature.__call__: nothing added
-                task(*own_args, **own_kwargs)
-            else:
-                task(request, exc, tb, *own_args, **own_kwargs)
-        except Exception:
-            logger.exception("Errback %s of %s[%s] raised", errback["task"], request.name,
-                             request.id)
+        else:
+            call_errback(task, errback, request, exc, tb)
     if by_id:
         root_id = request.root_id or request.id
         app.publish_many([signature_message(app, errback, (request.id,), parent_id=request.id,
                                             root_id=root_id) for errback in by_id])
-
-
-def _takes_request(task: Any, errback: dict) -> bool:
-    """Whether ``task`` is an errback of Celery's new kind: not ``bind=True`` (Celery
-    sends those as tasks, so they may retry) and able to take more than one positional
-    argument besides those its signature binds (Celery's ``_errback_arity_greater``)."""
-    if task.bind:
-        return False
-    fun = task.run
-    own_args, own_kwargs = errback.get("args") or (), errback.get("kwargs") or {}
-    try:
-        if not errback.get("immutable") and (own_args or own_kwargs):
-            try:
-                parameters = inspect.signature(
-                    functools.partial(fun, *own_args, **own_kwargs)).parameters.values()
-            except (TypeError, ValueError):  # arguments the function cannot take
-                parameters = inspect.signature(fun).parameters.values()
-        else:
-            parameters = inspect.signature(fun).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = 0
-    for parameter in parameters:
-        if parameter.kind is parameter.VAR_POSITIONAL:
-            return True
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            positional += 1
-    return positional > 1
 
 
 # -- the built-in tasks ------------------------------------------------------------------
@@ -364,9 +329,16 @@ def register_builtins(app: App) -> None:
 
     def chord(self: Any, header: Any, body: dict, partial_args: Sequence = (),
               interval: float | None = None, countdown: float = 1, max_retries: Any = None,
-              eager: bool = False, **kwargs: Any) -> str:
+              eager: bool = False, **kwargs: Any) -> Any:
+        # sent: returns the body's id; applied eagerly: the body's result, as Celery's
+        # eager chord.apply gives it
         if isinstance(header, dict):  # a group signature
             header = (header.get("kwargs") or {}).get("tasks")
+        if self.request.is_eager:  # Task.apply, task_always_eager: all of it here
+            return apply_chord(app, [check_signature(member, "chord header member")
+                                     for member in header or ()],
+                               check_signature(body, "chord body"), partial_args,
+                               self.request).get()
         messages = chord_messages(app, list(header or ()), check_signature(body, "chord body"),
                                   partial_args)
         app.publish_many(messages)

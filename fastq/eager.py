@@ -3,17 +3,20 @@ worker's own execution path: retries run again at once, callbacks and chains run
 
 from __future__ import annotations
 
+import functools
+import logging
 import signal
 import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import exception_to_dict
+from .backends.base import ChordReady, exception_to_dict
+from .exceptions import ChordError
 from .execution import Child, Execution, child_arguments
 from .limits import ThreadLimiter
 from .protocol import new_task_id
 from .result import EagerResult
-from .states import FAILURE, RETRY, SUCCESS
+from .states import FAILURE, PROPAGATE_STATES, RETRY, SUCCESS
 from .task import Request
 
 if TYPE_CHECKING:
@@ -23,10 +26,12 @@ if TYPE_CHECKING:
     from .exceptions import Retry
     from .task import Task
 
+logger = logging.getLogger("fastq.worker")
+
 #: Signature options that shape the eager run; the rest (queue, countdown, ...) concern a
 #: broker, and a task run here has none.
 _CHILD_OPTIONS = ("task_id", "link", "link_error", "headers", "time_limit", "soft_time_limit",
-                  "group_id", "group_index", "shadow")
+                  "group_id", "group_index", "shadow", "chord")
 
 
 class EagerExecution(Execution):
@@ -35,6 +40,7 @@ class EagerExecution(Execution):
     def __init__(self, app: App) -> None:
         super().__init__(app.conf, "eager")
         self.app = app
+        self.tasks = app.tasks
         if threading.current_thread() is not threading.main_thread() or not hasattr(
                 signal, "SIGALRM"):
             self.limiter = _thread_limiter()  # SIGALRM reaches only the main thread
@@ -42,6 +48,9 @@ class EagerExecution(Execution):
         self._retry: Retry | None = None
         #: the results of the tasks each task set off, by the parent's id
         self._children: dict[str, list[EagerResult]] = {}
+        #: the chords joined here (``apply_chord``), by group id: the header's size, the
+        #: members' results by index, then the body's EagerResult or the ChordError
+        self._chords: dict[str, dict[str, Any]] = {}
 
     def _store_failure(self, request: Request, state: str, exc: BaseException, task: Task,
                        ignore_result: bool, tb: str | None = "",
@@ -51,14 +60,17 @@ class EagerExecution(Execution):
 
     def send_children(self, request: Request, children: list[Child]) -> None:
         for child in children:
-            sig = child.signature
-            args, kwargs = child_arguments(child)
-            options = sig.get("options") or {}
-            result = self.apply(
-                self.app.get_task(sig["task"]), args, kwargs, chain=child.chain,
-                parent_id=request.id, root_id=request.root_id or request.id,
-                **{key: options[key] for key in _CHILD_OPTIONS if key in options})
+            result = self._apply_child(child, parent_id=request.id,
+                                       root_id=request.root_id or request.id)
             self._children.setdefault(request.id, []).append(result)
+
+    def _apply_child(self, child: Child, **links: Any) -> EagerResult:
+        sig = child.signature
+        args, kwargs = child_arguments(child)
+        options = sig.get("options") or {}
+        return self.apply(self.app.get_task(sig["task"]), args, kwargs, chain=child.chain,
+                          **links, **{key: options[key] for key in _CHILD_OPTIONS
+                                      if key in options})
 
     def apply(self, task: Task, args: Iterable | None, kwargs: dict | None, *,
               throw: bool | None = None, retries: int = 0, **options: Any) -> EagerResult:
@@ -77,6 +89,8 @@ class EagerExecution(Execution):
                               is_eager=True)
             self._retry = None
             self.run(task, request)
+            if self.pending_chord_parts:  # a chord member: counted before its result is made
+                self._join_chord_parts()
             outcome = self._take(task_id)
             if outcome is not None and outcome[1] == RETRY:
                 retries += 1
@@ -119,6 +133,72 @@ class EagerExecution(Execution):
                            children=self._children.pop(task_id, None))
 
 
+    # -- chords ----------------------------------------------------------------------
+    def apply_chord(self, header: list[dict], body: dict, args: Iterable = (),
+                    parent: Request | None = None) -> EagerResult:
+        """Run chord ``header`` (signature dicts, plain or chains) here, each member
+        carrying the body as a worker's would, then the body with their results in
+        order; returns the body's EagerResult. Raises ChordError when a member failed."""
+        group_id = new_task_id()
+        links = {"parent_id": parent.id, "root_id": parent.root_id or parent.id} \
+            if parent is not None else {}
+        if not header:
+            return self._apply_child(Child(body, ([],), None), **links)
+        self._chords[group_id] = {"size": len(header), "results": {}}
+        for index, member in enumerate(header):
+            last = {"chord": body, "group_id": group_id, "group_index": index}
+            if member.get("subtask_type") == "chain":
+                steps = list((member.get("kwargs") or {}).get("tasks") or ())
+                if not steps:
+                    raise ValueError(f"chord {group_id}: an empty chain as member {index}")
+                steps[-1] = dict(steps[-1], options={**(steps[-1].get("options") or {}),
+                                                     **last})
+                child = Child(steps[0], tuple(args), steps[:0:-1] or None)
+            elif member.get("subtask_type") is None:
+                child = Child(dict(member, options={**(member.get("options") or {}), **last}),
+                              tuple(args), None)
+            else:
+                raise ValueError(f"chord {group_id}: a {member.get('subtask_type')} as a "
+                                 f"header member cannot run eagerly: {member!r:.200}")
+            self._apply_child(child, **links)
+            if "error" in self._chords[group_id]:
+                break
+        joined = self._chords.pop(group_id)
+        if "error" in joined:
+            raise joined["error"]
+        return joined["body"]
+
+    def _join_chord_parts(self) -> None:
+        """Count the chord members that just finished: in the chords run here
+        (``apply_chord``), else, as a worker does, in the result backend's join."""
+        parts = self.pending_chord_parts
+        while parts:
+            part, state, result = parts.popleft()
+            joined = self._chords.get(part.group)  # type: ignore[arg-type]
+            if joined is None:
+                self.app.backend.on_chord_part_return(
+                    part, state, result, functools.partial(self._chord_ready, part))
+            elif "error" not in joined:
+                if state in PROPAGATE_STATES:
+                    joined["error"] = ChordError(f"Dependency {part.id} raised {result!r}")
+                    continue
+                joined["results"][part.group_index] = result
+                if len(joined["results"]) == joined["size"]:
+                    ordered = [value for _, value in sorted(joined["results"].items())]
+                    joined["body"] = self._chord_ready(part, ChordReady(
+                        part.group, part.embed["chord"], ordered, None))  # type: ignore[arg-type]
+
+    def _chord_ready(self, part: Any, ready: ChordReady) -> EagerResult | None:
+        """Run a joined chord's body here, a child of its last member."""
+        if ready.error is not None:
+            logger.error("Chord %s failed: %s", ready.group_id, ready.error)
+            return None
+        result = self._apply_child(Child(ready.body, (ready.results,), None), parent_id=part.id,
+                                   root_id=getattr(part, "root_id", None) or part.id)
+        self._children.setdefault(part.id, []).append(result)
+        return result
+
+
 _shared_thread_limiter: ThreadLimiter | None = None
 
 
@@ -139,10 +219,17 @@ def _message_options(options: dict) -> dict:
     return options
 
 
+def apply_chord(app: App, header: list[dict], body: dict, args: Iterable = (),
+                parent: Request | None = None) -> EagerResult:
+    """Run a chord in the caller (Celery's eager ``chord.apply``): the header here, then
+    the body with the members' results; returns the body's EagerResult."""
+    return EagerExecution(app).apply_chord(header, body, args, parent)
+
+
 def apply(app: App, task: Task, args: Iterable | None = None, kwargs: dict | None = None,
           **options: Any) -> EagerResult:
     """Run ``task`` in the caller as a worker would, and return its EagerResult."""
     return EagerExecution(app).apply(task, args, kwargs, **options)
 
 
-__all__ = ["EagerExecution", "apply"]
+__all__ = ["EagerExecution", "apply", "apply_chord"]

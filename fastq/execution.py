@@ -129,6 +129,8 @@ class Execution:
         #: are stored (``on_chord_part_return``); the subclass takes them after
         #: ``pending_results``
         self.pending_chord_parts: deque[tuple] = deque()
+        #: the tasks errbacks are looked up in (``call_errbacks``): the App's registry
+        self.tasks: Mapping[str, Task] = {}
         #: where ``run_async`` runs a plain function (the asyncio pool's own threads);
         #: None: the loop's default executor
         self.run_in_thread: Callable[[Callable[[], Any]], concurrent.futures.Future] | None = None
@@ -152,10 +154,20 @@ class Execution:
 
     def call_errbacks(self, request: Request, errbacks: list, exc: BaseException,
                       tb: str | None) -> None:
-        """Set off ``link_error`` signatures of a failed request. Here every one is sent
-        as a task with the failed id prepended; a worker calls the errbacks it knows
-        that take ``(request, exc, traceback)`` in-process instead, as Celery does."""
-        self.send_children(request, [Child(sig, (request.id,), None) for sig in errbacks])
+        """Set off ``link_error`` signatures of a failed request, by Celery's rule
+        (``errback_takes_request``): an errback this app knows whose function takes
+        ``(request, exc, traceback)`` is called here with them; the others are set off
+        like any follow-up task (``send_children``), the failed id before their own
+        arguments. Only the sending differs between a worker and eager mode."""
+        by_id = []
+        for errback in errbacks:
+            task = self.tasks.get(errback["task"]) if isinstance(errback, dict) else None
+            if task is None or not errback_takes_request(task, errback):
+                by_id.append(Child(errback, (request.id,), None))
+            else:
+                call_errback(task, errback, request, exc, tb)
+        if by_id:
+            self.send_children(request, by_id)
 
     # -- running ---------------------------------------------------------------------
     def run(self, task: Task, request: Request) -> tuple[str, Any]:
@@ -568,6 +580,50 @@ def time_limits(task: Task, request: Request, conf: Any) -> tuple[float | None, 
     return hard, soft
 
 
+def errback_takes_request(task: Task, errback: dict) -> bool:
+    """Whether ``task`` is an errback of Celery's new kind: not ``bind=True`` (Celery
+    sends those as tasks, so they may retry) and able to take more than one positional
+    argument besides those its signature binds (Celery's ``_errback_arity_greater``)."""
+    if task.bind:
+        return False
+    fun = task.run
+    own_args, own_kwargs = errback.get("args") or (), errback.get("kwargs") or {}
+    try:
+        if not errback.get("immutable") and (own_args or own_kwargs):
+            try:
+                parameters = inspect.signature(
+                    functools.partial(fun, *own_args, **own_kwargs)).parameters.values()
+            except (TypeError, ValueError):  # arguments the function cannot take
+                parameters = inspect.signature(fun).parameters.values()
+        else:
+            parameters = inspect.signature(fun).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional > 1
+
+
+def call_errback(task: Task, errback: dict, request: Request, exc: BaseException,
+                 tb: str | None) -> None:
+    """Call errback ``task`` of signature dict ``errback`` here, with ``(request, exc,
+    traceback)`` before its own arguments (none when immutable, as Celery's
+    ``Signature.__call__``). What it raises is logged: the failure is recorded already."""
+    own_args, own_kwargs = errback.get("args") or (), errback.get("kwargs") or {}
+    try:
+        if errback.get("immutable"):
+            task(*own_args, **own_kwargs)
+        else:
+            task(request, exc, tb, *own_args, **own_kwargs)
+    except Exception:
+        logger.exception("Errback %s of %s[%s] raised", errback["task"], request.name,
+                         request.id)
+
+
 def child_arguments(child: Child) -> tuple[list, dict]:
     """The args and kwargs ``child`` runs with: its own, after ``prepend`` unless immutable."""
     sig = child.signature
@@ -578,4 +634,4 @@ def child_arguments(child: Child) -> tuple[list, dict]:
 
 
 __all__ = ["Execution", "ExceptionInfo", "Child", "ACK", "REQUEUE", "DEAD_LETTER", "DEFER",
-           "time_limits", "child_arguments", "revoked_error_dict", "not_registered_dict"]
+           "time_limits", "child_arguments", "errback_takes_request", "call_errback", "revoked_error_dict", "not_registered_dict"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..builtins import call_errbacks, chain_step_messages, send_chord_body
+from ..builtins import chain_step_messages, send_chord_body
 from ..execution import (
     ACK,
     DEAD_LETTER,
@@ -42,6 +42,7 @@ class Executor(Execution):
     def __init__(self, app: App, hostname: str) -> None:
         super().__init__(app.conf, hostname)
         self.app = app
+        self.tasks = app.tasks
         self._flush_lock = threading.Lock()
         self._backend = None
         #: whether the backend sends results to the request's reply_to (rpc://); None
@@ -119,10 +120,6 @@ class Executor(Execution):
             self.backend.on_chord_part_return(part, state, result, dispatch)
         except Exception:
             logger.exception("Chord %s: could not count member %s", part.group, part.id)
-
-    def call_errbacks(self, request: Request, errbacks: list, exc: BaseException,
-                      tb: str | None) -> None:
-        call_errbacks(self.app, request, errbacks, exc, tb)
 
     def _extended(self, request: Request | None) -> dict | None:
         if request is None:

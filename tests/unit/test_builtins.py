@@ -204,7 +204,7 @@ def test_a_group_body_gives_the_results_to_each_member(app) -> None:
 def test_which_errbacks_are_called_with_request_exc_and_traceback() -> None:
     # Celery 5.7's rule (_call_task_errbacks): a task not bound, taking more than one
     # positional argument besides those its signature binds
-    from fastq.builtins import _takes_request
+    from fastq.execution import errback_takes_request as _takes_request
 
     app = App("arity", broker=f"memory://{uuid.uuid4()}")
     try:

@@ -145,3 +145,88 @@ def test_request_context_is_the_workers(app):
 
     result = whoami.apply(task_id="fixed-id")
     assert result.get() == {"id": "fixed-id", "retries": 0, "eager": True, "root": "fixed-id"}
+
+
+def test_errbacks_follow_celerys_arity_rule_in_eager_mode_too(app):
+    """An errback that takes (request, exc, traceback) is called with them, an old
+    one-argument errback with the failed id: the worker's rule, decided in Execution."""
+    seen = []
+
+    @app.task
+    def fails(x):
+        raise KeyError(x)
+
+    @app.task
+    def on_error(request, exc, traceback):
+        seen.append(("new", request.id, request.args, type(exc), "KeyError" in traceback))
+
+    @app.task
+    def on_error_by_id(task_id):
+        seen.append(("old", task_id))
+
+    result = fails.apply_async((7,), link_error=[on_error.s(), on_error_by_id.s()])
+    assert result.state == "FAILURE"
+    assert seen == [("new", result.id, [7], KeyError, True), ("old", result.id)]
+
+    seen.clear()
+    applied = fails.apply((8,), link_error=on_error.s())
+    assert seen == [("new", applied.id, [8], KeyError, True)]
+
+
+def _chord_tasks(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def tsum(values):
+        return sum(values)
+
+    @app.task
+    def fails(x):
+        raise KeyError(x)
+
+    return add, tsum, fails
+
+
+def test_a_chord_applied_eagerly_gives_the_bodys_result(app):
+    from fastq import chord
+
+    add, tsum, _ = _chord_tasks(app)
+    assert chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply_async().get() == 6
+    # .apply() runs celery.chord here: its members are counted as a worker counts them
+    assert chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply().get() == 6
+    assert chord([add.s(1, 1), add.s(2, 2) | add.s(10)], tsum.s()).apply().get() == 16
+
+
+def test_a_chord_applied_without_always_eager_runs_here(app, monkeypatch):
+    from fastq import chord
+
+    app.conf.task_always_eager = False
+    sent = []
+    monkeypatch.setattr(app, "publish_many", sent.extend)
+    add, tsum, _ = _chord_tasks(app)
+    assert chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply().get() == 6
+    assert sent == []  # nothing went to the broker
+
+
+def test_a_chord_applied_eagerly_fails_with_its_failed_member(app):
+    from fastq import chord
+    from fastq.exceptions import ChordError
+
+    add, tsum, fails = _chord_tasks(app)
+    with pytest.raises(ChordError, match="KeyError"):
+        chord([add.s(1, 1), fails.s(2)], tsum.s()).apply().get()
+
+
+def test_an_eager_chord_member_counts_in_the_backends_join(app):
+    """A member applied with ``chord=`` (as a worker receives it) is counted by the
+    result backend, and the last one in runs the body here."""
+    app.conf.result_backend = "memory://"
+    add, tsum, _ = _chord_tasks(app)
+    body = tsum.s().to_dict()
+    app.backend.set_chord_size("g1", 2)
+    first = add.apply((1, 1), chord=body, group_id="g1", group_index=0)
+    assert first.children in (None, [])
+    last = add.apply((2, 2), chord=body, group_id="g1", group_index=1)
+    assert [child.get() for child in last.children] == [6]
