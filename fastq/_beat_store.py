@@ -136,10 +136,18 @@ _MYSQL_CLAIM = """
                          ?, fastq_beat_claims.lease_until)
 """
 
-# Which of them this call got: an owner is one beat, and its lease_until this call's.
-_MYSQL_CLAIMED = """
+# Which of them this call got (or kept): an owner is one beat, and its lease_until this
+# call's. (name, due) IN (...) is a range of the primary key in every database here.
+_CLAIMED_BY = """
     SELECT name, due FROM fastq_beat_claims
     WHERE owner = ? AND lease_until = ? AND sent = 0 AND (name, due) IN ({pairs})
+"""
+
+# A claim stays its owner's while the owner is the one named in it: a takeover (of a
+# lapsed claim) renames it, so a renewal can never take back what another beat holds.
+_EXTEND = """
+    UPDATE fastq_beat_claims SET lease_until = ?
+    WHERE owner = ? AND sent = 0 AND (name, due) IN ({pairs})
 """
 
 _MYSQL_MARK_SENT = "UPDATE fastq_beat_claims SET sent = 1 WHERE (name, due) IN ({pairs})"
@@ -195,6 +203,12 @@ class BeatStore:
     def claim(self, runs: Sequence[tuple[str, int]], owner: str,
               lease: float) -> set[tuple[str, int]]:
         """Claim ``runs`` (name, due) for ``lease`` seconds; the ones this call got."""
+        raise NotImplementedError
+
+    def extend(self, runs: Sequence[tuple[str, int]], owner: str,
+               lease: float) -> set[tuple[str, int]]:
+        """Renew ``owner``'s unsent claims of ``runs`` for ``lease`` seconds from now; the
+        ones still its own (the others were taken over after their lease ran out)."""
         raise NotImplementedError
 
     def complete(self, runs: Sequence[tuple[str, int, float]]) -> None:
@@ -339,12 +353,31 @@ class SQLStore(BeatStore):
         rows = " UNION ALL ".join(["SELECT ? AS name, ? AS due"]
                                   + ["SELECT ?, ?"] * (len(chunk) - 1))
         claim = _MYSQL_CLAIM.format(rows=rows)
-        claimed = _MYSQL_CLAIMED.format(pairs=pairs)
+        claimed = _CLAIMED_BY.format(pairs=pairs)
 
         def work(execute: Any) -> list:
             execute(claim, [owner, until, now, *flat, now, owner, now, until])
             return execute(claimed, [owner, until, *flat])
         return work
+
+    def extend(self, runs: Sequence[tuple[str, int]], owner: str,
+               lease: float) -> set[tuple[str, int]]:
+        kept: set[tuple[str, int]] = set()
+        for start in range(0, len(runs), CLAIM_CHUNK):
+            chunk = sorted((self._key(name), due)
+                           for name, due in runs[start:start + CLAIM_CHUNK])
+            flat: list[Any] = [value for run in chunk for value in run]
+            pairs = ", ".join(["(?, ?)"] * len(chunk))
+            until = time.time() + lease
+
+            def work(execute: Any, flat: list = flat, pairs: str = pairs,
+                     until: float = until) -> list:
+                execute(_EXTEND.format(pairs=pairs), [until, owner, *flat])
+                return execute(_CLAIMED_BY.format(pairs=pairs), [owner, until, *flat])
+            self.round_trips += 1
+            rows = self._transaction(work)
+            kept.update((self._name(name), int(due)) for name, due in rows)
+        return kept
 
     def init(self, first_runs: dict[str, float]) -> None:
         self.round_trips += 1
@@ -455,6 +488,20 @@ return 1
 """
 
 
+# ARGV: lease ms, owner, then the claim keys. Returns the indexes (1-based) of the keys
+# still holding the owner, whose expiry is pushed back.
+_REDIS_EXTEND = """
+local got = {}
+for i = 3, #ARGV do
+    if redis.call('GET', ARGV[i]) == ARGV[2] then
+        redis.call('PEXPIRE', ARGV[i], ARGV[1])
+        got[#got + 1] = i - 2
+    end
+end
+return got
+"""
+
+
 class RedisStore(BeatStore):
     """``SET NX PX`` claims and a state hash, each step one script call."""
 
@@ -472,6 +519,7 @@ class RedisStore(BeatStore):
         self._entries = prefix + "entries"
         self._claim = self._client.register_script(_REDIS_CLAIM)
         self._complete = self._client.register_script(_REDIS_COMPLETE)
+        self._extend = self._client.register_script(_REDIS_EXTEND)
 
     def _claim_key(self, name: str, due: int) -> str:
         return f"{self._prefix}claim:{name}:{due}"
@@ -496,6 +544,18 @@ class RedisStore(BeatStore):
             for index in self._claim(keys=[self._state], args=args):
                 got.add(chunk[int(index) - 1])
         return got
+
+    def extend(self, runs: Sequence[tuple[str, int]], owner: str,
+               lease: float) -> set[tuple[str, int]]:
+        kept: set[tuple[str, int]] = set()
+        for start in range(0, len(runs), CLAIM_CHUNK):
+            chunk = runs[start:start + CLAIM_CHUNK]
+            args: list[Any] = [max(1, int(lease * 1000)), owner]
+            args += [self._claim_key(name, due) for name, due in chunk]
+            self.round_trips += 1
+            for index in self._extend(args=args):
+                kept.add(chunk[int(index) - 1])
+        return kept
 
     def init(self, first_runs: dict[str, float]) -> None:
         self.round_trips += 1
@@ -586,6 +646,18 @@ class MemoryStore(BeatStore):
                 self._claims[(name, due)] = (owner, now + lease, False)
                 got.add((name, due))
         return got
+
+    def extend(self, runs: Sequence[tuple[str, int]], owner: str,
+               lease: float) -> set[tuple[str, int]]:
+        until = time.time() + lease
+        kept = set()
+        with self._lock:
+            for run in runs:
+                held = self._claims.get(run)
+                if held is not None and held[0] == owner and not held[2]:
+                    self._claims[run] = (owner, until, False)
+                    kept.add(run)
+        return kept
 
     def init(self, first_runs: dict[str, float]) -> None:
         with self._lock:

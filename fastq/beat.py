@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +52,11 @@ LEADER_RETRY = 1.0
 
 #: The exclusive queue whose owner is the AMQP-only beat leader.
 LEADER_QUEUE = "fastq.beat.leader"
+
+#: Seconds past ``broker_connection_timeout`` a beat keeps renewing the claims of a
+#: publish under way (its last attempt may run on for its connect timeout); past them a
+#: hung publish lets its claims lapse, so another beat sends the runs.
+PUBLISH_HOLD_MARGIN = 10.0
 
 
 @dataclass
@@ -199,20 +205,24 @@ class Beat:
         assert self.store is not None
         got = self.store.claim([(e.name, d) for e, _, d in due], self.owner, self.lease)
         messages, done = [], []
-        for entry, at, micros in due:
-            if (entry.name, micros) not in got:
-                continue
-            try:
-                messages.append(self._message(entry, micros))
-            except Exception:
-                logger.exception("entry %r: cannot build its message; skipped", entry.name)
-                continue
-            # a run sent late (after downtime) is the one catch-up: the next counts from now
-            late = entry.schedule.next_run_at(at) <= now_dt
-            done.append((entry.name, micros, now if late else at.timestamp()))
+        with self._claims_kept(sorted(got)):
+            for entry, at, micros in due:
+                if (entry.name, micros) not in got:
+                    continue
+                try:
+                    messages.append(self._message(entry, micros))
+                except Exception:
+                    logger.exception("entry %r: cannot build its message; skipped",
+                                     entry.name)
+                    continue
+                # a run sent late (after downtime) is the one catch-up: the next counts
+                # from now
+                late = entry.schedule.next_run_at(at) <= now_dt
+                done.append((entry.name, micros, now if late else at.timestamp()))
+            if messages:
+                self.app.publish_many(messages)
         lost = len(due) - len(got)
         if messages:
-            self.app.publish_many(messages)
             self.store.complete(done)
             for name, micros, last in done:
                 self._state[name] = (last, micros)
@@ -232,6 +242,62 @@ class Beat:
             self._loaded_at = 0.0
             return min(self.lease / 2, 0.25, wait)
         return wait
+
+    @contextmanager
+    def _claims_kept(self, runs: list[tuple[str, int]]) -> Iterator[None]:
+        """Renew the claims of ``runs`` every third of the lease until the block (building
+        and publishing their messages) ends.
+
+        A publish to an unreachable broker retries for ``broker_connection_timeout`` (4 s)
+        while a claim lasts ``beat_claim_lease`` (1 s): unrenewed, the claim would lapse
+        mid-publish and another beat would send the run too. Renewing, rather than cutting
+        the publish short at the lease's end, because a cut cannot be exact (an attempt
+        under way is not interrupted: it ends at its connect timeout), a batch cut after
+        its first messages went out would be sent again whole by the next claimant, and a
+        broker hiccup longer than the lease would fail every publish. The renewal holds
+        while this beat lives and reaches its store, the conditions the lease stands for:
+        a beat that dies mid-publish stops renewing, and its runs go to another beat one
+        lease later. A publish that fails lets its claims lapse the same way (to another
+        beat, or to this one at a later tick). A renewal that finds a claim taken over
+        (the store was out of reach for a whole lease) is logged: the run may go twice.
+        """
+        if not runs:
+            yield
+            return
+        stop = threading.Event()
+        started = time.monotonic()
+        hold = float(self.app.conf.broker_connection_timeout or 0) + PUBLISH_HOLD_MARGIN
+
+        def keep(runs: list[tuple[str, int]]) -> None:
+            assert self.store is not None
+            while runs and not stop.wait(self.lease / 3):
+                if time.monotonic() - started > hold:
+                    logger.error("publish of %d beat run(s) still under way after %gs: "
+                                 "their claims are left to lapse, another beat will send "
+                                 "them", len(runs), hold)
+                    return
+                try:
+                    kept = self.store.extend(runs, self.owner, self.lease)
+                except Exception as exc:
+                    logger.warning("cannot renew the claims of a publish under way in %s "
+                                   "(%s); trying again", self.store.description, exc)
+                    continue
+                if len(kept) < len(runs):
+                    logger.warning(
+                        "claims of %s lapsed during a slow publish and were taken over: "
+                        "another beat may send them too (with the same task ids)",
+                        ", ".join(f"{name}@{run_task_id(name, due)}"
+                                  for name, due in runs if (name, due) not in kept))
+                    runs = [run for run in runs if run in kept]
+
+        keeper = threading.Thread(target=keep, args=(runs,), name="fastq-beat-lease",
+                                  daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
     def _message(self, entry: Entry, micros: int) -> Any:
         options = {}

@@ -166,3 +166,20 @@ def test_names_are_kept_whole_and_case_sensitive(store, name):
     store.complete([(long, due, 300.0)])
     assert store.load()[long] == (300.0, due)
     assert store.load()[name] == (100.0, 0)
+
+
+def test_a_renewed_claim_outlives_its_first_lease_and_only_its_owner_renews(store, name):
+    store.init({name: 100.0, f"{name}-b": 100.0})
+    due = 101_000_000
+    mine, other = (name, due), (f"{name}-b", due)
+    assert store.claim([mine], "a", lease=0.3) == {mine}
+    assert store.claim([other], "b", lease=30) == {other}
+    for _ in range(3):  # 0.45 s in all: past the first lease, kept by the renewals
+        time.sleep(0.15)
+        assert store.extend([mine, other], "a", lease=0.3) == {mine}
+    assert store.claim([mine], "c", lease=30) == set()
+    time.sleep(0.45)  # no more renewals: the lease runs out and another beat takes it
+    assert store.claim([mine], "c", lease=30) == {mine}
+    assert store.extend([mine], "a", lease=30) == set()  # not "a"'s any more
+    store.complete([(name, due, 101.0)])
+    assert store.extend([mine], "c", lease=30) == set()  # sent: nothing to keep

@@ -4,6 +4,9 @@ Celery's ``add_periodic_task`` and hooks, the dry run."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from fastq._beat_store import MemoryStore, SQLStore
 from fastq.app import App
 from fastq.beat import RUN_HEADER, Beat, run_task_id
+from fastq.exceptions import PublishTimeout
 from fastq.schedules import crontab
 
 T0 = 1_800_000_000.0  # a fixed "now" for the fake clock
@@ -145,3 +149,49 @@ def test_the_wait_after_a_send_counts_the_next_run_of_what_was_sent():
     beat = Beat(app, max_interval=5, store=MemoryStore())
     assert beat.tick(T0) == pytest.approx(1.0)
     assert beat.tick(T0 + 1.0) == pytest.approx(1.0)  # sent; the next is a second away
+
+
+@pytest.mark.parametrize("outcome", ["sent", "failed"])
+def test_a_publish_slower_than_the_lease_keeps_its_claim(store_factory, outcome):
+    # a publish to an unreachable broker retries for broker_connection_timeout (4 s), far
+    # past the claim's lease (here 0.3 s): the claim must hold while it runs, or a second
+    # beat sends the run too; once it failed, the claim lapses and the run goes elsewhere
+    app = App(broker=f"memory://slow-{uuid.uuid4().hex}", beat_claim_lease=0.3,
+              beat_schedule={"tick": {"task": "t.tick", "schedule": 10.0}})
+    slow, other = (Beat(app, max_interval=5, store=store_factory()) for _ in range(2))
+    slow.tick(T0)
+    other.tick(T0)
+    publishing = threading.Event()
+    publish = app.publish_many
+
+    def slow_publish(messages, **options):
+        if threading.current_thread().name == "slow-beat":
+            publishing.set()
+            time.sleep(1.2)  # four leases
+            if outcome == "failed":
+                raise PublishTimeout("broker unreachable for 1.2 s")
+        publish(messages, **options)
+    app.publish_many = slow_publish  # type: ignore[method-assign]
+    errors = []
+
+    def tick_slowly():
+        try:
+            slow.tick(T0 + 10.1)
+        except PublishTimeout as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=tick_slowly, name="slow-beat")
+    thread.start()
+    assert publishing.wait(5)
+    while thread.is_alive():
+        other.tick(T0 + 10.1)
+        time.sleep(0.05)
+    thread.join()
+    assert other.sent == 0  # not while the slow beat was publishing
+    assert len(errors) == (outcome == "failed")
+    deadline = time.monotonic() + 2
+    while outcome == "failed" and not other.sent and time.monotonic() < deadline:
+        other.tick(T0 + 10.2)  # the failed claim lapses one lease after the publish
+        time.sleep(0.05)
+    [(_, task_id)] = _sent(app)
+    assert task_id == run_task_id("tick", round((T0 + 10) * 1e6))
+    assert (slow.sent, other.sent) == ((1, 0) if outcome == "sent" else (0, 1))
