@@ -28,7 +28,7 @@ from typing import Any
 from . import signals
 from ._beat_store import BeatStore, MemoryStore, open_store
 from .app import App
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ImproperlyInstalled
 from .schedules import BaseSchedule, maybe_schedule, schedule_from_json, schedule_to_json
 
 logger = logging.getLogger("fastq.beat")
@@ -52,6 +52,12 @@ LEADER_RETRY = 1.0
 
 #: The exclusive queue whose owner is the AMQP-only beat leader.
 LEADER_QUEUE = "fastq.beat.leader"
+
+#: Celery's own schedulers (``beat_scheduler``'s default is the first): fastq's beat,
+#: which takes their place, with no other source of entries.
+CELERY_SCHEDULERS = frozenset({"celery.beat:PersistentScheduler",
+                               "celery.beat.PersistentScheduler", "celery.beat:Scheduler",
+                               "celery.beat.Scheduler"})
 
 #: Seconds past ``broker_connection_timeout`` a beat keeps renewing the claims of a
 #: publish under way (its last attempt may run on for its connect timeout); past them a
@@ -91,6 +97,37 @@ class Entry:
                 "enabled": self.enabled}
 
 
+def scheduler_sources(app: App, scheduler: Any = None) -> tuple:
+    """The sources of entries a beat reads besides its own, for ``scheduler`` (``fastq
+    beat -S``) or, when it is None, the ``beat_scheduler`` setting: a dotted name or,
+    as Celery allows, the class. ``fastq beat`` and ``fastq worker -B`` both ask here.
+
+    Raises:
+        ConfigurationError: a scheduler fastq does not have (the message names it and
+            where it came from).
+        ImproperlyInstalled: 'django' without django-celery-beat.
+    """
+    where = "-S" if scheduler is not None else "setting beat_scheduler"
+    if scheduler is None:
+        scheduler = app.conf.beat_scheduler
+    if isinstance(scheduler, type):
+        scheduler = f"{scheduler.__module__}:{scheduler.__qualname__}"
+    if scheduler is None or scheduler in CELERY_SCHEDULERS:
+        return ()
+    from .contrib.django import beat as django_beat
+
+    if scheduler not in django_beat.SCHEDULER_NAMES:
+        raise ConfigurationError(
+            f"unknown scheduler {scheduler!r} ({where}); fastq has 'django' "
+            f"(django-celery-beat's tables) besides its own beat")
+    try:
+        return (django_beat.DjangoBeatSource(),)
+    except ImportError as exc:
+        raise ImproperlyInstalled(
+            f"scheduler {scheduler!r} ({where}) needs django-celery-beat "
+            f"(pip install django-celery-beat): {exc}") from None
+
+
 def run_task_id(name: str, due: int) -> str:
     """The task id of the run of entry ``name`` scheduled at ``due`` (microseconds)."""
     return str(uuid.uuid5(RUN_NAMESPACE, f"{name}@{due}"))
@@ -109,14 +146,16 @@ class Beat:
         max_interval: longest sleep between looks (default ``beat_max_loop_interval``);
             also how soon changes to the database source are seen.
         store: the shared store (default: found from the App's URLs; None: AMQP leader).
+        sources: more entries (default: those of the ``beat_scheduler`` setting, see
+            ``scheduler_sources``).
     """
 
     def __init__(self, app: App, max_interval: float | None = None,
-                 store: BeatStore | None | str = "auto", sources: tuple = ()) -> None:
+                 store: BeatStore | None | str = "auto", sources: tuple | None = None) -> None:
         self.app = app
         #: more entries: objects with ``entries(app) -> {name: Entry}`` and
         #: ``sent([(name, unix time)])`` (django-celery-beat's tables)
-        self.sources = tuple(sources)
+        self.sources = scheduler_sources(app) if sources is None else tuple(sources)
         conf = app.conf
         self.max_interval = float(max_interval or conf.beat_max_loop_interval)
         self.lease = float(conf.beat_claim_lease)
@@ -430,15 +469,16 @@ class AmqpLeader:
             self._conn = None
 
 
-def run_embedded(app: App, max_interval: float | None = None) -> tuple[threading.Thread,
-                                                                        threading.Event]:
-    """Start a beat in a thread of this process (``fastq worker -B``)."""
+def run_embedded(app: App, max_interval: float | None = None,
+                 sources: tuple | None = None) -> tuple[threading.Thread, threading.Event]:
+    """Start a beat in a thread of this process (``fastq worker -B``); ``sources`` as
+    ``Beat``'s (default: the ``beat_scheduler`` setting's)."""
     stop = threading.Event()
-    beat = Beat(app, max_interval)
+    beat = Beat(app, max_interval, sources=sources)
     signals.beat_embedded_init.send(sender=beat)
     thread = threading.Thread(target=beat.run, args=(stop,), name="fastq-beat", daemon=True)
     thread.start()
     return thread, stop
 
 
-__all__ = ["Beat", "Entry", "AmqpLeader", "run_task_id", "run_embedded"]
+__all__ = ["Beat", "Entry", "AmqpLeader", "run_task_id", "run_embedded", "scheduler_sources"]

@@ -182,7 +182,7 @@ def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) 
     from .worker.supervisor import setup_logging
 
     app, _ = _load_app_with_ini(app_spec, ini_path)
-    sources = _beat_sources(scheduler, app.conf.beat_scheduler)
+    sources = _beat_sources(app, scheduler)
     if dry_run:
         try:
             end = (datetime.fromisoformat(until) if until else
@@ -220,32 +220,19 @@ def beat(app_spec, ini_path, loglevel, max_interval, dry_run, until, scheduler) 
         raise click.ClickException(str(exc)) from None
 
 
-#: Celery's own schedulers (``beat_scheduler``'s default is the first): fastq's beat,
-#: which takes their place, with no other source of entries.
-CELERY_SCHEDULERS = frozenset({"celery.beat:PersistentScheduler",
-                               "celery.beat.PersistentScheduler", "celery.beat:Scheduler",
-                               "celery.beat.Scheduler"})
-
-
-def _beat_sources(option: str | None, setting: Any) -> tuple:
+def _beat_sources(app: Any, option: str | None) -> tuple:
     """The beat's sources of entries besides its own, from ``-S``, else from the
-    ``beat_scheduler`` setting (a dotted name or, as Celery allows, the class)."""
-    scheduler = option if option is not None else setting
-    if isinstance(scheduler, type):
-        scheduler = f"{scheduler.__module__}:{scheduler.__qualname__}"
-    if scheduler is None or scheduler in CELERY_SCHEDULERS:
-        return ()
-    from .contrib.django.beat import SCHEDULER_NAMES, DjangoBeatSource
+    ``beat_scheduler`` setting (``fastq.beat.scheduler_sources``)."""
+    from .beat import scheduler_sources
 
-    if scheduler not in SCHEDULER_NAMES:
-        raise click.BadParameter(
-            f"unknown scheduler {scheduler!r}; fastq has 'django' (django-celery-beat's "
-            f"tables) besides its own beat",
-            param_hint="--scheduler" if option is not None else "setting beat_scheduler")
     try:
-        return (DjangoBeatSource(),)
-    except ImportError as exc:
-        raise click.ClickException(f"-S django needs django-celery-beat: {exc}") from None
+        return scheduler_sources(app, option)
+    except ImproperlyInstalled:
+        raise  # the group prints it
+    except ConfigurationError as exc:  # the message names -S or the setting
+        error = click.ClickException(str(exc))
+        error.exit_code = 2  # a usage error, as click's
+        raise error from None
 
 
 #: Exit code of a ``fastq schedule`` command on an App whose beats share no store: a

@@ -114,6 +114,10 @@ class Worker:
         self.metrics: TaskStats | None = None
         self._metrics_server: MetricsServer | None = None
         self._beat: Any = None
+        if self.embed_beat:  # -B: a bad beat_scheduler stops the worker before it starts
+            from ..beat import scheduler_sources
+
+            self._beat_sources = scheduler_sources(app)
         self.started_at = time.time()
         self._signals = 0
         #: ``memsample`` readings, for ``memdump``
@@ -510,7 +514,7 @@ class Worker:
         if self.embed_beat and self._beat is None:
             from ..beat import run_embedded
 
-            self._beat = run_embedded(self.app)
+            self._beat = run_embedded(self.app, sources=self._beat_sources)
 
     def stop_beat(self) -> None:
         if self._beat is not None:

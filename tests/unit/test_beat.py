@@ -4,8 +4,10 @@ Celery's ``add_periodic_task`` and hooks, the dry run."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import types
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +15,7 @@ import pytest
 
 from fastq._beat_store import MemoryStore, SQLStore
 from fastq.app import App
-from fastq.beat import RUN_HEADER, Beat, run_task_id
+from fastq.beat import RUN_HEADER, Beat, Entry, run_task_id
 from fastq.exceptions import PublishTimeout
 from fastq.schedules import crontab
 
@@ -195,3 +197,63 @@ def test_a_publish_slower_than_the_lease_keeps_its_claim(store_factory, outcome)
     [(_, task_id)] = _sent(app)
     assert task_id == run_task_id("tick", round((T0 + 10) * 1e6))
     assert (slow.sent, other.sent) == ((1, 0) if outcome == "sent" else (0, 1))
+
+
+class RedBeatScheduler:
+    """A Celery scheduler class fastq does not have (redbeat's, say)."""
+
+
+def test_worker_dash_b_stops_on_an_unknown_beat_scheduler(monkeypatch):
+    from click.testing import CliRunner
+
+    from fastq import cli
+    from fastq.worker.supervisor import Worker
+
+    app = App("dash-b", broker=f"memory://{uuid.uuid4().hex}",
+              beat_scheduler=RedBeatScheduler)
+    module = types.ModuleType("dash_b_app")
+    module.app = app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dash_b_app", module)
+    ran = []
+    monkeypatch.setattr(Worker, "run", lambda self: ran.append(self) or 0)
+    done = CliRunner().invoke(cli.main, ["worker", "-A", "dash_b_app:app", "-B"])
+    assert done.exit_code == 1 and not ran, done.output
+    [line] = done.output.splitlines()  # one line, no traceback
+    assert "unknown scheduler" in line and "test_beat:RedBeatScheduler" in line
+    assert "beat_scheduler" in line
+    # without -B the setting means nothing to a worker
+    done = CliRunner().invoke(cli.main, ["worker", "-A", "dash_b_app:app"])
+    assert done.exit_code == 0 and len(ran) == 1, done.output
+
+
+def test_worker_dash_b_runs_the_beat_scheduler_setting(monkeypatch):
+    from fastq import signals
+    from fastq.contrib.django import beat as django_beat
+    from fastq.schedules import schedule
+    from fastq.worker.supervisor import Worker
+
+    class TablesStandIn:
+        """Stands in for django-celery-beat's tables."""
+
+        def entries(self, app):
+            return {"from-tables": Entry("from-tables", "t.tables", schedule(7200.0, app=app))}
+
+        def sent(self, runs):
+            pass
+
+    monkeypatch.setattr(django_beat, "DjangoBeatSource", TablesStandIn)
+    app = App("dash-b", broker=f"memory://{uuid.uuid4().hex}", beat_scheduler="django")
+    started = []
+
+    def embedded(sender, **kwargs):
+        started.append(sender)
+    signals.beat_embedded_init.connect(embedded)
+    worker = Worker(app, beat=True)
+    try:
+        worker.start_beat()
+    finally:
+        worker.stop_beat()
+        signals.beat_embedded_init.disconnect(embedded)
+    [beat] = started
+    assert [type(source) for source in beat.sources] == [TablesStandIn]
+    assert "from-tables" in beat.load_entries()
