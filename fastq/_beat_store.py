@@ -623,7 +623,11 @@ class MemoryStore(BeatStore):
 
         os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
         tmp = self._path + ".tmp"
-        with open(tmp, "w") as fh:
+        # 0600, as the other state files: it names the entries and their arguments. The
+        # chmod covers a temp file left over with another mode (O_CREAT keeps it).
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
             json.dump({"state": self._state, "entries": self._entries}, fh)
         os.replace(tmp, self._path)
 

@@ -4,6 +4,8 @@ Celery's ``add_periodic_task`` and hooks, the dry run."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 import time
@@ -257,3 +259,20 @@ def test_worker_dash_b_runs_the_beat_scheduler_setting(monkeypatch):
     [beat] = started
     assert [type(source) for source in beat.sources] == [TablesStandIn]
     assert "from-tables" in beat.load_entries()
+
+
+def test_the_leaders_state_file_is_private(tmp_path):
+    # the AMQP-only leader saves its state (entries and their arguments) in a file: 0600,
+    # as the other state files, even over a temp file left behind with another mode
+    path = tmp_path / ".fastq" / "beat-state.json"
+    path.parent.mkdir()
+    (tmp_path / ".fastq" / "beat-state.json.tmp").write_text("{}")
+    os.chmod(path.parent / "beat-state.json.tmp", 0o644)
+    old_umask = os.umask(0o022)
+    try:
+        store = MemoryStore(str(path))
+        store.put_entry("db", {"task": "t.db", "schedule": {"every": 1.0}, "args": [1]})
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert MemoryStore(str(path)).entries()["db"]["args"] == [1]
