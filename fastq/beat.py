@@ -13,6 +13,7 @@ leader through an exclusive queue on the broker and only the leader sends.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -58,6 +59,14 @@ LEADER_QUEUE = "fastq.beat.leader"
 CELERY_SCHEDULERS = frozenset({"celery.beat:PersistentScheduler",
                                "celery.beat.PersistentScheduler", "celery.beat:Scheduler",
                                "celery.beat.Scheduler"})
+
+#: The schedulers fastq has besides its own beat (``-S``, ``beat_scheduler``): name ->
+#: ``"module:Class"`` of the source of entries each adds, imported when chosen (the
+#: framework plug-ins sit above the beat; their names as in
+#: ``fastq.contrib.django.beat.SCHEDULER_NAMES``).
+SCHEDULERS = dict.fromkeys(("django", "django_celery_beat.schedulers:DatabaseScheduler",
+                            "django_celery_beat.schedulers.DatabaseScheduler"),
+                           "fastq.contrib.django.beat:DjangoBeatSource")
 
 #: Seconds past ``broker_connection_timeout`` a beat keeps renewing the claims of a
 #: publish under way (its last attempt may run on for its connect timeout); past them a
@@ -114,14 +123,14 @@ def scheduler_sources(app: App, scheduler: Any = None) -> tuple:
         scheduler = f"{scheduler.__module__}:{scheduler.__qualname__}"
     if scheduler is None or scheduler in CELERY_SCHEDULERS:
         return ()
-    from .contrib.django import beat as django_beat
-
-    if scheduler not in django_beat.SCHEDULER_NAMES:
+    target = SCHEDULERS.get(scheduler)
+    if target is None:
         raise ConfigurationError(
             f"unknown scheduler {scheduler!r} ({where}); fastq has 'django' "
             f"(django-celery-beat's tables) besides its own beat")
+    module_name, _, class_name = target.partition(":")
     try:
-        return (django_beat.DjangoBeatSource(),)
+        return (getattr(importlib.import_module(module_name), class_name)(),)
     except ImportError as exc:
         raise ImproperlyInstalled(
             f"scheduler {scheduler!r} ({where}) needs django-celery-beat "

@@ -276,3 +276,10 @@ def test_the_leaders_state_file_is_private(tmp_path):
         os.umask(old_umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert MemoryStore(str(path)).entries()["db"]["args"] == [1]
+
+
+def test_the_schedulers_beat_knows_are_those_of_the_django_plug_in():
+    from fastq.beat import SCHEDULERS
+    from fastq.contrib.django.beat import SCHEDULER_NAMES
+
+    assert set(SCHEDULERS) == SCHEDULER_NAMES
