@@ -293,6 +293,8 @@ def schedule_add(app_spec, name, task_name, cron, every, args_json, kwargs_json,
     store = _schedule_store(app)
     try:
         store.put_entry(name, entry.to_document())
+    except ValueError as exc:  # a name too long for the store's keys (MySQL)
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
     finally:
         store.close()
     click.echo(f"added {name}: {task_name} {when!r}")

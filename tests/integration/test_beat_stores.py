@@ -183,3 +183,16 @@ def test_a_renewed_claim_outlives_its_first_lease_and_only_its_owner_renews(stor
     assert store.extend([mine], "a", lease=30) == set()  # not "a"'s any more
     store.complete([(name, due, 101.0)])
     assert store.extend([mine], "c", lease=30) == set()  # sent: nothing to keep
+
+
+def test_an_entry_name_too_long_for_the_store_is_refused_clearly(store, name):
+    long = f"{name}-" + "x" * 300
+    doc = {"task": "t.x", "schedule": {"every": 5.0}, "args": [], "kwargs": {}, "options": {}}
+    if isinstance(store, SQLStore) and store._mysql:
+        with pytest.raises(ValueError, match="at most 191 characters"):
+            store.put_entry(long, doc)
+        assert long not in store.entries()
+        return
+    store.put_entry(long, doc)
+    assert store.entries()[long]["task"] == "t.x"
+    assert store.remove_entry(long)
