@@ -23,7 +23,7 @@ from .discovery import discover_when_ready, is_django_settings
 from .exceptions import ConfigurationError, TaskNotRegistered
 from .result import AsyncResult, GroupResult
 from .routing import QueueTable, Route, Router
-from .task import Request, Task, countdown_to_eta
+from .task import Request, Task, _current_request, countdown_to_eta
 from .tracing import Tracing, tracing_for
 
 if TYPE_CHECKING:
@@ -479,23 +479,28 @@ class App:
         if self.conf.task_always_eager:
             task = task if task is not None else self.get_task(name)
             options.pop("_task", None)
-            return self.run_eagerly(task, args, kwargs, **options)
-        publishing = _publish_options(options) if (
-            "retry" in options or "retry_policy" in options) else _NO_OPTIONS
-        if self.router.takes_call_args and "_route" not in options:
-            # a router function may look at the arguments: ask it for this call
-            options["_route"] = self.router.route(  # type: ignore[typeddict-unknown-key]
-                name, args, kwargs, options, task)
-        if options.keys() <= _TEMPLATE_FREE_OPTIONS:
-            # no per-call option (delay()): the template made for the last such call
-            # is reused, unless the settings it came from have changed since
-            template = self._default_template(name, task)
-            task_id = options.get("task_id") or protocol.new_task_id()
-            message = template.build(task_id, tuple(args or ()), dict(kwargs or {}))
+            result = self.run_eagerly(task, args, kwargs, **options)
         else:
-            message = self.build_message(name, args, kwargs, **options)
-        self.publish_many([message], **publishing)
-        return AsyncResult(message.headers["id"], app=self)
+            publishing = _publish_options(options) if (
+                "retry" in options or "retry_policy" in options) else _NO_OPTIONS
+            if self.router.takes_call_args and "_route" not in options:
+                # a router function may look at the arguments: ask it for this call
+                options["_route"] = self.router.route(  # type: ignore[typeddict-unknown-key]
+                    name, args, kwargs, options, task)
+            if options.keys() <= _TEMPLATE_FREE_OPTIONS:
+                # no per-call option (delay()): the template made for the last such call
+                # is reused, unless the settings it came from have changed since
+                template = self._default_template(name, task)
+                task_id = options.get("task_id") or protocol.new_task_id()
+                message = template.build(task_id, tuple(args or ()), dict(kwargs or {}))
+            else:
+                message = self.build_message(name, args, kwargs, **options)
+            self.publish_many([message], **publishing)
+            result = AsyncResult(message.headers["id"], app=self)
+        parent = _current_request.get()
+        if parent is not None:  # sent from a running task: one of its children, as in Celery
+            parent.add_child(result)
+        return result
 
     def _default_template(self, name: str, task: Task | None) -> protocol.TaskMessageTemplate:
         """``message_template(name)``, made again only when a setting it reads has changed.

@@ -46,8 +46,6 @@ class EagerExecution(Execution):
             self.limiter = _thread_limiter()  # SIGALRM reaches only the main thread
         self.propagate_hook_errors = True  # Celery raises a failing hook to the caller
         self._retry: Retry | None = None
-        #: the results of the tasks each task set off, by the parent's id
-        self._children: dict[str, list[EagerResult]] = {}
         #: the chords joined here (``apply_chord``), by group id: the header's size, the
         #: members' results by index, then the body's EagerResult or the ChordError
         self._chords: dict[str, dict[str, Any]] = {}
@@ -60,9 +58,8 @@ class EagerExecution(Execution):
 
     def send_children(self, request: Request, children: list[Child]) -> None:
         for child in children:
-            result = self._apply_child(child, parent_id=request.id,
-                                       root_id=request.root_id or request.id)
-            self._children.setdefault(request.id, []).append(result)
+            request.add_child(self._apply_child(child, parent_id=request.id,
+                                                root_id=request.root_id or request.id))
 
     def _apply_child(self, child: Child, **links: Any) -> EagerResult:
         sig = child.signature
@@ -99,7 +96,7 @@ class EagerExecution(Execution):
                     args, kwargs = list(retry.sig[0]), dict(retry.sig[1])
                 continue
             break
-        return self._result(task_id, outcome, throw)
+        return self._result(task_id, outcome, throw, request._children)
 
     def _take(self, task_id: str) -> tuple | None:
         """The last outcome recorded for ``task_id`` (its STARTED or RETRY records before
@@ -116,7 +113,8 @@ class EagerExecution(Execution):
         pending.extend(kept)
         return found
 
-    def _result(self, task_id: str, outcome: tuple | None, throw: bool | None) -> EagerResult:
+    def _result(self, task_id: str, outcome: tuple | None, throw: bool | None,
+                children: list | None) -> EagerResult:
         if outcome is None:  # Ignore, or a Reject: nothing was stored, as in a worker
             meta = {"status": "IGNORED", "result": None, "traceback": None, "task_id": task_id}
         else:
@@ -129,9 +127,7 @@ class EagerExecution(Execution):
             meta = {"status": state, "result": value, "traceback": tb, "task_id": task_id}
             if state == SUCCESS or state == FAILURE:
                 meta["date_done"] = datetime.now(timezone.utc).isoformat()
-        return EagerResult(task_id, meta, app=self.app,
-                           children=self._children.pop(task_id, None))
-
+        return EagerResult(task_id, meta, app=self.app, children=children)
 
     # -- chords ----------------------------------------------------------------------
     def apply_chord(self, header: list[dict], body: dict, args: Iterable = (),
@@ -195,7 +191,8 @@ class EagerExecution(Execution):
             return None
         result = self._apply_child(Child(ready.body, (ready.results,), None), parent_id=part.id,
                                    root_id=getattr(part, "root_id", None) or part.id)
-        self._children.setdefault(part.id, []).append(result)
+        if isinstance(part, Request):
+            part.add_child(result)
         return result
 
 

@@ -145,7 +145,8 @@ class Execution:
         self.pending_results.append((task_id, state, result, tb, self._extended(request)))
 
     def send_children(self, request: Request, children: list[Child]) -> None:
-        """Set off the follow-up tasks of ``request``."""
+        """Set off the follow-up tasks of ``request``, each result added to its
+        ``children``."""
         raise NotImplementedError
 
     def _extended(self, request: Request | None) -> dict | None:
@@ -396,18 +397,18 @@ class Execution:
         """The epilogue of a task that returned ``value``: its outcome and follow-ups
         recorded, ``previous`` made the current request again; returns how to ack."""
         try:
+            embed = request.embed
+            if embed and (embed.get("callbacks") or embed.get("chain")):
+                # before its outcome is recorded, which names them among its children
+                self._callbacks(request, value)
             if not ignore_result:
                 self.pending_results.append((request.id, SUCCESS, value, None,
                                              self._extended(request)))
             if logger.isEnabledFor(logging.INFO):
                 logger.info("Task %s[%s] succeeded in %.6fs: %r", request.name, request.id,
                             time.perf_counter() - started, value)
-            embed = request.embed
-            if embed:
-                if embed.get("callbacks") or embed.get("chain"):
-                    self._callbacks(request, value)
-                if embed.get("chord"):
-                    self.pending_chord_parts.append((request, SUCCESS, value))
+            if embed and embed.get("chord"):
+                self.pending_chord_parts.append((request, SUCCESS, value))
             if not task._plain or _SUCCESS or _POSTRUN:
                 self._report_success(task, request, value, started)
             return ACK, None

@@ -323,13 +323,16 @@ class EagerResult(AsyncResult[R_co]):
     """The result of a task run in the caller (``apply()`` or ``task_always_eager``)."""
 
     def __init__(self, id: str, meta: dict[str, Any], app: App | None = None,
-                 children: list[EagerResult[Any]] | None = None) -> None:
+                 children: list[AsyncResult[Any]] | None = None) -> None:
         super().__init__(id, app=app)
         self._cache = meta
-        #: the results of the tasks this one set off (callbacks, the chain's next)
-        self._eager_children: list[EagerResult[Any]] = list(children or [])
-        self._children = list(self._eager_children)
-        for child in self._eager_children:
+        #: the results of the tasks this one set off (callbacks, the chain's next, the
+        #: tasks its body sent): run here, or published when not eager
+        children = list(children or [])
+        self._children = list(children)
+        self._eager_children: list[EagerResult[Any]] = [
+            child for child in children if isinstance(child, EagerResult)]
+        for child in children:
             child._parent = self
 
     def find(self, task_id: str) -> EagerResult[Any] | None:

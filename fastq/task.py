@@ -168,7 +168,7 @@ class Request:
     """
 
     __slots__ = ("id", "name", "args", "kwargs", "embed", "headers", "delivery", "hostname",
-                 "is_eager", "properties")
+                 "is_eager", "properties", "_children")
 
     #: The task id (the ``id`` header); a retry keeps it.
     id: str
@@ -206,6 +206,23 @@ class Request:
         self.is_eager = is_eager
         self.properties = properties if properties is not None else (
             delivery.properties if delivery is not None else {})
+        #: the results of the tasks sent while it runs; made by the first one
+        self._children: list[Any] | None = None
+
+    @property
+    def children(self) -> list[Any]:
+        """The results of the tasks this run has sent so far (Celery's ``children``),
+        stored with its outcome for ``AsyncResult.children``."""
+        if self._children is None:
+            self._children = []
+        return self._children
+
+    def add_child(self, result: Any) -> None:
+        """Record ``result`` (an AsyncResult or EagerResult) as sent by this run."""
+        if self._children is None:
+            self._children = [result]
+        else:
+            self._children.append(result)
 
     # Plain properties: the same cost per read as the ``property(lambda ...)`` they replace.
     @property

@@ -20,6 +20,7 @@ from ..execution import (
     not_registered_dict,
     revoked_error_dict,
 )
+from ..result import AsyncResult
 from ..states import PROPAGATE_STATES
 from ..tracing import Tracing
 from .events import value_repr
@@ -140,6 +141,10 @@ class Executor(Execution):
             extra = extra or {}
             extra["_reply_to"] = request.reply_to
             extra["_correlation_id"] = request.correlation_id
+        children = request._children
+        if children:  # the tasks it sent, as Celery stores them (AsyncResult.children)
+            extra = extra or {}
+            extra["children"] = [child.as_tuple() for child in children]
         return extra
 
     def send_children(self, request: Request, children: list[Child]) -> None:
@@ -150,6 +155,8 @@ class Executor(Execution):
                                                 child.chain, parent_id=request.id,
                                                 root_id=root_id))
         self.app.publish_many(messages)
+        for message in messages:
+            request.add_child(AsyncResult(message.headers["id"], app=self.app))
 
     def _run_traced(self, task: Task, request: Request) -> tuple[str, Any]:
         with self.tracing.running(request):  # type: ignore[union-attr]

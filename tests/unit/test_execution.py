@@ -1,0 +1,64 @@
+"""The one execution path (fastq/execution.py) as a worker's Executor runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastq import App
+from fastq.task import Request
+from fastq.worker.executor import Executor
+
+
+def _run(app, task, args=(), embed=None, run_async=False):
+    executor = Executor(app, "test@host")
+    message = app.build_message(task.name, args, {})
+    request = Request(dict(message.headers), list(args), {}, embed or {}, None, "test@host")
+    if run_async:
+        outcome = asyncio.run(executor.run_async(task, request))
+    else:
+        outcome = executor.run(task, request)
+    return outcome, request, list(executor.pending_results)
+
+
+def test_a_run_that_sends_nothing_stores_no_children_and_makes_no_list():
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task
+    def noop():
+        return 1
+
+    outcome, request, records = _run(app, noop)
+    assert outcome == ("ack", None)
+    assert request._children is None  # nothing made for a task that sends nothing
+    assert records == [(request.id, "SUCCESS", 1, None, None)]
+
+
+def test_the_tasks_a_run_sends_are_stored_as_its_children():
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def spawn():
+        return add.delay(1, 1).id
+
+    for run_async in (False, True):
+        _, request, records = _run(app, spawn, run_async=run_async)
+        (record,) = records
+        assert record[4] == {"children": [[[record[2], None], None]]}
+        assert [child.id for child in request.children] == [record[2]]
+
+
+def test_run_async_awaits_an_async_task_on_the_running_loop():
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task(bind=True)
+    async def current(self):
+        await asyncio.sleep(0)
+        return self.request.id
+
+    _, request, records = _run(app, current, run_async=True)
+    assert records == [(request.id, "SUCCESS", request.id, None, None)]
