@@ -242,16 +242,24 @@ def test_kill_9_of_a_child_mid_chord_runs_the_body_once_with_every_result(
 
 
 
-# -- the SQL backend's join (PostgreSQL, and SQLite through SQLAlchemy) ------------------
+# -- the SQL backend's join (PostgreSQL, MariaDB, and SQLite through SQLAlchemy) ---------
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
 def sql_backend(request, tmp_path) -> Iterator:
     from fastq.backends.sql import SQLBackend
-    from tests.integration.sql_support import POSTGRES_URL, require_server, unique_table_prefix
+    from tests.integration.sql_support import (
+        MARIADB_URL,
+        POSTGRES_URL,
+        require_server,
+        unique_table_prefix,
+    )
 
     if request.param == "postgresql":
         require_server(5432, "PostgreSQL")
         url = POSTGRES_URL
+    elif request.param == "mariadb":  # MySQL's dialect: INSERT IGNORE for the member set
+        require_server(3306, "MariaDB")
+        url = MARIADB_URL
     else:
         url = f"db+sqlite:///{tmp_path / 'results.db'}"
     backend = SQLBackend(url, table_prefix=unique_table_prefix(), expires=EXPIRES)
