@@ -98,6 +98,12 @@ class EagerExecution(Execution):
             break
         return self._result(task_id, outcome, throw, request._children)
 
+    def _extended(self, request: Request | None) -> dict | None:
+        # the children an outcome names are those sent before it was recorded (its
+        # callbacks, not its errbacks), as a worker stores them
+        children = request._children if request is not None else None
+        return {"children": list(children)} if children else None
+
     def _take(self, task_id: str) -> tuple | None:
         """The last outcome recorded for ``task_id`` (its STARTED or RETRY records before
         it are dropped); a parent's, recorded before its callbacks ran, stays."""
@@ -118,7 +124,8 @@ class EagerExecution(Execution):
         if outcome is None:  # Ignore, or a Reject: nothing was stored, as in a worker
             meta = {"status": "IGNORED", "result": None, "traceback": None, "task_id": task_id}
         else:
-            _, state, value, tb, _ = outcome
+            _, state, value, tb, extra = outcome
+            children = extra.get("children") if extra else None
             if state == FAILURE and isinstance(value, BaseException):
                 propagate = self.conf.task_eager_propagates if throw is None else throw
                 if propagate:
@@ -185,14 +192,13 @@ class EagerExecution(Execution):
                         part.group, part.embed["chord"], ordered, None))  # type: ignore[arg-type]
 
     def _chord_ready(self, part: Any, ready: ChordReady) -> EagerResult | None:
-        """Run a joined chord's body here, a child of its last member."""
+        """Run a joined chord's body here (its parent the last member, which was
+        recorded already: as in a worker, the body is not among its children)."""
         if ready.error is not None:
             logger.error("Chord %s failed: %s", ready.group_id, ready.error)
             return None
         result = self._apply_child(Child(ready.body, (ready.results,), None), parent_id=part.id,
                                    root_id=getattr(part, "root_id", None) or part.id)
-        if isinstance(part, Request):
-            part.add_child(result)
         return result
 
 

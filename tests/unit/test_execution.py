@@ -62,3 +62,30 @@ def test_run_async_awaits_an_async_task_on_the_running_loop():
 
     _, request, records = _run(app, current, run_async=True)
     assert records == [(request.id, "SUCCESS", request.id, None, None)]
+
+
+def test_errbacks_are_not_children_of_the_failed_result_in_either_mode():
+    """The outcome names what was sent before it was recorded: callbacks, not errbacks
+    (as Celery, which stores a failure before it calls the errbacks)."""
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task
+    def fails():
+        raise KeyError("no")
+
+    @app.task
+    def by_id(task_id):
+        return task_id
+
+    executor = Executor(app, "test@host")
+    executor.send_children = lambda request, children: request.add_child(object())
+    message = app.build_message(fails.name, (), {}, link_error=[by_id.s()])
+    request = Request(dict(message.headers), [], {}, {"errbacks": [by_id.s()]}, None,
+                      "test@host")
+    executor.run(fails, request)
+    (record,) = executor.pending_results
+    assert record[1] == "FAILURE" and record[4] is None
+    assert len(request.children) == 1  # the errback was sent, after the record
+
+    eager = fails.apply(link_error=by_id.s(), throw=False)
+    assert eager.state == "FAILURE" and eager.children == []
