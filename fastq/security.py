@@ -14,6 +14,7 @@ import base64
 import binascii
 import datetime
 import glob
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from . import serialization
 from ._extras import require
 from .exceptions import ConfigurationError, SecurityError
+
+logger = logging.getLogger(__name__)
 
 #: Separates the envelope's fields; base64 and content types cannot contain it, and the
 #: body is the last field, split off with a bound, so its bytes may.
@@ -211,7 +214,9 @@ def setup_security(conf: Any, allowed_serializers: Iterable[str] | None = None,
     decoding it; ``key``/``cert``/``store`` are file paths (default: ``security_key``,
     ``security_certificate``, ``security_cert_store``). ``allowed_serializers`` is taken
     for Celery's signature: Celery disables the other decoders process-wide, fastq's
-    ``accept_content`` already is that gate for tasks, and results keep their serializer.
+    ``accept_content`` already is that gate for tasks. Results are stored unsigned, as
+    JSON: with ``result_serializer='auth'`` (Celery would sign them) a warning says so,
+    once per process.
 
     Raises:
         ConfigurationError: settings missing or inconsistent.
@@ -238,7 +243,25 @@ def setup_security(conf: Any, allowed_serializers: Iterable[str] | None = None,
     signer = Signer(private_key, certificate, CertStore.from_path(store),
                     digest or conf.security_digest or "sha256", serializer)
     register_auth(signer)
+    _warn_unsigned_results(conf)
     return signer
+
+
+_warned_unsigned_results = False
+
+
+def _warn_unsigned_results(conf: Any) -> None:
+    """Celery signs stored results too when ``result_serializer='auth'``; fastq stores
+    them as JSON whatever that setting says: said once per process, not left silent."""
+    global _warned_unsigned_results
+    if conf.result_serializer != AUTH or _warned_unsigned_results:
+        return
+    _warned_unsigned_results = True
+    logger.warning(
+        "result_serializer='auth' is not applied: fastq stores task results unsigned, as "
+        "JSON (Celery would sign them), so a result backend's contents are trusted as they "
+        "are; Celery clients reading these results need result_serializer='json' and "
+        "result_accept_content=['json']")
 
 
 __all__ = ["AUTH", "AUTH_CONTENT_TYPE", "CertStore", "Certificate", "PrivateKey", "Signer",

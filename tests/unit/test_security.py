@@ -146,3 +146,28 @@ def test_accepting_auth_without_setup_security_says_what_to_do(monkeypatch):
     monkeypatch.delitem(serialization.CODECS, "auth", raising=False)
     with pytest.raises(ConfigurationError, match=r"app.setup_security\(\)"):
         serialization.resolve_accept(["auth"])
+
+
+def test_result_serializer_auth_is_not_silently_ignored(tmp_path, monkeypatch, caplog):
+    from fastq import security
+
+    monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
+    monkeypatch.setattr(serialization, "BY_CONTENT_TYPE", dict(serialization.BY_CONTENT_TYPE))
+    monkeypatch.setattr(security, "_warned_unsigned_results", False, raising=False)
+    (tmp_path / "store").mkdir()
+    for name, pem in (("k", KEY), ("c", CERT), ("store/c", CERT)):
+        (tmp_path / name).write_bytes(pem)
+    files = {"key": str(tmp_path / "k"), "cert": str(tmp_path / "c"),
+             "store": str(tmp_path / "store")}
+    plain = App("sec", broker="memory://sec", task_serializer="auth", accept_content=["auth"])
+    plain.setup_security(**files)
+    assert "result_serializer" not in caplog.text  # results were never said to be signed
+    app = App("sec", broker="memory://sec", task_serializer="auth", accept_content=["auth"],
+              result_serializer="auth")
+    with caplog.at_level("WARNING", logger="fastq.security"):
+        app.setup_security(**files)
+        app.setup_security(**files)
+    warnings = [r.getMessage() for r in caplog.records if "result_serializer" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per process
+    assert "result_serializer='auth' is not applied" in warnings[0]
+    assert "unsigned" in warnings[0] and "result_accept_content=['json']" in warnings[0]
