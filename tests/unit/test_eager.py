@@ -235,3 +235,13 @@ def test_an_eager_chord_member_counts_in_the_backends_join(app):
     assert joined == []
     add.apply((2, 2), chord=body.s().to_dict(), group_id="g1", group_index=1)
     assert joined == [[2, 4]]
+
+
+def test_eager_retry_runs_again_in_place(app):
+    @app.task(bind=True, max_retries=3)
+    def flaky(self):
+        if self.request.retries < 2:
+            raise self.retry(countdown=10)
+        return self.request.retries
+
+    assert flaky.delay().get() == 2

@@ -227,3 +227,10 @@ def test_apply_async_retry_options_reach_the_broker(app):
     assert calls == [{}, {"retry": False, "retry_policy": None},
                      {"retry": True, "retry_policy": {"max_retries": 1}},
                      {"retry": False, "retry_policy": None}]
+
+
+def test_routes_by_name_and_glob(app):
+    app.conf.task_routes = {"billing.*": "money", "emails.send": {"queue": "mail"}}
+    assert app.route("billing.charge") == "money"
+    assert app.route("emails.send") == "mail"
+    assert app.route("other") == "celery"

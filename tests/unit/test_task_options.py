@@ -44,13 +44,6 @@ def test_unknown_task_name_suggests_a_registered_one(app):
         app.get_task("app.tasks.sned")
 
 
-def test_routes_by_name_and_glob(app):
-    app.conf.task_routes = {"billing.*": "money", "emails.send": {"queue": "mail"}}
-    assert app.route("billing.charge") == "money"
-    assert app.route("emails.send") == "mail"
-    assert app.route("other") == "celery"
-
-
 def test_call_runs_the_function_directly(app):
     @app.task(bind=True)
     def who(self):
@@ -67,18 +60,6 @@ def test_shared_task_follows_the_current_app():
     app = App("t2", broker="memory://shared", task_always_eager=True)
     assert "shared.double" in app.tasks
     assert double.delay(21).get() == 42
-
-
-def test_eager_retry_runs_again_in_place(app):
-    app.conf.task_always_eager = True
-
-    @app.task(bind=True, max_retries=3)
-    def flaky(self):
-        if self.request.retries < 2:
-            raise self.retry(countdown=10)
-        return self.request.retries
-
-    assert flaky.delay().get() == 2
 
 
 def test_delay_follows_settings_changed_between_calls(app):
