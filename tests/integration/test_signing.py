@@ -116,19 +116,21 @@ def test_signed_tasks_run_and_the_rest_is_dead_lettered(signed):
     assert worker.proc.poll() is None
 
 
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_an_expired_signer_is_refused_and_inspect_stats_counts_the_rejects(
-        sqlite_env, monkeypatch, started):
+        sqlite_env, monkeypatch, started, pool):
     """On Redis (SQLite carries no control replies): a certificate the worker trusted
     when it started expires; what it signed is then dead-lettered with reason signature,
-    and ``inspect stats`` counts that reject and an unsigned one as ``bad_signatures``."""
+    and ``inspect stats`` counts that reject and an unsigned one as ``bad_signatures``
+    (a prefork parent sums its children's)."""
     require_redis()
     prefix = f"signing-{uuid.uuid4().hex[:8]}:"
     url = f"{REDIS_URL}?global_keyprefix={prefix}"
     hostname = f"{prefix[:-1]}@test"
     expiring_key, expiring_cert = make_identity("short-lived signer", 2003, valid_for=6)
     try:
-        started.append(_start(sqlite_env, monkeypatch, url, "-n", hostname,
-                              trusted=(expiring_cert,)))
+        started.append(_start(sqlite_env, monkeypatch, url, "-n", hostname, "-P", pool,
+                              "-c", "1", trusted=(expiring_cert,)))
         worker, producer, *_ = started[-1]
         template = producer.build_message("signed.add", (1, 1))
 
@@ -151,7 +153,13 @@ def test_an_expired_signer_is_refused_and_inspect_stats_counts_the_rejects(
         assert letters[expired.headers["id"]].startswith("signature: ")
         assert "has expired" in letters[expired.headers["id"]], letters
         # the count is kept beside Celery's entries of the reply
-        stats = producer.control.inspect(destination=[hostname], timeout=5).stats()
+        # a prefork child reports its counters to the parent with its status, so poll
+        deadline = time.monotonic() + 15
+        while True:
+            stats = producer.control.inspect(destination=[hostname], timeout=5).stats()
+            if stats[hostname]["bad_signatures"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
         assert stats[hostname]["bad_signatures"] == 2, stats
         assert stats[hostname]["pool"]["max-concurrency"] >= 1
         assert worker.proc.poll() is None

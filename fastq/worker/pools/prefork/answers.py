@@ -198,7 +198,8 @@ class ParentAnswers:
                 "uptime": int(time.time() - worker.started_at), "pool": pool,
                 "broker": commands.broker_stats(worker.app.broker_url),
                 "prefetch_count": worker.prefetch * len(children),
-                "rusage": commands.rusage()}
+                "rusage": commands.rusage(),
+                "bad_signatures": parent.summed_counters()["bad_signatures"]}
 
 
 __all__ = ["ParentAnswers"]

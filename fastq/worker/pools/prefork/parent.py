@@ -383,6 +383,13 @@ class PreforkParent:
             self.failed_starts = 0
             self._next_health = 0.0  # say so now
 
+    def summed_counters(self) -> collections.Counter:
+        """The consumer counters of every child, those that exited included."""
+        counters = collections.Counter(self.exited_counters)
+        for child in self.children.values():
+            counters.update(child.counters)
+        return counters
+
     def _on_exit(self, child: ChildProcess) -> None:
         del self.children[child.pid]
         child.reader.close()
@@ -475,9 +482,7 @@ class PreforkParent:
             state = "consuming"
         else:
             state = "starting"
-        counters = collections.Counter(self.exited_counters)
-        for child in self.children.values():
-            counters.update(child.counters)
+        counters = self.summed_counters()
         return {"hostname": worker.hostname, "pid": os.getpid(), "state": state,
                 "broker": mask_url(self.app.broker_url), "queues": worker.queues,
                 "pool": "prefork", "concurrency": len(active),
