@@ -184,7 +184,14 @@ class App:
             extra.update(self.conf.result_backend_transport_options)
             if self.conf.database_table_names and url.lower().startswith("db+"):
                 extra.setdefault("table_names", self.conf.database_table_names)
-            self._backend = create_backend(url, expires=self.conf.result_expires, **extra)
+            backend = create_backend(url, expires=self.conf.result_expires, **extra)
+            if self.conf.result_serializer == "auth":
+                try:
+                    self._sign_results(backend)
+                except BaseException:
+                    backend.close()
+                    raise
+            self._backend = backend
         return self._backend
 
     def _broker_tls(self) -> dict[str, Any]:
@@ -294,6 +301,15 @@ class App:
 
         setup_security(self.conf, allowed_serializers, key, key_password, cert, store,
                        digest, serializer)
+        if self._backend is not None and self.conf.result_serializer == "auth":
+            self._sign_results(self._backend)  # with the codec just registered
+
+    def _sign_results(self, backend: Backend) -> None:
+        from .security import result_codec
+
+        codec = result_codec(self.conf)
+        assert codec is not None
+        backend.sign_results(codec)
 
     def finalize(self, auto: bool = False) -> None:
         """Import the task modules ``autodiscover_tasks`` found; idempotent."""

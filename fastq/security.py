@@ -14,7 +14,6 @@ import base64
 import binascii
 import datetime
 import glob
-import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -22,8 +21,6 @@ from typing import Any
 from . import serialization
 from ._extras import require
 from .exceptions import ConfigurationError, SecurityError
-
-logger = logging.getLogger(__name__)
 
 #: Separates the envelope's fields; base64 and content types cannot contain it, and the
 #: body is the last field, split off with a bound, so its bytes may.
@@ -214,9 +211,9 @@ def setup_security(conf: Any, allowed_serializers: Iterable[str] | None = None,
     decoding it; ``key``/``cert``/``store`` are file paths (default: ``security_key``,
     ``security_certificate``, ``security_cert_store``). ``allowed_serializers`` is taken
     for Celery's signature: Celery disables the other decoders process-wide, fastq's
-    ``accept_content`` already is that gate for tasks. Results are stored unsigned, as
-    JSON: with ``result_serializer='auth'`` (Celery would sign them) a warning says so,
-    once per process.
+    ``accept_content`` already is that gate for tasks. With ``result_serializer='auth'``
+    results are signed too, and read only when a trusted certificate signed them (the
+    result backends' ``sign_results``; ``result_codec`` gives them the codec).
 
     Raises:
         ConfigurationError: settings missing or inconsistent.
@@ -243,26 +240,26 @@ def setup_security(conf: Any, allowed_serializers: Iterable[str] | None = None,
     signer = Signer(private_key, certificate, CertStore.from_path(store),
                     digest or conf.security_digest or "sha256", serializer)
     register_auth(signer)
-    _warn_unsigned_results(conf)
     return signer
 
 
-_warned_unsigned_results = False
+def result_codec(conf: Any) -> serialization.Codec | None:
+    """The codec a result backend signs and verifies stored results with: the ``auth``
+    serializer under ``result_serializer='auth'`` (as Celery's backends do), else None.
 
-
-def _warn_unsigned_results(conf: Any) -> None:
-    """Celery signs stored results too when ``result_serializer='auth'``; fastq stores
-    them as JSON whatever that setting says: said once per process, not left silent."""
-    global _warned_unsigned_results
-    if conf.result_serializer != AUTH or _warned_unsigned_results:
-        return
-    _warned_unsigned_results = True
-    logger.warning(
-        "result_serializer='auth' is not applied: fastq stores task results unsigned, as "
-        "JSON (Celery would sign them), so a result backend's contents are trusted as they "
-        "are; Celery clients reading these results need result_serializer='json' and "
-        "result_accept_content=['json']")
+    Raises:
+        ConfigurationError: ``result_serializer='auth'`` but no ``setup_security`` ran
+            in this process (there is no key to sign with, no store to verify against).
+    """
+    if conf.result_serializer != AUTH:
+        return None
+    codec = serialization.CODECS.get(AUTH)
+    if codec is None:
+        raise ConfigurationError(
+            "result_serializer='auth' signs results, which needs app.setup_security() in "
+            "this process first (the key, certificate and store to sign and verify with)")
+    return codec
 
 
 __all__ = ["AUTH", "AUTH_CONTENT_TYPE", "CertStore", "Certificate", "PrivateKey", "Signer",
-           "digest_algorithm", "register_auth", "setup_security"]
+           "digest_algorithm", "register_auth", "result_codec", "setup_security"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import functools
 import logging
 import sys
 import time
@@ -16,8 +17,8 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, NamedTuple
 
 from .. import serialization
-from ..exceptions import ChordError, DecodeError, ResultTimeout
-from ..states import EXCEPTION_STATES, PENDING, PROPAGATE_STATES, READY_STATES
+from ..exceptions import ChordError, DecodeError, ResultTimeout, SecurityError
+from ..states import EXCEPTION_STATES, PENDING, PROPAGATE_STATES, READY_STATES, SUCCESS
 
 logger = logging.getLogger("fastq.backends")
 
@@ -60,6 +61,32 @@ class ChordReady(NamedTuple):
     error: ChordError | None
 
 
+def decode_meta(raw: bytes) -> dict:
+    try:
+        meta = serialization.json_loads(raw)
+    except DecodeError:
+        raise
+    except ValueError as exc:
+        raise DecodeError(f"stored result is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or "status" not in meta:
+        raise DecodeError(f"stored result is not a meta document: {raw[:80]!r}")
+    return meta
+
+
+def decode_signed_meta(loads: Callable[[bytes], Any], raw: bytes) -> dict:
+    """A stored result read through the ``auth`` serializer's ``loads``: verified before
+    anything is decoded; SecurityError (naming what is wrong) for an unsigned, tampered
+    or untrusted one."""
+    try:
+        meta = loads(raw)
+    except SecurityError as exc:
+        raise SecurityError(f"stored result refused (result_serializer='auth'): {exc}") \
+            from None
+    if not isinstance(meta, dict) or "status" not in meta:
+        raise DecodeError(f"stored result is not a meta document: {raw[:80]!r}")
+    return meta
+
+
 class Backend(abc.ABC):
     """A result store.
 
@@ -72,6 +99,12 @@ class Backend(abc.ABC):
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: How a meta document is written and read: JSON, or the signed envelope of that JSON
+    #: once ``sign_results`` ran (decided once per backend, not per result).
+    _dump_meta: Callable[[Any], bytes] = staticmethod(serialization.json_dumps)
+    _read_meta: Callable[[bytes], dict] = staticmethod(decode_meta)
+    #: Whether results are signed (``result_serializer='auth'``).
+    signed: bool = False
 
     def __init__(self, url: str, *, expires: float | None = DEFAULT_RESULT_EXPIRES,
                  **options: Any) -> None:
@@ -148,6 +181,21 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release connections; idempotent."""
 
+    def sign_results(self, codec: serialization.Codec) -> None:
+        """Store each result as ``codec`` (the ``auth`` serializer) signs its JSON meta
+        document and read only results it verifies, as Celery's backends do under
+        ``result_serializer='auth'``: byte for byte the same stored values.
+
+        A store's own notified wait decodes what it is notified of with the plain JSON
+        reader, so waits poll through the verifying one instead.
+        """
+        self._dump_meta = codec.dumps
+        self._read_meta = functools.partial(decode_signed_meta, codec.loads)
+        self.signed = True
+        self.wait = functools.partial(Backend.wait, self)  # type: ignore[method-assign]
+        self.new_async_waiter = functools.partial(  # type: ignore[method-assign]
+            Backend.new_async_waiter, self)
+
     # -- policy ----------------------------------------------------------------------
     def encode_meta(self, task_id: str, state: str, result: Any, traceback: str | None = None,
                     extra: dict | None = None, date_done: str | None = None) -> bytes:
@@ -167,7 +215,7 @@ class Backend(abc.ABC):
         }
         if extra:
             meta.update(extra)
-        return serialization.json_dumps(meta)
+        return self._dump_meta(meta)
 
     def store(self, task_id: str, state: str, result: Any = None, traceback: str | None = None,
               extra: dict | None = None) -> None:
@@ -180,6 +228,8 @@ class Backend(abc.ABC):
         done = datetime.now(timezone.utc).isoformat()
         encode = self.encode_meta
         items = [(r[0], r[1], encode(*r, date_done=done)) for r in records]
+        if items and self.signed:
+            items = self._unless_succeeded(items)
         if items:
             expires_at = None if not self.expires else time.time() + self.expires
             self._set_many(items, expires_at)
@@ -189,12 +239,29 @@ class Backend(abc.ABC):
         raw = self._get_many((task_id,)).get(task_id)
         if raw is None:
             return pending_meta(task_id)
-        return decode_meta(raw)
+        return self._read_meta(raw)
 
     def get_many(self, task_ids: Sequence[str]) -> list[dict]:
         """The meta documents of ``task_ids`` in order, read in one go (PENDING when unknown)."""
         found = self._get_many(task_ids)
-        return [decode_meta(found[t]) if t in found else pending_meta(t) for t in task_ids]
+        read = self._read_meta
+        return [read(found[t]) if t in found else pending_meta(t) for t in task_ids]
+
+    def _unless_succeeded(self, items: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """``items`` less those whose task has a SUCCESS stored. Stores that check for
+        one inside their write (Redis, memcached) decode the stored value as JSON, which
+        a signed one is not: read first, as Celery's backends do (not atomically)."""
+        found = self._get_many([item[0] for item in items])
+        kept = []
+        for item in items:
+            raw = found.get(item[0])
+            try:
+                stored = None if raw is None else self._read_meta(raw)
+            except DecodeError:
+                stored = None  # not a verified result: nothing to keep
+            if stored is None or stored["status"] != SUCCESS:
+                kept.append(item)
+        return kept
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
@@ -435,18 +502,6 @@ def chord_claimable(size: int | None, count: int, claim: str | None, claim_until
 def pending_meta(task_id: str) -> dict:
     return {"status": PENDING, "result": None, "traceback": None, "children": [],
             "date_done": None, "task_id": task_id}
-
-
-def decode_meta(raw: bytes) -> dict:
-    try:
-        meta = serialization.json_loads(raw)
-    except DecodeError:
-        raise
-    except ValueError as exc:
-        raise DecodeError(f"stored result is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or "status" not in meta:
-        raise DecodeError(f"stored result is not a meta document: {raw[:80]!r}")
-    return meta
 
 
 # -- exceptions as data (celery-protocol.md §3.3) -------------------------------------

@@ -14,6 +14,7 @@ through the rabbitmq-c driver when built (unless ``FASTQ_NO_SPEEDUPS=1``) else p
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -33,9 +34,15 @@ from ..brokers.amqp import (
     open_connection,
     parse_url,
 )
-from ..exceptions import BrokerError, ConfigurationError, DecodeError, ResultTimeout
+from ..exceptions import (
+    BrokerError,
+    ConfigurationError,
+    DecodeError,
+    ResultTimeout,
+    SecurityError,
+)
 from ..states import READY_STATES
-from .base import Backend, decode_meta, pending_meta
+from .base import Backend, decode_meta, decode_signed_meta, pending_meta
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +96,18 @@ class RPCBackend(Backend):
         self._queue: str | None = None
         self._consuming = False
         self._cache: OrderedDict[str, dict] = OrderedDict()
+        #: replies whose signature failed, by correlation id: ``get`` raises, not waits
+        self._refused: dict[str, SecurityError] = {}
+        self._content_type, self._content_encoding = "application/json", "utf-8"
+
+    def sign_results(self, codec: serialization.Codec) -> None:
+        """Send each result signed (``codec`` is the ``auth`` serializer), with its
+        content type, as Celery's rpc backend does; verify each reply before caching it.
+        The reply queue's own wait stays: it decodes through the verifying reader."""
+        self._dump_meta = codec.dumps
+        self._read_meta = functools.partial(decode_signed_meta, codec.loads)
+        self.signed = True
+        self._content_type, self._content_encoding = codec.content_type, codec.content_encoding
 
     # -- the connection --------------------------------------------------------------
     def _check_pid(self) -> None:
@@ -101,6 +120,7 @@ class RPCBackend(Backend):
             self._queue = None
             self._consuming = False
             self._cache = OrderedDict()
+            self._refused = {}
 
     def _connection(self) -> Any:
         """The open connection; with a reply queue in use, it is (re)declared and consumed."""
@@ -176,7 +196,15 @@ class RPCBackend(Backend):
     def _remember(self, properties: dict, body: bytes) -> None:
         """Cache one reply under its correlation id (the latest state wins)."""
         try:
-            meta = decode_meta(body)
+            meta = self._read_meta(body)
+        except SecurityError as exc:
+            # unverified: nothing of it is used but the id to fail that task's wait with
+            refused = properties.get("correlation_id")
+            logger.warning("rpc backend: refused a reply of task %s: %s", refused, exc)
+            if isinstance(refused, str) and len(self._refused) < MAX_CACHED:
+                self._refused[refused] = exc
+                self._cache.pop(refused, None)
+            return
         except DecodeError as exc:
             logger.warning("rpc backend: dropped an undecodable reply: %s", exc)
             return
@@ -196,13 +224,24 @@ class RPCBackend(Backend):
     def get(self, task_id: str) -> dict:
         self._check_pid()
         self._drain(0.0)
+        if self._refused:
+            self._raise_refused((task_id,))
         meta = self._cache.get(task_id)
         return dict(meta) if meta is not None else pending_meta(task_id)
 
     def get_many(self, task_ids: Sequence[str]) -> list[dict]:
         self._check_pid()
         self._drain(0.0)
-        return super().get_many(task_ids)
+        if self._refused:
+            self._raise_refused(task_ids)
+        # the cache holds verified documents already: copies of them, not re-verified
+        found = self._get_many(task_ids)
+        return [decode_meta(found[t]) if t in found else pending_meta(t) for t in task_ids]
+
+    def _raise_refused(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:
+            if task_id in self._refused:
+                raise self._refused.pop(task_id)
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
@@ -214,6 +253,8 @@ class RPCBackend(Backend):
         self._check_pid()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._refused:
+                self._raise_refused((task_id,))
             meta = self._cache.get(task_id)
             if meta is not None and meta["status"] in READY_STATES:
                 return dict(meta)
@@ -229,6 +270,7 @@ class RPCBackend(Backend):
 
     def forget(self, task_id: str) -> None:
         self._cache.pop(task_id, None)
+        self._refused.pop(task_id, None)
 
     # -- worker side -----------------------------------------------------------------
     def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
@@ -247,12 +289,14 @@ class RPCBackend(Backend):
         if not messages:
             return
 
+        content_type, content_encoding = self._content_type, self._content_encoding
+
         def publish(conn: Any) -> None:
             for reply_to, correlation_id, body in messages:
                 # §3.6.2; a vanished reply queue makes this silently unroutable
                 conn.publish("", reply_to, body, {
-                    "content_type": "application/json",
-                    "content_encoding": "utf-8", "delivery_mode": 1, "priority": 0,
+                    "content_type": content_type,
+                    "content_encoding": content_encoding, "delivery_mode": 1, "priority": 0,
                     "correlation_id": correlation_id}, {})
 
         self._call("publish results", publish)

@@ -148,26 +148,67 @@ def test_accepting_auth_without_setup_security_says_what_to_do(monkeypatch):
         serialization.resolve_accept(["auth"])
 
 
-def test_result_serializer_auth_is_not_silently_ignored(tmp_path, monkeypatch, caplog):
-    from fastq import security
-
+@pytest.fixture
+def pem_files(tmp_path, monkeypatch):
+    """The worker identity as files; the auth codec setup_security registers is undone."""
     monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
     monkeypatch.setattr(serialization, "BY_CONTENT_TYPE", dict(serialization.BY_CONTENT_TYPE))
-    monkeypatch.setattr(security, "_warned_unsigned_results", False, raising=False)
     (tmp_path / "store").mkdir()
     for name, pem in (("k", KEY), ("c", CERT), ("store/c", CERT)):
         (tmp_path / name).write_bytes(pem)
-    files = {"key": str(tmp_path / "k"), "cert": str(tmp_path / "c"),
-             "store": str(tmp_path / "store")}
-    plain = App("sec", broker="memory://sec", task_serializer="auth", accept_content=["auth"])
-    plain.setup_security(**files)
-    assert "result_serializer" not in caplog.text  # results were never said to be signed
-    app = App("sec", broker="memory://sec", task_serializer="auth", accept_content=["auth"],
+    return {"key": str(tmp_path / "k"), "cert": str(tmp_path / "c"),
+            "store": str(tmp_path / "store")}
+
+
+def signed_results_app(url: str, files: dict) -> App:
+    app = App("sec", broker="memory://sec", result_backend=url, task_serializer="auth",
+              accept_content=["auth"], result_serializer="auth")
+    app.setup_security(**files)
+    return app
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_results_are_stored_signed_and_verified_under_result_serializer_auth(
+        pem_files, store, signer, tmp_path):
+    url = ("memory://signed-results" if store == "memory"
+           else f"sqlite:///{tmp_path / 'results.sqlite3'}")
+    app = signed_results_app(url, pem_files)
+    backend = app.backend
+    backend.store("t1", "SUCCESS", {"answer": 42})
+    stored = backend._get_many(["t1"])["t1"]
+    assert not stored.lstrip().startswith(b"{")  # not JSON: the signed envelope of it
+    assert signer.loads(stored)["result"] == {"answer": 42}  # the same envelope as tasks'
+    assert app.AsyncResult("t1").get(timeout=5) == {"answer": 42}
+
+    flipped = bytearray(base64.b64decode(stored))
+    flipped[-5] ^= 0x01  # one bit of the JSON document the signature covers
+    backend._set_many([("t2", "SUCCESS", base64.b64encode(bytes(flipped)))], None)
+    with pytest.raises(SecurityError, match="stored result refused.*bad signature"):
+        app.AsyncResult("t2").get(timeout=5)
+
+    unsigned = serialization.json_dumps({"status": "SUCCESS", "result": 1, "task_id": "t3"})
+    backend._set_many([("t3", "SUCCESS", unsigned)], None)
+    with pytest.raises(SecurityError, match="stored result refused.*not a signed body"):
+        app.AsyncResult("t3").get(timeout=5)
+    with pytest.raises(SecurityError):
+        app.AsyncResult("t3").state  # noqa: B018
+    app.close()
+
+
+def test_results_stay_json_without_result_serializer_auth(pem_files):
+    app = App("sec", broker="memory://sec", result_backend="memory://plain-results",
+              task_serializer="auth", accept_content=["auth"])
+    app.setup_security(**pem_files)
+    app.backend.store("t1", "SUCCESS", 7)
+    assert serialization.json_loads(app.backend._get_many(["t1"])["t1"])["result"] == 7
+    assert not app.backend.signed
+    app.close()
+
+
+def test_result_serializer_auth_without_setup_security_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(serialization, "CODECS", dict(serialization.CODECS))
+    serialization.CODECS.pop("auth", None)
+    app = App("sec", broker="memory://sec", result_backend="memory://no-security",
               result_serializer="auth")
-    with caplog.at_level("WARNING", logger="fastq.security"):
-        app.setup_security(**files)
-        app.setup_security(**files)
-    warnings = [r.getMessage() for r in caplog.records if "result_serializer" in r.getMessage()]
-    assert len(warnings) == 1, warnings  # once per process
-    assert "result_serializer='auth' is not applied" in warnings[0]
-    assert "unsigned" in warnings[0] and "result_accept_content=['json']" in warnings[0]
+    with pytest.raises(ConfigurationError, match=r"result_serializer='auth'.*setup_security"):
+        app.backend  # noqa: B018
