@@ -14,7 +14,6 @@ from .base import (
     CHORD_DONE_SECONDS,
     Backend,
     chord_claimable,
-    decode_meta,
 )
 
 
@@ -206,4 +205,4 @@ class MemoryBackend(Backend):
                 if left <= 0:
                     raise ResultTimeout(f"task {task_id} is still {state} after {timeout}s")
                 store.changed.wait(left)
-        return decode_meta(document)
+        return self._read_meta(document)

@@ -41,7 +41,7 @@ from .. import serialization
 from .._registry import mask_url
 from ..exceptions import ResultTimeout
 from ..states import READY_STATES
-from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend, decode_meta
+from .base import CHORD_CLAIM_SECONDS, CHORD_DONE_SECONDS, Backend
 
 #: Celery's key (and channel) name for a task's result, after the optional prefix.
 KEY_PREFIX = "celery-task-meta-"
@@ -252,7 +252,7 @@ class RedisBackend(Backend):
 
     def decode_stored(self, value: bytes) -> dict:
         """The meta document of a stored or published value (Celery may compress it)."""
-        return decode_meta(_uncompress(value))
+        return self._read_meta(_uncompress(value))
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float | None = None) -> dict:
@@ -280,7 +280,7 @@ class RedisBackend(Backend):
                 wait = recheck if left is None else min(recheck, left)
                 message = self._call("wait", pubsub.get_message, timeout=wait)
                 if message is not None and message.get("type") == "message":
-                    meta = decode_meta(_uncompress(message["data"]))
+                    meta = self._read_meta(_uncompress(message["data"]))
                 else:
                     meta = self.get(task_id)
             return meta
