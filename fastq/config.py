@@ -471,8 +471,8 @@ IGNORED_SETTINGS: dict[str, str] = {
             "result_backend_base_sleep_between_retries_ms "
             "result_backend_max_sleep_between_retries_ms",
             "each result backend reconnects on its own policy"),
-    "result_accept_content": "results are stored as fastq's JSON documents whatever "
-                             "result_serializer says",
+    "result_accept_content": "results are read in the one form they are stored: JSON, or "
+                             "signed JSON under result_serializer='auth'",
     "result_cache_max": "result handles keep no client-side cache",
     "result_compression": "results are stored uncompressed",
     **_each("result_exchange result_exchange_type",

@@ -186,8 +186,8 @@ class Backend(abc.ABC):
         document and read only results it verifies, as Celery's backends do under
         ``result_serializer='auth'``: byte for byte the same stored values.
 
-        A store's own notified wait decodes what it is notified of with the plain JSON
-        reader, so waits poll through the verifying one instead.
+        Waits poll through the verifying reader (``Backend.wait``) on every store, so
+        nothing a store is notified of is trusted before it is read back and checked.
         """
         self._dump_meta = codec.dumps
         self._read_meta = functools.partial(decode_signed_meta, codec.loads)

@@ -169,6 +169,14 @@ class TestDjangoBackendSQLite(DjangoBackendChecks):
         assert isinstance(backend, DjangoBackend)
         assert backend.alias is None and backend._db_for_write() == "default"
 
+    def test_signed_results_are_refused_with_a_clear_error(self, backend) -> None:
+        from fastq import serialization
+
+        codec = serialization.Codec("auth", "application/data", "binary",
+                                    lambda obj: b"signed", lambda raw: {})
+        with pytest.raises(ConfigurationError, match="not supported by the django-db"):
+            backend.sign_results(codec)
+
 
 @pytest.mark.usefixtures("django_databases")
 class TestDjangoBackendPostgres(DjangoBackendChecks):

@@ -265,6 +265,13 @@ class DjangoBackend(Backend):
     def _cleanup(self, now: float) -> int:
         return self._write(lambda alias: self._delete_expired(alias, now))
 
+    def sign_results(self, codec: serialization.Codec) -> None:
+        # the row keeps the document as text and its args, kwargs and date in columns
+        # for the admin: a signed blob has neither
+        raise ConfigurationError(
+            "result_serializer='auth' (signed results) is not supported by the django-db "
+            "result backend: use redis://, a db+ URL or sqlite:// for signed results")
+
     def close(self) -> None:
         """Close this thread's connections to the backend's databases, unless in a
         transaction (the project's code may be using them)."""
