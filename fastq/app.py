@@ -436,7 +436,7 @@ class App:
                          reply_to: str | None = None, exchange: Any = None,
                          routing_key: str | None = None, exchange_type: str | None = None,
                          retry: bool | None = None, retry_policy: dict | None = None,
-                         _route: Route | None = None,
+                         replaced_task_nesting: int = 0, _route: Route | None = None,
                          **unknown: Any) -> protocol.TaskMessageTemplate:
         """Task and app defaults merged with ``options``: the shared part of messages.
 
@@ -481,6 +481,7 @@ class App:
             chain=chain, chord=chord,
             serializer=serializer or conf.task_serializer,
             compression=compression or conf.task_compression,
+            replaced_task_nesting=replaced_task_nesting,
         )
 
     def send_task(self, name: str, args: Iterable[Any] | None = None,

@@ -23,8 +23,7 @@ __all__ = ["Signature", "chain", "chord", "chunks", "group", "maybe_signature", 
 #: Options Celery's own code passes to ``apply_async`` that name its producer machinery;
 #: they arrive in signature dicts from Celery clients and mean nothing to fastq.
 _CELERY_ONLY_OPTIONS = ("add_to_parent", "producer", "connection", "publisher", "router",
-                        "result_cls", "route_name", "stamped_headers", "stamps",
-                        "replaced_task_nesting")
+                        "result_cls", "route_name", "stamped_headers", "stamps")
 
 #: What makes a task a member of a group or a chord: on a chain, they belong to its last
 #: task (the one whose result is the chain's); on a chord, to its body.

@@ -120,6 +120,7 @@ class TaskMessageTemplate:
         callbacks: list | None = None, errbacks: list | None = None,
         chain: list | None = None, chord: dict | None = None, serializer: str = "json",
         compression: str | None = None, now: float | None = None,
+        replaced_task_nesting: int = 0,
     ) -> None:
         wall = time.time() if now is None else now
         if countdown is not None and eta is None:
@@ -145,7 +146,8 @@ class TaskMessageTemplate:
             "expires": expires_text, "group": group_id, "group_index": group_index,
             "retries": retries, "timelimit": [time_limit, soft_time_limit],
             "root_id": root_id, "parent_id": parent_id, "argsrepr": None, "kwargsrepr": None,
-            "origin": origin, "ignore_result": ignore_result, "replaced_task_nesting": 0,
+            "origin": origin, "ignore_result": ignore_result,
+            "replaced_task_nesting": replaced_task_nesting,
             "stamped_headers": None, "stamps": {},
         }
         if headers:

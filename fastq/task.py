@@ -64,6 +64,8 @@ class TaskOptions(TypedDict, total=False):
     #: Bounds of those retries: ``max_retries``, ``interval_start``, ``interval_step``,
     #: ``interval_max`` (seconds), ``timeout`` (seconds).
     retry_policy: dict[str, Any] | None
+    #: How many ``replace()`` calls led to this task (set by ``replace``, Celery's header).
+    replaced_task_nesting: int
     #: Message priority (RabbitMQ: higher first; Redis: 0 first).
     priority: int | None
     #: Custom message headers, seen by the task as ``self.request.custom_headers``.
@@ -264,6 +266,11 @@ class Request:
     def group_index(self) -> int | None:
         """This task's position in its group, or None."""
         return self.headers.get("group_index")
+
+    @property
+    def replaced_task_nesting(self) -> int:
+        """How many ``replace()`` calls led to this task (Celery's header, 0 when absent)."""
+        return self.headers.get("replaced_task_nesting") or 0
 
     @property
     def shadow(self) -> str | None:
@@ -769,7 +776,8 @@ class Task(Generic[P, R]):
             sig.link_error(signature(errback, app=self.app))
         sig.freeze(request.id)
         membership = {"chord": request.chord, "group_id": request.group,
-                      "group_index": request.group_index, "root_id": request.root_id}
+                      "group_index": request.group_index, "root_id": request.root_id,
+                      "replaced_task_nesting": request.replaced_task_nesting + 1}
         sig.options.update({k: v for k, v in membership.items() if v is not None})
         for step in reversed(request.chain or ()):  # the rest of this task's chain
             sig = sig | signature(step, app=self.app)

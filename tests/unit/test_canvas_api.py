@@ -217,6 +217,19 @@ def test_replace_takes_over_the_id_and_the_rest_of_the_chain(app, worker) -> Non
     assert chord([swap.s(1), add.s(1, 1)], tsum.s()).delay().get(timeout=5) == 103
 
 
+def test_replace_counts_its_nesting_in_celerys_header(app, worker) -> None:
+    @app.task(name="api.depth", bind=True)
+    def depth(self, n):
+        if n:
+            return self.replace(depth.s(n - 1))
+        return self.request.replaced_task_nesting
+
+    assert depth.delay(0).get(timeout=5) == 0
+    assert depth.delay(3).get(timeout=5) == 3  # three replacements deep
+    message = app.build_message("api.depth", (0,), replaced_task_nesting=2)
+    assert message.headers["replaced_task_nesting"] == 2
+
+
 def test_replace_with_a_group_or_a_chain_when_the_builtins_exist(app, worker) -> None:
     if "celery.accumulate" not in app.tasks:
         pytest.skip("the worker side's built-in tasks are not registered yet")
