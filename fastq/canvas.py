@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ._state import current_app
+from .exceptions import ChordError
 from .protocol import new_task_id
 from .result import AsyncResult, EagerResult, GroupResult
 
@@ -446,6 +447,28 @@ class chain(Signature):  # noqa: N801 - Celery's name
             return sent.find(result.id) or sent
         return result
 
+    def apply(self, args: Iterable[Any] | None = (), kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run every step here, now, each given the value of the step before (Celery's
+        ``chain.apply``); returns the last step's result, each ``.parent`` the step
+        before. A failing step raises, as its ``get()`` would."""
+        task_id = options.pop("task_id", None)
+        steps = self.clone()._steps()
+        ran: Any = None
+        for index, step in enumerate(steps):
+            step_options = {**self.options, **options}
+            step_options.pop("task_id", None)
+            if index == len(steps) - 1 and task_id is not None:
+                step_options["task_id"] = task_id
+            if ran is None:
+                result = step.apply(args, kwargs, **step_options)
+            else:
+                value = ran.join() if isinstance(ran, GroupResult) else ran.get()
+                result = step.apply((value,), **step_options)
+                _set_parent(result, ran)
+            ran = result
+        return ran
+
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         """Send the chain, with these arguments given to its first task."""
         return self.apply_async(args, kwargs)
@@ -568,6 +591,21 @@ class group(Signature):  # noqa: N801 - Celery's name
         eager = sig._send(args, kwargs, options)
         if eager is not None:  # the members ran here: their results are known
             result.results = eager
+        return result
+
+    def apply(  # type: ignore[override]  # a group's result is a GroupResult
+            self, args: Iterable[Any] | None = (), kwargs: Mapping[str, Any] | None = None,
+            **options: Any) -> GroupResult:
+        """Run every member here, now, in order (Celery's ``group.apply``); ``args`` are
+        prepended to each (unless immutable)."""
+        if not self.tasks:
+            raise ValueError("an empty group has nothing to run")
+        sig = self.clone()
+        gid = options.pop("task_id", None) or options.pop("group_id", None)
+        if gid:
+            sig.options["task_id"] = gid
+        result = sig.freeze()
+        result.results = [member.apply(args, kwargs, **options) for member in sig.tasks]
         return result
 
     def _send(self, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None,
@@ -717,6 +755,24 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """Call ``errback`` when the chord fails: linked to the body, which the worker
         fails with a ChordError when a header task fails."""
         return self.body.link_error(errback)
+
+    def apply(self, args: Iterable[Any] | None = (), kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run the header here, now, then the body with the header's values, in order
+        (Celery's ``chord.apply``); ``args`` go to the header's members. Returns the
+        body's result.
+
+        Raises:
+            ChordError: a member failed (the body is not run), as in a worker.
+        """
+        header = self.tasks.clone().apply(args, kwargs)
+        try:
+            values = header.join()
+        except Exception as exc:
+            failed = next((r.id for r in header.results
+                           if isinstance(r, EagerResult) and r.failed()), "?")
+            raise ChordError(f"Dependency {failed} raised {exc!r}") from exc
+        return self.body.clone().apply((values,), **{**self.options, **options})
 
     def __call__(self, body: Signature | None = None, **options: Any) -> Any:
         """``chord(header)(body)``: send it with this body."""

@@ -330,3 +330,16 @@ def test_freeze_then_send_keeps_the_ids(app) -> None:
         elif isinstance(canvas, chain):  # the first step is sent, the last embedded
             expected = [frozen._parent]  # type: ignore[union-attr]
         assert {r.id for r in expected} <= ids
+
+
+def test_apply_runs_every_workflow_here_and_sends_nothing(app) -> None:
+    add, tsum = _sigs(app)
+    # Celery's chain/group/chord.apply(): run in the caller without task_always_eager
+    assert group(add.s(1, 1), add.s(2, 2)).apply().join() == [2, 4]
+    chained = (add.s(1, 1) | add.s(2)).apply()
+    assert chained.get() == 4 and chained.parent.get() == 2
+    assert (add.s(1, 1) | group(add.s(1), add.s(2)) | tsum.s()).apply().get() == 7
+    assert chain(add.s(1, 1), chain(add.s(1), add.s(1))).apply().get() == 4
+    assert chord([add.s(1), add.s(2)], tsum.s()).apply((5,)).get() == 13
+    assert (add.s(1, 1) | chord([add.s(1), add.s(2)], tsum.s())).apply().get() == 7
+    assert app.broker.queue_sizes() == {}  # nothing was published
