@@ -580,12 +580,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
         The group is not saved: call ``.save()`` on the result to ``restore`` it elsewhere.
         """
-        if not self.tasks:
-            raise ValueError("an empty group has nothing to run")
-        sig = self.clone()
-        gid = options.pop("task_id", None) or options.pop("group_id", None)
-        if gid:
-            sig.options["task_id"] = gid
+        sig = self._copy_to_run(options)
         chord_body = options.pop("chord", None)
         result = sig.freeze(chord=chord_body)
         eager = sig._send(args, kwargs, options)
@@ -598,15 +593,21 @@ class group(Signature):  # noqa: N801 - Celery's name
             **options: Any) -> GroupResult:
         """Run every member here, now, in order (Celery's ``group.apply``); ``args`` are
         prepended to each (unless immutable)."""
+        sig = self._copy_to_run(options)
+        result = sig.freeze()
+        result.results = [member.apply(args, kwargs, **options) for member in sig.tasks]
+        return result
+
+    def _copy_to_run(self, options: dict[str, Any]) -> group:
+        """A copy to send or run, given the id ``options`` name (``task_id`` or
+        ``group_id``, taken out of them)."""
         if not self.tasks:
             raise ValueError("an empty group has nothing to run")
         sig = self.clone()
         gid = options.pop("task_id", None) or options.pop("group_id", None)
         if gid:
             sig.options["task_id"] = gid
-        result = sig.freeze()
-        result.results = [member.apply(args, kwargs, **options) for member in sig.tasks]
-        return result
+        return sig
 
     def _send(self, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None,
               options: dict[str, Any]) -> list[Any] | None:
