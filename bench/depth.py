@@ -1,14 +1,30 @@
 """How a worker's throughput grows or falls with the depth of its queue, per broker.
 
     python -m bench.depth [--brokers sqlite,redis,amqp] [--depths 10000,100000,1000000]
-                          [-n 20000] [--runs 3] [--plot depth.png]
+                          [--pools solo,prefork1,prefork2] [-n 20000] [--runs 3]
+                          [--plot depth.png]
 
-For each broker and depth D: a start stamp, N no-ops and an end stamp go into an empty
-queue, then D more no-ops behind them; a solo fastq worker (prefetch 256) drains the
+For each broker, pool and depth D: a start stamp, N no-ops and an end stamp go into an
+empty queue, then D more no-ops behind them; a fastq worker (prefetch 256) drains the
 first N + 2 while D wait behind, and its rate is N over the time between the stamps.
 The queue is purged before the next depth. A claim whose cost grows with what the queue
 holds (an O(n) scan, an index rewrite) shows here as a falling rate. The publisher's
 rate into each broker, for the whole fill, is printed beside it.
+
+``--pools`` picks the workers: ``solo`` (the default), ``prefork1`` and ``prefork2``
+(``-P prefork -c 1`` / ``-c 2``). Each (broker, pool) pair is a table and a curve of its
+own, labelled ``broker/pool``, or just ``broker`` when only solo is asked. Within a run
+the depths, and the pools within each depth, take turns, so drift hits them all alike.
+Under prefork 2 the stamps may run in different children, so a few no-ops of the other
+child can fall just outside the window; against N of thousands that is noise.
+
+``CPU µs/task`` stands in for instructions per task (the VM has no hardware counters):
+the user + system CPU time of the worker and its children (the prefork children; those
+already reaped count through their parent's cutime/cstime), read from ``/proc`` when
+the start stamp appears and again when the end stamp appears, over N. It is a sample
+at stamp time: the files are polled every 10 ms and the kernel counts in clock ticks
+(10 ms at 100 Hz), so each end is off by about that much CPU per busy process; runs of
+a second or more keep this to a few percent. Linux only.
 
 Each broker runs in a child process of its own, because ``bench.apps`` reads
 ``BENCH_BROKER_URL`` when imported.
@@ -25,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from bench.throughput import read_stamps, stop_worker
+from bench.throughput import stop_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,8 +51,96 @@ BROKERS = {
     "amqp": "amqp://guest:guest@127.0.0.1:5672//",
 }
 
-WORKER = [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P", "solo",
+WORKER = [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps",
           "--prefetch-multiplier", "256", "-l", "warning"]
+
+#: The pool arguments of each worker measured (--pools).
+POOLS = {
+    "solo": ["-P", "solo"],
+    "prefork1": ["-P", "prefork", "-c", "1"],
+    "prefork2": ["-P", "prefork", "-c", "2"],
+}
+
+#: How often the stamp files are looked for; the CPU samples are off by up to this.
+POLL = 0.01
+
+
+def parse_pools(text: str) -> list[str]:
+    """``solo,prefork2`` as a list, in the order given, once each; ValueError if unknown."""
+    pools = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown or not pools:
+        raise ValueError(f"unknown pool(s) {', '.join(map(repr, unknown)) or '(none given)'};"
+                         f" choose from {', '.join(POOLS)}, comma-separated")
+    return pools
+
+
+def label(broker: str, pool: str, pools: list[str]) -> str:
+    """The broker's name alone when only solo is measured, so the default output keeps
+    its shape; ``broker/pool`` otherwise."""
+    return broker if pools == ["solo"] else f"{broker}/{pool}"
+
+
+def stat_ticks(stat: str) -> int:
+    """utime + stime + cutime + cstime from a ``/proc/<pid>/stat`` line, in clock ticks.
+
+    The command name (field 2) may hold spaces and parentheses, so fields are counted
+    from the last ``)``: after it come state (field 3) ... utime (14) to cstime (17).
+    """
+    fields = stat[stat.rindex(")") + 2:].split()
+    return sum(int(f) for f in fields[11:15])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    kids: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(k) for k in fh.read().split()]
+        except FileNotFoundError:  # the thread ended, or a kernel without the file
+            continue
+    return kids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants, living or reaped."""
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat") as fh:
+                ticks += stat_ticks(fh.read())
+        except (FileNotFoundError, ProcessLookupError):  # gone between listing and reading
+            continue
+        todo += _children(current)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_stamps(proc: subprocess.Popen, count: int, start_path: str, end_path: str,
+                log_path: str, timeout: float) -> tuple[float, float, float]:
+    """Like ``read_stamps``, polled every POLL so the worker tree's CPU time can be
+    sampled as each stamp appears: (start, end, CPU seconds between them)."""
+    deadline = time.monotonic() + timeout
+    samples = []
+    for path in (start_path, end_path):
+        while not os.path.exists(path):
+            if proc.poll() is not None:
+                with open(log_path, encoding="utf-8", errors="replace") as fh:
+                    raise SystemExit(f"worker exited {proc.returncode}:\n{fh.read()}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not drain {count} tasks in {timeout}s")
+            time.sleep(POLL)
+        samples.append(tree_cpu(proc.pid))
+    time.sleep(0.05)  # let the stamp finish writing
+    with open(start_path) as fh:
+        started = float(fh.read())
+    with open(end_path) as fh:
+        ended = float(fh.read())
+    return started, ended, samples[1] - samples[0]
 
 
 def fill(count: int, depth: int, start_path: str, end_path: str) -> float:
@@ -55,36 +159,44 @@ def fill(count: int, depth: int, start_path: str, end_path: str) -> float:
     return (count + depth + 2) / (time.perf_counter() - began)
 
 
-def drain(count: int, start_path: str, end_path: str, timeout: float) -> float:
-    """Run a worker until the end stamp is written; the rate between the stamps."""
+def drain(pool: str, count: int, start_path: str, end_path: str,
+          timeout: float) -> tuple[float, float]:
+    """Run a worker until the end stamp is written; the rate between the stamps and the
+    worker tree's CPU µs per task over them."""
     env = dict(os.environ, BENCH_FLAVOUR="fastq",
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     log_path = end_path + ".log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(WORKER, env=env, cwd=os.path.dirname(end_path),
+        proc = subprocess.Popen(WORKER + POOLS[pool], env=env, cwd=os.path.dirname(end_path),
                                 stdout=subprocess.DEVNULL, stderr=log)
     try:
-        started, ended = read_stamps(proc, "fastq", count, start_path, end_path, log_path,
-                                     timeout)
+        started, ended, cpu = wait_stamps(proc, count, start_path, end_path, log_path,
+                                          timeout)
     finally:
         stop_worker(proc)
-    return count / (ended - started)
+    return count / (ended - started), cpu / count * 1e6
 
 
-def one_broker(depths: list[int], count: int, runs: int, timeout: float) -> dict:
-    """In the child process for one broker: ``{depth: {"drain": [...], "publish": [...]}}``."""
+def one_broker(depths: list[int], pools: list[str], count: int, runs: int,
+               timeout: float) -> dict:
+    """In the child process for one broker:
+    ``{pool: {depth: {"drain": [...], "publish": [...], "cpu": [...]}}}``."""
     from bench.apps import QUEUE, app
 
-    figures: dict[int, dict[str, list[float]]] = {d: {"drain": [], "publish": []}
-                                                   for d in depths}
+    figures: dict[str, dict[int, dict[str, list[float]]]] = {
+        p: {d: {"drain": [], "publish": [], "cpu": []} for d in depths} for p in pools}
     try:
         for _run in range(runs):
-            for depth in depths:  # interleaved, so drift hits every depth alike
-                with tempfile.TemporaryDirectory(prefix="fastq-depth-") as tmp:
-                    start, end = os.path.join(tmp, "start"), os.path.join(tmp, "end")
-                    figures[depth]["publish"].append(fill(count, depth, start, end))
-                    figures[depth]["drain"].append(drain(count, start, end, timeout))
-                    app.broker.purge(QUEUE)
+            for depth in depths:  # interleaved, so drift hits every depth and pool alike
+                for pool in pools:
+                    with tempfile.TemporaryDirectory(prefix="fastq-depth-") as tmp:
+                        start, end = os.path.join(tmp, "start"), os.path.join(tmp, "end")
+                        cell = figures[pool][depth]
+                        cell["publish"].append(fill(count, depth, start, end))
+                        rate, cpu = drain(pool, count, start, end, timeout)
+                        cell["drain"].append(rate)
+                        cell["cpu"].append(cpu)
+                        app.broker.purge(QUEUE)
     finally:
         app.broker.purge(QUEUE)
         app.close()
@@ -96,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, list[float]]]:
     parser.add_argument("--brokers", default=",".join(BROKERS),
                         help=f"comma-separated, from: {', '.join(BROKERS)}")
     parser.add_argument("--depths", default="10000,100000,1000000")
+    parser.add_argument("--pools", default="solo",
+                        help=f"comma-separated, from: {', '.join(POOLS)}")
     parser.add_argument("-n", "--tasks", type=int, default=20_000,
                         help="tasks timed at each depth")
     parser.add_argument("--runs", type=int, default=3)
@@ -104,10 +218,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, list[float]]]:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",") if d]
+    try:
+        pools = parse_pools(args.pools)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.plot:
         import matplotlib  # noqa: F401 - fail now rather than after minutes of filling
     if args.child:
-        print(json.dumps(one_broker(depths, args.tasks, args.runs, args.timeout)))
+        print(json.dumps(one_broker(depths, pools, args.tasks, args.runs, args.timeout)))
         return {}
     drains: dict[str, dict[int, list[float]]] = {}
     for name in [b for b in args.brokers.split(",") if b]:
@@ -119,30 +237,39 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, list[float]]]:
             env.pop("BENCH_RESULTS", None)
             out = subprocess.run(
                 [sys.executable, "-m", "bench.depth", "--child", name, "--depths",
-                 args.depths, "-n", str(args.tasks), "--runs", str(args.runs),
-                 "--timeout", str(args.timeout)],
+                 args.depths, "--pools", ",".join(pools), "-n", str(args.tasks),
+                 "--runs", str(args.runs), "--timeout", str(args.timeout)],
                 env=env, stdout=subprocess.PIPE, check=True).stdout
-        figures = {int(d): v for d, v in json.loads(out.decode().splitlines()[-1]).items()}
-        drains[name] = {d: figures[d]["drain"] for d in depths}
-        print(f"\n{name}: {args.tasks:,} no-ops timed in front of D more, median of "
-              f"{args.runs} run(s)")
-        print(f"{'depth':>10s} {'tasks/s':>10s} {'range':>21s} {'vs first':>9s} "
-              f"{'publish/s':>10s}")
-        first = statistics.median(figures[depths[0]]["drain"])
-        for depth in depths:
-            rates = figures[depth]["drain"]
-            med = statistics.median(rates)
-            print(f"{depth:>10,d} {med:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f} "
-                  f"{med / first:>9.0%} {statistics.median(figures[depth]['publish']):>10,.0f}",
-                  flush=True)
+        by_pool = json.loads(out.decode().splitlines()[-1])
+        for pool in pools:
+            figures = {int(d): v for d, v in by_pool[pool].items()}
+            curve = label(name, pool, pools)
+            drains[curve] = {d: figures[d]["drain"] for d in depths}
+            print_table(curve, figures, depths, args.tasks, args.runs)
     if args.plot:
         plot(drains, args.plot)
         print(f"curves drawn in {args.plot}")
     return drains
 
 
+def print_table(curve: str, figures: dict[int, dict[str, list[float]]], depths: list[int],
+                count: int, runs: int) -> None:
+    """One (broker, pool) pair: a line per depth."""
+    print(f"\n{curve}: {count:,} no-ops timed in front of D more, median of {runs} run(s)")
+    print(f"{'depth':>10s} {'tasks/s':>10s} {'range':>21s} {'vs first':>9s} "
+          f"{'publish/s':>10s} {'CPU µs/task':>12s}")
+    first = statistics.median(figures[depths[0]]["drain"])
+    for depth in depths:
+        rates = figures[depth]["drain"]
+        med = statistics.median(rates)
+        print(f"{depth:>10,d} {med:>10,.0f} {min(rates):>10,.0f}-{max(rates):<10,.0f} "
+              f"{med / first:>9.0%} {statistics.median(figures[depth]['publish']):>10,.0f} "
+              f"{statistics.median(figures[depth]['cpu']):>12,.1f}", flush=True)
+
+
 def draw(ax, drains: dict[str, dict[int, list[float]]]) -> None:
-    """Median throughput against depth, one line per broker, min-max as a band."""
+    """Median throughput against depth, one line per broker (and pool), min-max as a
+    band."""
     for name, by_depth in drains.items():
         depths = sorted(by_depth)
         medians = [statistics.median(by_depth[d]) for d in depths]

@@ -48,3 +48,48 @@ def test_outside_a_source_checkout_says_where_to_run_it(monkeypatch):
     assert result.exit_code == 2
     assert "fastq bench needs a source checkout: run it from the repository root" \
         in result.output
+
+
+def test_depth_pools_parse_in_order_once_each_and_name_their_curves():
+    from bench import depth
+
+    assert depth.parse_pools("prefork2, solo,prefork2") == ["prefork2", "solo"]
+    with pytest.raises(ValueError, match="'thread'"):
+        depth.parse_pools("solo,thread")
+    with pytest.raises(ValueError, match="none given"):
+        depth.parse_pools(",")
+    assert depth.label("redis", "solo", ["solo"]) == "redis"  # the default output's shape
+    assert depth.label("redis", "solo", ["solo", "prefork2"]) == "redis/solo"
+    assert depth.label("redis", "prefork2", ["prefork2"]) == "redis/prefork2"
+
+
+def test_depth_reads_cpu_ticks_past_a_command_name_with_spaces_and_parentheses():
+    from bench import depth
+
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    # utime stime cutime cstime ...
+    line = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 3 2 20 0 1 0 99\n"
+    assert depth.stat_ticks(line) == 7 + 5 + 3 + 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_depth_cpu_of_a_process_tree_counts_its_children():
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from bench import depth
+
+    # a shell whose child spins: the shell itself waits, so the CPU is the child's
+    proc = subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'while 1: pass' & wait"],
+                            start_new_session=True)
+    try:
+        time.sleep(0.2)  # let the child start
+        before = depth.tree_cpu(proc.pid)
+        time.sleep(0.5)
+        spent = depth.tree_cpu(proc.pid) - before
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and its child, nothing else
+        proc.wait()
+    assert spent > 0.05  # half a second of spinning, on however busy a machine
