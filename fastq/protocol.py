@@ -54,35 +54,46 @@ def new_task_id() -> str:
     keyed by task id (the SQLite result table) appends instead of writing pages all over
     its index. Celery peers only need a unique string; any UUID will do for them.
     """
+    global _stamp
     try:
-        random_bits = _random_80_bits.pop()
+        tail = _random_tails.pop()
     except IndexError:
-        random_bits = _refill_random_bits()
-    h = f"{(time.time_ns() // 1_000_000) << 80 | random_bits & _UUID7_KEEP | _UUID7_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        tail = _refill_random_tails()
+    millisecond = time.time_ns() // 1_000_000
+    stamp = _stamp
+    if stamp[0] != millisecond:
+        # one tuple, so another thread reads a millisecond and its text together
+        h = f"{millisecond:012x}"
+        stamp = _stamp = (millisecond, f"{h[:8]}-{h[8:]}-")
+    return stamp[1] + tail
 
 
-# The 80 bits after the 48-bit millisecond stamp: all random but the version nibble (7)
-# and the two RFC 4122 variant bits (10).
-_UUID7_KEEP = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
-_UUID7_SET = 0x7 << 76 | 0x2 << 62
+#: The millisecond of the last id and the text it starts with ("xxxxxxxx-xxxx-"): ids
+#: made in the same millisecond share it, as they share the first 48 bits.
+_stamp: tuple[int, str] = (-1, "")
 
-#: Random 80-bit numbers from ``os.urandom``, drawn 256 at a time: one system call per
-#: id cost more than the rest of the id. ``list.pop`` hands each to one caller only, also
-#: between threads; a forked child drops its parent's, so the two never share an id.
-_random_80_bits: list[int] = []
+#: The rest of a version 7 UUID after its millisecond ("7rrr-Vrrr-rrrrrrrrrrrr"): 74
+#: random bits, the version digit and the RFC 4122 variant (V is 8, 9, a or b), made 256
+#: at a time from one ``os.urandom``: a system call per id cost more than the rest of the
+#: id, and text slices cost less than formatting a 128-bit integer. ``list.pop`` hands
+#: each to one caller only, also between threads; a forked child drops its parent's, so
+#: the two never share an id.
+_random_tails: list[str] = []
 _RANDOM_BATCH = 256
+_VARIANT_DIGIT = {digit: "89ab"[value & 3] for value, digit in enumerate("0123456789abcdef")}
 
 
-def _refill_random_bits() -> int:
-    data = os.urandom(10 * _RANDOM_BATCH)
-    _random_80_bits.extend(int.from_bytes(data[i:i + 10], "big")
-                           for i in range(10, len(data), 10))
-    return int.from_bytes(data[:10], "big")
+def _refill_random_tails() -> str:
+    digits = os.urandom(10 * _RANDOM_BATCH).hex()  # 20 random hex digits per id, 19 used
+    variant = _VARIANT_DIGIT
+    _random_tails.extend(
+        f"7{digits[i:i + 3]}-{variant[digits[i + 3]]}{digits[i + 4:i + 7]}-{digits[i + 7:i + 19]}"
+        for i in range(20, len(digits), 20))
+    return f"7{digits[:3]}-{variant[digits[3]]}{digits[4:7]}-{digits[7:19]}"
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_random_80_bits.clear)
+    os.register_at_fork(after_in_child=_random_tails.clear)
 
 
 #: Longest argsrepr/kwargsrepr Celery writes.
