@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from bench.throughput import stop_worker
+from bench.throughput import read_stamps, stop_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,24 +122,12 @@ def tree_cpu(pid: int) -> float:
 
 def wait_stamps(proc: subprocess.Popen, count: int, start_path: str, end_path: str,
                 log_path: str, timeout: float) -> tuple[float, float, float]:
-    """Like ``read_stamps``, polled every POLL so the worker tree's CPU time can be
-    sampled as each stamp appears: (start, end, CPU seconds between them)."""
-    deadline = time.monotonic() + timeout
-    samples = []
-    for path in (start_path, end_path):
-        while not os.path.exists(path):
-            if proc.poll() is not None:
-                with open(log_path, encoding="utf-8", errors="replace") as fh:
-                    raise SystemExit(f"worker exited {proc.returncode}:\n{fh.read()}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not drain {count} tasks in {timeout}s")
-            time.sleep(POLL)
-        samples.append(tree_cpu(proc.pid))
-    time.sleep(0.05)  # let the stamp finish writing
-    with open(start_path) as fh:
-        started = float(fh.read())
-    with open(end_path) as fh:
-        ended = float(fh.read())
+    """``read_stamps`` polled every POLL, sampling the worker tree's CPU time as each
+    stamp appears: (start, end, CPU seconds between them)."""
+    samples: list[float] = []
+    started, ended = read_stamps(proc, "fastq", count, start_path, end_path, log_path,
+                                 timeout, poll=POLL,
+                                 on_stamp=lambda: samples.append(tree_cpu(proc.pid)))
     return started, ended, samples[1] - samples[0]
 
 

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from fastq.brokers import mask_url
 
@@ -126,16 +127,21 @@ def run_one(name: str, count: int, timeout: float, contenders: dict | None = Non
 
 
 def read_stamps(proc: subprocess.Popen, name: str, count: int, start_path: str,
-                end_path: str, log_path: str, timeout: float) -> tuple[float, float]:
-    """Wait for the worker ``proc`` to write the end stamp; (start, end) unix times."""
+                end_path: str, log_path: str, timeout: float, poll: float = 0.05,
+                on_stamp: Callable[[], None] | None = None) -> tuple[float, float]:
+    """Wait for the worker ``proc`` to write the start stamp, then the end stamp; (start,
+    end) unix times. ``on_stamp`` runs as each appears (seen within ``poll`` seconds)."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(end_path):
-        if proc.poll() is not None:
-            with open(log_path, encoding="utf-8", errors="replace") as fh:
-                raise SystemExit(f"{name} worker exited {proc.returncode}:\n{fh.read()}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{name} did not drain {count} tasks in {timeout}s")
-        time.sleep(0.05)
+    for path in (start_path, end_path):
+        while not os.path.exists(path):
+            if proc.poll() is not None:
+                with open(log_path, encoding="utf-8", errors="replace") as fh:
+                    raise SystemExit(f"{name} worker exited {proc.returncode}:\n{fh.read()}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not drain {count} tasks in {timeout}s")
+            time.sleep(poll)
+        if on_stamp is not None:
+            on_stamp()
     time.sleep(0.05)  # let the stamp finish writing
     with open(start_path) as fh:
         started = float(fh.read())
