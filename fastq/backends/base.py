@@ -61,16 +61,21 @@ class ChordReady(NamedTuple):
     error: ChordError | None
 
 
-def decode_meta(raw: bytes) -> dict:
+def _decode_document(raw: bytes, key: str, name: str, kind: str) -> dict:
+    """A stored JSON object that has ``key``; DecodeError naming ``name`` and ``kind``."""
     try:
-        meta = serialization.json_loads(raw)
+        document = serialization.json_loads(raw)
     except DecodeError:
         raise
     except ValueError as exc:
-        raise DecodeError(f"stored result is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or "status" not in meta:
-        raise DecodeError(f"stored result is not a meta document: {raw[:80]!r}")
-    return meta
+        raise DecodeError(f"{name} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or key not in document:
+        raise DecodeError(f"{name} is not a {kind} document: {raw[:80]!r}")
+    return document
+
+
+def decode_meta(raw: bytes) -> dict:
+    return _decode_document(raw, "status", "stored result", "meta")
 
 
 def decode_signed_meta(loads: Callable[[bytes], Any], raw: bytes) -> dict:
@@ -352,15 +357,7 @@ class Backend(abc.ABC):
         raw = self._get_group(group_id)
         if raw is None:
             return None
-        try:
-            meta = serialization.json_loads(raw)
-        except DecodeError:
-            raise
-        except ValueError as exc:
-            raise DecodeError(f"stored group {group_id} is not valid JSON: {exc}") from exc
-        if not isinstance(meta, dict) or "result" not in meta:
-            raise DecodeError(f"stored group {group_id} is not a group document: {raw[:80]!r}")
-        return meta["result"]
+        return _decode_document(raw, "result", f"stored group {group_id}", "group")["result"]
 
     def forget_group(self, group_id: str) -> None:
         """Delete the saved group ``group_id`` (its members' results stay)."""

@@ -72,3 +72,19 @@ def start_fastq_worker(app: str, queue: str, env: dict, log_path: str, health_pa
         worker.stop()
         raise
     return worker
+
+
+def run_client_against_fastq_worker(client: str, app: str, queue: str, env: dict,
+                                    tmp_path) -> tuple[str, str]:
+    """Start a fastq worker for ``app`` on ``queue``, run the Python program ``client``
+    (``queue`` as its argument) to its end; (the client's output, the worker's log).
+    The client exiting non-zero fails the test with both."""
+    worker = start_fastq_worker(app, queue, env, str(tmp_path / "fastq-worker.log"),
+                                str(tmp_path / "worker.json"))
+    try:
+        done = subprocess.run([sys.executable, "-c", client, queue], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr + worker.log()
+        return done.stdout, worker.log()
+    finally:
+        worker.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import sys
 import uuid
 
@@ -19,7 +18,11 @@ pytest.importorskip("cryptography")
 from fastq import App, serialization  # noqa: E402
 from fastq.security import AUTH_CONTENT_TYPE  # noqa: E402
 from tests.integration.redis_support import REDIS_URL, require_redis  # noqa: E402
-from tests.interop.processes import ROOT, Proc, start_fastq_worker  # noqa: E402
+from tests.interop.processes import (  # noqa: E402
+    ROOT,
+    Proc,
+    run_client_against_fastq_worker,
+)
 from tests.pki import make_identity, signing_settings, write_identity  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
@@ -56,18 +59,10 @@ def test_a_result_a_fastq_worker_signs_is_read_by_a_celery_client(tmp_path):
     queue = f"signed-results-{uuid.uuid4().hex[:10]}"
     key, cert = make_identity("fastq worker", 3101)
     write_identity(tmp_path / "pki", key, cert)
-    env = environment(tmp_path)
-    worker = start_fastq_worker("tests.apps.signed_app", queue, env,
-                                str(tmp_path / "fastq-worker.log"),
-                                str(tmp_path / "worker.json"))
-    try:
-        client = subprocess.run([sys.executable, "-c", CELERY_CLIENT, queue], env=env,
-                                cwd=ROOT, capture_output=True, text=True, timeout=60)
-        assert client.returncode == 0, client.stdout + client.stderr + worker.log()
-        assert "result: 42" in client.stdout, client.stdout
-        assert "stored: {" not in client.stdout  # signed, not the JSON document
-    finally:
-        worker.stop()
+    output, _ = run_client_against_fastq_worker(CELERY_CLIENT, "tests.apps.signed_app", queue,
+                                                environment(tmp_path), tmp_path)
+    assert "result: 42" in output, output
+    assert "stored: {" not in output  # signed, not the JSON document
 
 
 def test_a_result_a_celery_worker_signs_is_read_by_a_fastq_client(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ accepts only signed tasks runs them; a real Celery client signs, a fastq worker 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 
@@ -16,7 +15,7 @@ pytest.importorskip("cryptography")
 
 from fastq import App, serialization  # noqa: E402
 from tests.integration.redis_support import REDIS_URL, require_redis  # noqa: E402
-from tests.interop.processes import ROOT, Proc, start_fastq_worker  # noqa: E402
+from tests.interop.processes import ROOT, Proc, run_client_against_fastq_worker  # noqa: E402
 from tests.pki import make_identity, write_identity  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.twin_neutral]
@@ -94,14 +93,7 @@ def test_a_task_a_celery_client_signs_runs_on_a_fastq_worker(tmp_path):
     env = dict(os.environ, FASTQ_BROKER_URL=REDIS_URL, FASTQ_RESULT_BACKEND=REDIS_URL,
                FASTQ_TEST_SECURITY_DIR=str(tmp_path / "pki"),
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    worker = start_fastq_worker("tests.apps.signed_app", queue, env,
-                                str(tmp_path / "fastq-worker.log"),
-                                str(tmp_path / "worker.json"))
-    try:
-        client = subprocess.run([sys.executable, "-c", CELERY_CLIENT, queue], env=env,
-                                cwd=ROOT, capture_output=True, text=True, timeout=60)
-        assert client.returncode == 0, client.stdout + client.stderr + worker.log()
-        assert "result: 42" in client.stdout, client.stdout
-        assert "signed.add" in worker.log() and "succeeded" in worker.log(), worker.log()
-    finally:
-        worker.stop()
+    output, log = run_client_against_fastq_worker(CELERY_CLIENT, "tests.apps.signed_app", queue,
+                                                  env, tmp_path)
+    assert "result: 42" in output, output
+    assert "signed.add" in log and "succeeded" in log, log
