@@ -112,3 +112,24 @@ def test_a_worker_runs_or_dead_letters_everything_and_both_twins_agree(workers, 
         outcome.startswith("dead_lettered:")
         and outcome.split(":", 1)[1] in REASONS | {"unknown-task", "redelivery-limit",
                                                    "rejected"}), outcome
+
+
+def _general_decode(headers, properties, body, accept, max_size):
+    """decode_task without its shortcut for the common message."""
+    return protocol._unpack(headers, protocol._decode_body(headers, properties, body, accept,
+                                                           max_size))
+
+
+def _outcome(decode, headers, properties, body):
+    try:
+        return decode(headers, properties, body, ACCEPT, 1 << 20)
+    except MessageRejected as exc:
+        return (exc.reason, exc.detail)
+
+
+@CI_PROFILE
+@given(fuzzing.task_messages())
+def test_the_decoders_shortcut_agrees_with_the_general_path(message):
+    headers, properties, body = message
+    assert _outcome(protocol.decode_task, headers, properties, body) == _outcome(
+        _general_decode, headers, properties, body), fuzzing.describe(*message)

@@ -288,3 +288,42 @@ class TestBounds:
         with pytest.raises(MessageRejected) as info:
             protocol.decode_task(self.HEADERS, self.JSON_PROPERTIES, body, JSON)
         assert info.value.reason == "decode-error" and "depth" in info.value.detail
+
+
+def _near_misses():
+    """The common message and variants one step off it, each for the general path."""
+    good = build()
+    body = orjson.loads(good.body)
+    yield "common", good.headers, good.properties, good.body
+    for key, value in [("id", ""), ("id", 7), ("task", ""), ("task", None),
+                       ("eta", "soon"), ("expires", "2030-01-01T00:00:00+00:00"),
+                       ("compression", "zlib")]:
+        yield f"{key}={value!r}", {**good.headers, key: value}, good.properties, good.body
+    for variant, payload in [("args as an object", [{}, body[1], body[2]]),
+                             ("kwargs as a list", [body[0], [], body[2]]),
+                             ("embed null", [body[0], body[1], None]),
+                             ("embed with a callback", [body[0], body[1],
+                                                        {**body[2], "callbacks": [{}]}]),
+                             ("embed with one key", [body[0], body[1], {"chain": None}]),
+                             ("two parts", body[:2]), ("an object", {"args": [], "kwargs": {}})]:
+        yield variant, good.headers, good.properties, orjson.dumps(payload)
+    yield "not json", good.headers, good.properties, b"[1,"
+    yield "text/plain", good.headers, {**good.properties, "content_type": "text/plain"}, \
+        good.body
+
+
+@pytest.mark.parametrize("headers,properties,body",
+                         [case[1:] for case in _near_misses()],
+                         ids=[case[0] for case in _near_misses()])
+def test_decoding_the_common_message_quickly_changes_no_outcome(headers, properties, body):
+    def outcome(decode):
+        try:
+            return decode(headers, properties, body, JSON, 1 << 20)
+        except MessageRejected as exc:
+            return exc.reason, exc.detail
+
+    def general(headers, properties, body, accept, max_size):
+        return protocol._unpack(headers, protocol._decode_body(headers, properties, body,
+                                                               accept, max_size))
+
+    assert outcome(protocol.decode_task) == outcome(general)
