@@ -98,12 +98,6 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
-def _has_envelope(data: bytes) -> bool:
-    # A cheap byte scan lets the common case (no envelopes) skip the tree walk. find, not
-    # `in`: `in` first tries the needle as an int and raises and clears a TypeError per call.
-    return data.find(b'"__type__"') != -1
-
-
 # orjson would otherwise turn these natively into strings, losing the type on the way back.
 _JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 _JSON_OPTIONS |= getattr(orjson, "OPT_PASSTHROUGH_DATACLASS", 0)
@@ -173,8 +167,12 @@ def json_loads(data: bytes | str) -> Any:
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     if isinstance(obj, (dict, list)):
-        raw = data if isinstance(data, (bytes, bytearray, memoryview)) else data.encode()
-        if _has_envelope(bytes(raw)):
+        if type(data) is not bytes:  # bytes, the usual case, are scanned as they are
+            data = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) \
+                else data.encode()
+        # A cheap byte scan lets the common case (no envelopes) skip the tree walk. find,
+        # not `in`: `in` first tries the needle as an int and raises and clears a TypeError.
+        if data.find(b'"__type__"') != -1:
             return _unwrap(obj)
     return obj
 

@@ -152,3 +152,10 @@ def test_unknown_or_corrupt_compression_is_a_decode_error():
         serialization.decompress(b"not zlib", "application/x-gzip")
     with pytest.raises(ConfigurationError, match="unknown compression 'snappy'"):
         serialization.compress(b"x", "snappy")
+
+
+def test_envelopes_are_unwrapped_whatever_holds_the_json():
+    for raw, value in [(serialization.json_dumps([uuid.UUID(int=7)]), [uuid.UUID(int=7)]),
+                       (b'{"plain": 1}', {"plain": 1})]:
+        for data in (raw, bytearray(raw), memoryview(raw), raw.decode()):
+            assert serialization.json_loads(data) == value, type(data)
