@@ -22,6 +22,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import signals
@@ -326,7 +327,8 @@ class Execution:
             value = task.run(task, *request.args, **request.kwargs)
         else:
             value = task.run(*request.args, **request.kwargs)
-        if inspect.iscoroutine(value) and not awaited:
+        # inspect.iscoroutine without its call: the coroutine type cannot be subclassed
+        if type(value) is CoroutineType and not awaited:
             # an ``async def`` task outside the asyncio pool: run it to the end here
             value = thread_event_loop().run_until_complete(value)
         return value
