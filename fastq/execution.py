@@ -121,8 +121,9 @@ class Execution:
         self.limiter: Any = AlarmLimiter()
         #: ids not to run (a worker's revoked set); tested once more just before a run
         self.revoked_ids: Mapping[str, Any] = {}
-        #: log "received" per task (at -l info); off by default, it costs per task
-        self.log_received = logger.isEnabledFor(logging.INFO)
+        #: log "received" and "succeeded" per task (at -l info); off by default, as they
+        #: cost per task. The level is read once, as Celery's tracer reads it.
+        self.log_received = self.log_succeeded = logger.isEnabledFor(logging.INFO)
         #: a hook that raises: logged in a worker (the outcome is already recorded),
         #: raised to the caller in eager mode, as Celery does
         self.propagate_hook_errors = False
@@ -406,7 +407,7 @@ class Execution:
             if not ignore_result:
                 self.pending_results.append((request.id, SUCCESS, value, None,
                                              self._extended(request)))
-            if logger.isEnabledFor(logging.INFO):
+            if self.log_succeeded:
                 logger.info("Task %s[%s] succeeded in %.6fs: %r", request.name, request.id,
                             time.perf_counter() - started, value)
             if embed and embed.get("chord"):

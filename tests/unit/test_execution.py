@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from fastq import App
@@ -89,3 +90,18 @@ def test_errbacks_are_not_children_of_the_failed_result_in_either_mode():
 
     eager = fails.apply(link_error=by_id.s(), throw=False)
     assert eager.state == "FAILURE" and eager.children == []
+
+
+def test_received_and_succeeded_are_logged_at_the_level_set_before_the_worker_starts(caplog):
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task
+    def noop():
+        return 1
+
+    for level, logged in ((logging.WARNING, []), (logging.INFO, ["received", "succeeded"])):
+        caplog.clear()
+        caplog.set_level(level, logger="fastq.worker")
+        _run(app, noop)
+        assert [r.getMessage().split("] ")[1].split()[0] for r in caplog.records
+                if r.name == "fastq.worker"] == logged
