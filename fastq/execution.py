@@ -565,11 +565,16 @@ class Execution:
                 self.pending_chord_parts.append((part, FAILURE, exc))
 
 
+#: The ``timelimit`` header of a message sent without time limits.
+_NO_LIMITS = [None, None]
+
+
 def time_limits(task: Task, request: Request, conf: Any) -> tuple[float | None, float | None]:
     """(hard, soft) from the message's ``timelimit`` [hard, soft], else task, else app."""
     limits = request.headers.get("timelimit")
     hard = soft = None
-    if limits and type(limits) in (list, tuple):
+    # Celery sends [None, None] when the caller gave no limit: nothing there to vet
+    if limits and limits != _NO_LIMITS and type(limits) in (list, tuple):
         hard = limits[0]
         soft = limits[1] if len(limits) > 1 else None
         # Other clients send strings or junk here now and then: ignore, as Celery does.

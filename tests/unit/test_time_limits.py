@@ -120,3 +120,5 @@ def test_timelimit_header_is_hard_then_soft_and_junk_is_ignored():
     assert limits(["10", "x"]) == (60, 50)
     assert limits("garbage") == (60, 50)
     assert limits([7]) == (7, 50)
+    assert limits([None, None]) == limits((None, None)) == limits(None) == (60, 50)
+    assert limits([0, -1]) == limits([]) == (60, 50)
