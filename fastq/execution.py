@@ -317,11 +317,12 @@ class Execution:
             raise
         return previous, ignore_result, hard, soft, time.perf_counter()
 
-    @staticmethod
-    def _invoke(task: Task, request: Request, awaited: bool = False) -> Any:
+    def _invoke(self, task: Task, request: Request, awaited: bool = False) -> Any:
         """The one call of a task's body (the frame the solo and green pools' terminators
         look for). ``awaited``: an ``async def`` body's coroutine is returned for the
         caller's loop to await, not run to the end here."""
+        # a plain method, not a static one: CPython 3.11 specializes ``self._invoke`` only
+        # for a function, and looks a staticmethod up the slow way at every call
         if not task._plain:
             value = Execution.call_custom(task, request)
         elif task.bind:
