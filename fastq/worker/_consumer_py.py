@@ -75,6 +75,10 @@ class Consumer(ConsumerLoop):
         self.ack_batch_size = max(1, ack_batch_size)
         self.ack_interval = ack_interval
         self.hostname = hostname
+        # the App's registry and settings themselves, which it never replaces: a read
+        # through the App, a class with __getattr__, takes CPython's slow path each time
+        self._tasks = app.tasks
+        self._conf = app.conf
         self.accept = _resolve_accept(app.conf.accept_content)
         self.max_redeliveries = app.conf.broker_max_redeliveries
         self.max_message_size = app.conf.worker_max_message_size
@@ -257,7 +261,7 @@ class Consumer(ConsumerLoop):
             if _REVOKED:
                 self._send_revoked(request, expired=False)
             return None
-        task = self.app.tasks.get(request.name)
+        task = self._tasks.get(request.name)
         if task is None:
             message = unknown_task_message(request.name, self.app.tasks)
             self.executor.store_now(request.id, FAILURE, not_registered_dict(request.name),
@@ -271,7 +275,7 @@ class Consumer(ConsumerLoop):
             if not self._on_time(delivery, request):
                 return None
         rate = self._buckets.get(request.name, False)
-        if rate is not False or task.rate_limit or self.app.conf.task_default_rate_limit:
+        if rate is not False or task.rate_limit or self._conf.task_default_rate_limit:
             if not self._within_rate(delivery, request, task):
                 return None
         record = self.executor.record_transition
@@ -281,7 +285,7 @@ class Consumer(ConsumerLoop):
             signals.task_received.send(sender=self, request=request)
         acks_late = task.acks_late
         if acks_late is None:
-            acks_late = self.app.conf.task_acks_late
+            acks_late = self._conf.task_acks_late
         if not acks_late:  # at-most-once, as asked: the ack goes out before the task runs
             self.broker.ack_many((delivery.tag,))
             self.counters["acked"] += 1
