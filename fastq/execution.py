@@ -300,13 +300,14 @@ class Execution:
                 ignore_result = task.ignore_result
                 if ignore_result is None:
                     ignore_result = self.conf.task_ignore_result
-            track_started = task.track_started
-            if track_started is None:
-                track_started = self.conf.task_track_started
-            if track_started and not ignore_result:  # Celery stores nothing for such a task
-                self.store_now(request.id, STARTED,
-                               {"pid": os.getpid(), "hostname": self.hostname},
-                               request=request)
+            if not ignore_result:  # Celery stores nothing for such a task, STARTED neither
+                track_started = task.track_started
+                if track_started is None:
+                    track_started = self.conf.task_track_started
+                if track_started:
+                    self.store_now(request.id, STARTED,
+                                   {"pid": os.getpid(), "hostname": self.hostname},
+                                   request=request)
             if self.log_received:
                 logger.info("Task %s[%s] received", request.name, request.id)
             hard, soft = time_limits(task, request, self.conf)

@@ -7,6 +7,7 @@ import logging
 import uuid
 
 from fastq import App
+from fastq.execution import Execution
 from fastq.task import Request
 from fastq.worker.executor import Executor
 
@@ -105,3 +106,27 @@ def test_received_and_succeeded_are_logged_at_the_level_set_before_the_worker_st
         _run(app, noop)
         assert [r.getMessage().split("] ")[1].split()[0] for r in caplog.records
                 if r.name == "fastq.worker"] == logged
+
+
+def test_started_is_stored_for_a_tracked_task_unless_its_result_is_ignored():
+    app = App("ex", broker=f"memory://{uuid.uuid4()}")
+
+    @app.task(track_started=True)
+    def tracked():
+        return 1
+
+    @app.task
+    def untracked():
+        return 1
+
+    def states(task, ignore_result):
+        executor = Execution(app.conf, "test@host")  # its store_now keeps STARTED in hand
+        headers = {**app.build_message(task.name, (), {}).headers,
+                   "ignore_result": ignore_result}
+        executor.run(task, Request(headers, [], {}, {}, None, "test@host"))
+        return [record[1] for record in executor.pending_results]
+
+    assert states(tracked, False) == ["STARTED", "SUCCESS"]
+    assert states(tracked, True) == [] and states(untracked, False) == ["SUCCESS"]
+    app.conf.task_track_started = True
+    assert states(untracked, False) == ["STARTED", "SUCCESS"] and states(untracked, True) == []
