@@ -1,6 +1,6 @@
 # The rabbitmq-c Connection's C-level state; behaviour and docstrings are in _amqp.pyx.
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 
 from fastq._speedups._amqp_decisions cimport ConfirmTracker
 from fastq._speedups.includes cimport rabbitmq as rmq
@@ -74,5 +74,6 @@ cdef class Connection:
                             bytes body, dict properties, object headers,
                             bint mandatory) except -1
     cdef int _send_out(self, str doing) except -1
+    cdef int _ack_one(self, uint64_t tag, bint multiple, bint direct) except -1
     cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
                           bint mandatory, bint direct) except -1

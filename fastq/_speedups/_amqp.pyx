@@ -81,6 +81,8 @@ cdef char FRAME_END = <char>0xCE
 # basic.publish: class 60 (basic), method 40
 cdef uint16_t BASIC_CLASS = 60
 cdef uint16_t BASIC_PUBLISH = 40
+# basic.ack: class 60, method 80
+cdef uint16_t BASIC_ACK = 80
 
 # connection.close reply code RabbitMQ uses when it closes us on purpose (shutdown,
 # rabbitmqctl close_connection): reconnecting is the right answer, as in py-amqp
@@ -1321,6 +1323,75 @@ cdef class Connection:
             # before this returns
             self._confirms.published(committed)
             self._leave()
+
+    def publish_and_ack(self, messages, upto, singles):
+        """``publish_batch(messages)``, then basic.ack of every tag up to ``upto`` (None:
+        none) and of each tag in ``singles``, in one write where they fit ``FLUSH_AT``.
+
+        A worker's results (rpc:// replies), then the acks of the tasks they belong to:
+        in this order on the wire, so a task is never acked before its result is out, and
+        RabbitMQ reads both at once. A message that cannot be encoded is left out, the
+        others and the acks still go, then its error is raised.
+
+        Raises:
+            TypeError, ValueError: a header or property value AMQP cannot carry.
+        """
+        cdef bint direct
+        cdef object failure = None
+        cdef Py_ssize_t committed = 0
+        self._enter()
+        try:
+            self._ready()
+            direct = self.direct_writes and not self.ssl
+            for exchange, routing_key, body, properties, headers in messages:
+                try:
+                    self._publish_one(exchange, routing_key, body, properties, headers,
+                                      False, direct)
+                except (TypeError, ValueError) as exc:
+                    if failure is None:
+                        failure = exc
+                    continue
+                committed += 1
+                rmq.recycle_amqp_pool(&self._pool)
+                if self._out_len >= FLUSH_AT:
+                    self._send_out("publish results")
+            if upto is not None:
+                self._ack_one(upto, True, direct)
+            for tag in singles:
+                self._ack_one(tag, False, direct)
+            if self._out_len:
+                self._send_out("ack")
+        finally:
+            self._confirms.published(committed)
+            self._leave()
+        if failure is not None:
+            raise failure
+
+    cdef int _ack_one(self, uint64_t tag, bint multiple, bint direct) except -1:
+        """Frame one basic.ack into the output buffer (``direct``) or send it through
+        rabbitmq-c."""
+        cdef char *p
+        cdef int status
+        if not direct:
+            with nogil:
+                status = rmq.amqp_basic_ack(self._state, CHANNEL, tag, multiple)
+            if status != rmq.AMQP_STATUS_OK:
+                self._lost("ack", rmq.amqp_error_string2(status).decode())
+            return 0
+        # the bytes amqp_basic_ack writes: a 13-byte method payload, class and method,
+        # the tag, and the multiple bit
+        self._reserve(21)
+        p = self._out + self._out_len
+        p[0] = FRAME_METHOD
+        _put16(p + 1, CHANNEL)
+        _put32(p + 3, 13)
+        _put16(p + 7, BASIC_CLASS)
+        _put16(p + 9, BASIC_ACK)
+        _put64(p + 11, tag)
+        p[19] = 1 if multiple else 0
+        p[20] = FRAME_END
+        self._out_len += 21
+        return 0
 
     cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
                           bint mandatory, bint direct) except -1:

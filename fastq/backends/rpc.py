@@ -275,7 +275,24 @@ class RPCBackend(Backend):
     # -- worker side -----------------------------------------------------------------
     def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
         """Publish each record to its request's ``reply_to`` queue (no reply_to: dropped)."""
-        messages = []
+        replies = self.encode_replies(records)
+        if not replies:
+            return
+
+        def publish(conn: Any) -> None:
+            for reply_to, body, properties in replies:
+                # §3.6.2; a vanished reply queue makes this silently unroutable
+                conn.publish("", reply_to, body, properties, {})
+
+        self._call("publish results", publish)
+
+    def encode_replies(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]],
+                       ) -> list[tuple[str, bytes, dict]]:
+        """The reply messages of ``records``: ``(reply_to, body, properties)`` for the
+        default exchange. A worker whose broker is this backend's RabbitMQ sends them
+        itself, with the acks (``AMQPBroker.ack_many_with_replies``)."""
+        replies = []
+        content_type, content_encoding = self._content_type, self._content_encoding
         for task_id, state, result, traceback, extra in records:
             extra = dict(extra) if extra else {}
             reply_to = extra.pop(REPLY_TO_KEY, None)
@@ -285,21 +302,10 @@ class RPCBackend(Backend):
                              "reply_to", state, task_id)
                 continue
             body = self.encode_meta(task_id, state, result, traceback, extra or None)
-            messages.append((reply_to, correlation_id, body))
-        if not messages:
-            return
-
-        content_type, content_encoding = self._content_type, self._content_encoding
-
-        def publish(conn: Any) -> None:
-            for reply_to, correlation_id, body in messages:
-                # §3.6.2; a vanished reply queue makes this silently unroutable
-                conn.publish("", reply_to, body, {
-                    "content_type": content_type,
-                    "content_encoding": content_encoding, "delivery_mode": 1, "priority": 0,
-                    "correlation_id": correlation_id}, {})
-
-        self._call("publish results", publish)
+            replies.append((reply_to, body, {
+                "content_type": content_type, "content_encoding": content_encoding,
+                "delivery_mode": 1, "priority": 0, "correlation_id": correlation_id}))
+        return replies
 
     # -- primitives: there is no store to read from or write to ----------------------
     def _get_many(self, task_ids: Sequence[str]) -> dict[str, bytes]:

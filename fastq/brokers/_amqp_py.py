@@ -635,6 +635,10 @@ class Connection:
         Raises:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
+        for value, what in ((exchange, "exchange name"), (routing_key, "routing key")):
+            # py-amqp would fail mid-frame; 63 characters are at most 252 bytes
+            if len(value) > 63 and len(str(value).encode("utf-8")) > 255:
+                raise ValueError(f"AMQP {what} is longer than 255 bytes: {value!r}")
         message = _Outgoing(body, encode_properties(properties, headers))
         with self._guard(f"publish to {exchange!r}/{routing_key!r}", rpc=False):
             self._ch.basic_publish(message, exchange, routing_key, mandatory)
@@ -646,6 +650,25 @@ class Connection:
         error is raised."""
         for exchange, routing_key, body, properties, headers in messages:
             self.publish(exchange, routing_key, body, properties, headers, mandatory)
+
+    def publish_and_ack(self, messages: Iterable[tuple], upto: int | None,
+                        singles: Iterable[int]) -> None:
+        """``publish_batch(messages)``, then basic.ack of every tag up to ``upto`` (None:
+        none) and of each tag in ``singles``: results first, then the acks they cover.
+        A message that cannot be encoded is left out, the others and the acks still
+        go, then its error is raised. (py-amqp writes each frame as it comes.)"""
+        failure = None
+        for exchange, routing_key, body, properties, headers in messages:
+            try:
+                self.publish(exchange, routing_key, body, properties, headers)
+            except (TypeError, ValueError) as exc:
+                failure = failure or exc
+        if upto is not None:
+            self.ack(upto, True)
+        for tag in singles:
+            self.ack(tag, False)
+        if failure is not None:
+            raise failure
 
     def confirm_select(self) -> None:
         """Turn on publisher confirms for this channel (a RabbitMQ extension)."""

@@ -78,7 +78,12 @@ class ConsumerLoop:
         self._send_acks(self._acks.take())
 
     def _send_acks(self, tags: list) -> None:
-        self.executor.flush_results()  # first: an acked task always has its result
+        replies = self.executor.take_replies()
+        if replies is None:
+            self.executor.flush_results()  # first: an acked task always has its result
+            if tags:
+                self.broker.ack_many(tags)
+        elif replies or tags:
+            self.broker.ack_many_with_replies(tags, replies)  # the results go first
         if tags:
-            self.broker.ack_many(tags)
             self.counters["acked"] += len(tags)

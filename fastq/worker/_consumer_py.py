@@ -103,6 +103,9 @@ class Consumer(ConsumerLoop):
         self._revoked_stamps = self.revoked.stamps
         # task events take receipts from _prepare rather than from the task_received signal
         executor.consumer_notes_receipts = True
+        # rpc:// results can leave with the acks, in one write (Executor.take_replies)
+        if hasattr(broker, "ack_many_with_replies"):
+            executor.reply_broker = broker
 
     # -- control ---------------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:

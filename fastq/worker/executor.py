@@ -49,6 +49,10 @@ class Executor(Execution):
         #: whether the backend sends results to the request's reply_to (rpc://); None
         #: until the backend is first needed, so it is not created for nothing
         self._wants_reply: bool | None = None
+        #: the worker's broker when it can carry rpc:// replies with its acks (the
+        #: consumer sets it); whether it will is decided with the backend, on first use
+        self.reply_broker: Any = None
+        self._replies_with_acks: bool | None = None
         # revoke (fastq/worker/control.py): ids the control listener adds; the consumer
         # tests them on receipt, ``run`` again for tasks that waited prefetched
         self.revoked = RevokedSet(self.conf.worker_revokes_max, self.conf.worker_revoke_expires)
@@ -107,6 +111,33 @@ class Executor(Execution):
                                      len(records))
             for part, state, result in parts:
                 self._chord_part_return(part, state, result)
+
+    def take_replies(self) -> list[tuple] | None:
+        """The pending results as rpc:// replies for the consumer to send with its acks
+        (``AMQPBroker.ack_many_with_replies``): one write for both, where the backend
+        replies over the worker's own RabbitMQ. None when the results take the usual way
+        (``flush_results``): another backend or broker, or chord members to count after
+        their results are stored."""
+        sends = self._replies_with_acks
+        if sends is None:
+            sends = self._replies_with_acks = self.reply_broker is not None and \
+                getattr(self.backend, "broker_url", None) == self.reply_broker.url and \
+                hasattr(self.backend, "encode_replies")
+        if not sends or self.pending_chord_parts:
+            return None
+        pending = self.pending_results
+        with self._flush_lock:
+            records = []
+            take = pending.popleft
+            while pending:
+                records.append(take())
+        if not records:
+            return []
+        try:
+            return self.backend.encode_replies(records)
+        except Exception:
+            logger.exception("could not store %d result(s); the tasks still ran", len(records))
+            return []
 
     def _chord_part_return(self, part: Any, state: str, result: Any) -> None:
         """Count a finished chord member; the last one in sends the body. A failure here

@@ -539,6 +539,61 @@ def test_publish_batch_sends_in_order_and_stops_at_a_bad_message(conn, queues):
     assert conn.get(queue, no_ack=True) is None
 
 
+def test_publish_and_ack_sends_the_messages_then_the_acks(connect, queues):
+    """A worker's results and its acks in one call: every message arrives, every acked
+    delivery is gone, a bad message is left out (its error raised after the rest went)."""
+    conn = connect()
+    tasks, replies = _declare(conn, queues()), _declare(conn, queues())
+    for i in range(6):
+        conn.publish("", tasks, str(i).encode(), {}, None)
+    conn.consume(tasks)
+    deliveries = _drain_n(conn, 6)
+    conn.publish_and_ack([("", replies, b"r0", {"correlation_id": "0"}, None),
+                          ("", replies, b"r1", {}, None)],
+                         deliveries[2][0], [deliveries[4][0]])
+    with pytest.raises(ValueError):
+        conn.publish_and_ack([("", "q" * 300, b"unroutable name", {}, None),
+                              ("", replies, b"r2", {}, None)], None, [deliveries[5][0]])
+    got = [conn.get(replies, no_ack=True) for _ in range(4)]
+    assert [d[7] for d in got[:3]] == [b"r0", b"r1", b"r2"] and got[3] is None
+    assert got[0][5]["correlation_id"] == "0"
+    conn.close()  # the unacked delivery (3) is requeued now
+    check = connect()
+    assert check.get(tasks, no_ack=True)[7] == b"3"
+    assert check.get(tasks, no_ack=True) is None
+
+
+def test_c_publish_and_ack_writes_rabbitmq_c_bytes_in_one_send(queues):
+    """The basic.ack the C driver frames itself (to send results and acks in one write)
+    is byte for byte rabbitmq-c's amqp_basic_ack, after the result on the wire."""
+    Connection = _driver_class("c")
+    queue = queues()
+    wire = {}
+    for direct in (False, True):
+        proxy = FaultProxy((HOST, PORT))
+        conn = Connection("127.0.0.1", proxy.port)
+        conn.direct_writes = direct
+        try:
+            conn.connect()
+            _declare(conn, queue)
+            for i in range(3):
+                conn.publish("", queue, str(i).encode(), {}, None)
+            conn.consume(queue)
+            tags = [d[0] for d in _drain_n(conn, 3)]
+            conn.publish_and_ack([("", queue, b"result", {"correlation_id": "c"}, None)],
+                                 tags[1], [tags[2]])
+        finally:
+            conn.close()
+            proxy.close()
+        frames = _client_frames(proxy)
+        # from the last basic.publish (the result) on: its three frames, then the acks
+        last = max(i for i, f in enumerate(frames) if f[0] == 1 and f[7:11] == b"\x00\x3c\x00\x28")
+        wire[direct] = frames[last:last + 5]
+    assert wire[True] == wire[False]
+    assert [f[7:11] for f in wire[True][3:]] == [b"\x00\x3c\x00\x50"] * 2
+    assert wire[True][4][-2] == 0 and wire[True][3][-2] == 1  # the multiple bit
+
+
 def test_c_signal_during_a_stalled_publish_raises_and_drops_the_connection(queues):
     """A publish blocked because RabbitMQ stopped reading (a resource alarm) must still
     see Ctrl-C; the frame may be half written, so the connection is given up."""

@@ -14,6 +14,7 @@ from fastq import App
 from fastq.backends import create_backend
 from fastq.backends.rpc import RPCBackend
 from fastq.exceptions import ConfigurationError, ResultTimeout
+from fastq.testing.worker import start_worker
 from tests.integration.test_amqp_broker import URL, delete_queues
 from tests.interop.processes import ROOT, Proc
 
@@ -69,6 +70,33 @@ def test_results_failures_and_out_of_order_replies(worker, queue, impl, monkeypa
         assert app.backend.get(quick[0].id)["status"] == "PENDING"
     finally:
         app.close()
+
+
+def test_a_worker_sends_its_results_with_its_acks(queue, impl, monkeypatch) -> None:
+    """With the rpc backend's RabbitMQ as its broker, a worker's replies leave on its
+    consumer connection, in the write of the acks: the backend opens no connection."""
+    if impl == "py":
+        monkeypatch.setenv("FASTQ_NO_SPEEDUPS", "1")
+    worker_app = App("rpc-worker", broker_url=URL, result_backend="rpc://")
+
+    @worker_app.task(name="t.add")
+    def add(a, b):
+        return a + b
+
+    client = App("rpc-client", broker_url=URL, result_backend="rpc://")
+    try:
+        with start_worker(worker_app, queues=[queue], prefetch_multiplier=8) as worker:
+            results = [client.send_task("t.add", (n, 1), queue=queue) for n in range(40)]
+            assert [r.get(timeout=20) for r in results] == list(range(1, 41))
+            assert worker.executor._replies_with_acks is True
+            assert worker_app.backend._conn is None
+            failed = client.send_task("t.add", (1, "x"), queue=queue)
+            with pytest.raises(TypeError):
+                failed.get(timeout=20)
+        assert worker.consumer.counters["acked"] == 41
+    finally:
+        client.close()
+        worker_app.close()
 
 
 def test_every_thread_finds_its_own_result(worker, queue) -> None:
