@@ -14,6 +14,13 @@ publishes it back and acks, and the caller reads it from its exclusive reply que
 same four broker hops as ``delay().get()`` over rpc://, with no task queue in between.
 ``bare-confirm`` is that floor with a publisher confirm awaited after each publish, as
 fastq's ``delay()`` does by default (``confirm_publish``).
+
+Each line also gives the CPU time per round trip of the three processes on its path,
+read from ``/proc``: the caller (this process), the worker (with its children) and
+RabbitMQ's Erlang VM (``beam.smp``, when it runs on this machine). RabbitMQ confirms a
+persistent message once a consumer has acked it, so the caller's ``delay()`` returns
+only after the worker's ack; the CPU each side spends on the way is what the round trip
+is made of, on a machine whose cores the three share.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from bench.depth import tree_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/8")
@@ -38,6 +47,38 @@ WORKERS = {
     "bare": [sys.executable, "-m", "bench.bare", "echo"],
     "bare-confirm": [sys.executable, "-m", "bench.bare", "echo"],
 }
+
+
+#: CPU µs per round trip (caller, worker, broker) of each run, by flavour; filled by measure
+CPU: dict[str, list[tuple[float, float, float]]] = {}
+
+
+def _broker_pid() -> int | None:
+    """RabbitMQ's Erlang VM here, or None (a broker on another machine)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().strip() == "beam.smp":
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def _cpu_reader(worker_pid: int):
+    """A function giving the CPU seconds so far of (caller, worker tree, broker)."""
+    broker_pid = _broker_pid()
+
+    def read() -> tuple[float, float, float]:
+        return (time.process_time(), tree_cpu(worker_pid),
+                tree_cpu(broker_pid) if broker_pid else 0.0)
+    return read
+
+
+def _note_cpu(flavour: str, before: tuple, after: tuple, count: int) -> None:
+    CPU.setdefault(flavour, []).append(
+        tuple((b - a) / count * 1e6 for a, b in zip(before, after)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,17 +98,22 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
         proc = subprocess.Popen(WORKERS[flavour], env=env, cwd=tmp, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
+            cpu = _cpu_reader(proc.pid)
             if flavour.startswith("bare"):
-                return _bare_round_trips(QUEUE, count, warmup,
-                                         confirm=flavour == "bare-confirm")
+                samples, before, after = _bare_round_trips(
+                    QUEUE, count, warmup, confirm=flavour == "bare-confirm", cpu=cpu)
+                _note_cpu(flavour, before, after, count)
+                return samples
             noop = app.tasks["bench.echo"]
             for _ in range(warmup):  # connections up, caches warm, worker ready
                 noop.delay(1).get(timeout=60)
             samples = []
+            before = cpu()
             for i in range(count):
                 began = time.perf_counter()
                 noop.delay(i).get(timeout=10)
                 samples.append((time.perf_counter() - began) * 1e6)
+            _note_cpu(flavour, before, cpu(), count)
             return samples
         finally:
             proc.terminate()
@@ -78,7 +124,9 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
             del QUEUE
 
 
-def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool) -> list[float]:
+def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
+                      cpu) -> tuple[list[float], tuple, tuple]:
+    """The round trips, and ``cpu()`` read before and after the timed ones."""
     from bench.bare import connect
 
     conn = connect()
@@ -90,7 +138,10 @@ def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool) -> lis
         if confirm:
             conn.confirm_select()
         samples = []
+        before = cpu()
         for i in range(warmup + count):
+            if i == warmup:
+                before = cpu()
             body = str(i).encode()
             began = time.perf_counter()
             conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": reply_to,
@@ -105,7 +156,7 @@ def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool) -> lis
                     break
             if i >= warmup:
                 samples.append((time.perf_counter() - began) * 1e6)
-        return samples
+        return samples, before, cpu()
     finally:
         conn.close()
 
@@ -124,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     if unknown:
         parser.error(f"unknown flavour(s) {', '.join(unknown)}; choose from {', '.join(WORKERS)}")
     print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
-          f"round trips one at a time, RabbitMQ, results via {RESULT_URL})")
+          f"round trips one at a time, RabbitMQ, results via {RESULT_URL}; then CPU µs per "
+          f"round trip: caller/worker/broker)")
     samples: dict[str, list[float]] = {f: [] for f in flavours}
     percentiles: dict[str, list[tuple[float, ...]]] = {f: [] for f in flavours}
     for run in range(1, args.runs + 1):
@@ -134,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             figures = summarise(measured)
             percentiles[flavour].append(figures)
             label = f"run {run} {flavour}" if args.runs > 1 else flavour
-            print(f"{label:16s} " + " ".join(f"{v:8.0f}" for v in figures), flush=True)
+            spent = "/".join(f"{v:.0f}" for v in CPU[flavour][-1])
+            print(f"{label:16s} " + " ".join(f"{v:8.0f}" for v in figures) + f"   {spent}",
+                  flush=True)
     if args.runs > 1:
         print_medians(percentiles, args.runs)
     return samples
@@ -150,15 +204,16 @@ def print_medians(percentiles: dict[str, list[tuple[float, ...]]], runs: int) ->
     """Median of each percentile over the runs; p50's range; p50 against bare's."""
     print(f"\nmedian of {runs} runs (µs)")
     print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s} {'p50 range':>14s}"
-          f" {'vs bare':>8s}")
+          f" {'vs bare':>8s}   CPU µs/round trip caller/worker/broker")
     bare_p50 = statistics.median(p[0] for p in percentiles["bare"]) \
         if "bare" in percentiles else None
     for flavour, per_run in percentiles.items():
         medians = [statistics.median(column) for column in zip(*per_run)]
         p50s = [p[0] for p in per_run]
         over = f"{medians[0] - bare_p50:+8.0f}" if bare_p50 is not None else f"{'-':>8s}"
+        spent = "/".join(f"{statistics.median(c):.0f}" for c in zip(*CPU.get(flavour, [])))
         print(f"{flavour:16s} " + " ".join(f"{v:8.0f}" for v in medians)
-              + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over}")
+              + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over}   {spent}")
 
 
 if __name__ == "__main__":
