@@ -119,13 +119,17 @@ class Executor(Execution):
         (``flush_results``): another backend or broker, or chord members to count after
         their results are stored."""
         sends = self._replies_with_acks
-        if sends is None:
+        if sends is False or self.pending_chord_parts:
+            return None
+        pending = self.pending_results
+        if not pending:
+            return [] if sends else None
+        if sends is None:  # the first results: the backend is needed now (not before)
             sends = self._replies_with_acks = self.reply_broker is not None and \
                 getattr(self.backend, "broker_url", None) == self.reply_broker.url and \
                 hasattr(self.backend, "encode_replies")
-        if not sends or self.pending_chord_parts:
-            return None
-        pending = self.pending_results
+            if not sends:
+                return None
         with self._flush_lock:
             records = []
             take = pending.popleft

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -96,6 +97,29 @@ def test_a_worker_sends_its_results_with_its_acks(queue, impl, monkeypatch) -> N
         assert worker.consumer.counters["acked"] == 41
     finally:
         client.close()
+        worker_app.close()
+
+
+def test_a_worker_without_a_result_backend_acks_its_tasks(queue) -> None:
+    """The replies-with-acks path asks for the backend only once there are results."""
+    worker_app = App("no-results", broker_url=URL, task_ignore_result=True)
+    done = threading.Event()
+
+    @worker_app.task(name="t.last")
+    def last():
+        done.set()
+
+    try:
+        with start_worker(worker_app, queues=[queue], prefetch_multiplier=8) as worker:
+            for _ in range(10):
+                worker_app.send_task("t.last", queue=queue)
+            assert done.wait(10)
+            deadline = time.monotonic() + 10
+            while worker.consumer.counters["acked"] < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert worker.consumer.counters["acked"] == 10
+            assert worker.executor._replies_with_acks is None
+    finally:
         worker_app.close()
 
 
