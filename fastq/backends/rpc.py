@@ -275,7 +275,10 @@ class RPCBackend(Backend):
     # -- worker side -----------------------------------------------------------------
     def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
         """Publish each record to its request's ``reply_to`` queue (no reply_to: dropped)."""
-        replies = self.encode_replies(records)
+        self.send_replies(self.encode_replies(records))
+
+    def send_replies(self, replies: list[tuple[str, bytes, dict]]) -> None:
+        """Publish ``encode_replies``' messages on this backend's own connection."""
         if not replies:
             return
 

@@ -730,16 +730,17 @@ class AMQPBroker(Broker):
         except BrokerError as exc:
             self._lost(exc)  # they will be redelivered: at least once, never lost
 
-    def ack_many_with_replies(self, tags: Iterable[Any], replies: list[tuple]) -> None:
+    def ack_many_with_replies(self, tags: Iterable[Any], replies: list[tuple]) -> bool:
         """``ack_many(tags)``, with ``replies`` published first on the consumer's channel,
         in the same write: a worker's rpc:// results, ``(reply_to, body, properties)``
         each, to the default exchange. Ahead of the acks on the wire, so a task is never
-        acked before its result is out. Lost with the connection like the acks: the tasks
-        are then redelivered and run again, and their results are sent again."""
-        current = self._current(tags)
+        acked before its result is out. False when they may not have gone out (no
+        connection, or it failed on the way): the tasks will be redelivered, and the
+        caller sends the results another way meanwhile."""
         conn = self._consumer
         if conn is None:
-            return
+            return False
+        current = self._current(tags)
         for tag in current:
             self._held.pop(tag, None)
         upto, singles = self._acks.settle(current) if current else (None, ())
@@ -748,9 +749,11 @@ class AMQPBroker(Broker):
                                   for reply_to, body, properties in replies], upto, singles)
         except BrokerError as exc:
             self._lost(exc)
+            return False
         except (TypeError, ValueError) as exc:
             logger.error("a result could not be sent to its caller (the other results "
                          "and the acks were): %s", exc)
+        return True
 
     def release_many(self, tags: Iterable[Any]) -> None:
         current = self._current(tags)

@@ -84,6 +84,8 @@ class ConsumerLoop:
             if tags:
                 self.broker.ack_many(tags)
         elif replies or tags:
-            self.broker.ack_many_with_replies(tags, replies)  # the results go first
+            # the results go first; without the broker's connection, by the backend's own
+            if not self.broker.ack_many_with_replies(tags, replies) and replies:
+                self.executor.send_replies(replies)
         if tags:
             self.counters["acked"] += len(tags)

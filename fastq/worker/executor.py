@@ -143,6 +143,14 @@ class Executor(Execution):
             logger.exception("could not store %d result(s); the tasks still ran", len(records))
             return []
 
+    def send_replies(self, replies: list[tuple]) -> None:
+        """Send ``take_replies``' messages through the backend's own connection (when the
+        broker's could not take them)."""
+        try:
+            self.backend.send_replies(replies)
+        except Exception:
+            logger.exception("could not store %d result(s); the tasks still ran", len(replies))
+
     def _chord_part_return(self, part: Any, state: str, result: Any) -> None:
         """Count a finished chord member; the last one in sends the body. A failure here
         is logged: the member's message is still acked (a redelivery would find the

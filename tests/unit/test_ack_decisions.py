@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -178,5 +179,61 @@ def test_results_are_stored_before_the_acks_that_cover_them(Consumer) -> None:  
             thread.join(10)
         assert consumer.counters["acked"] == 10
         assert unstored_at_ack and set(unstored_at_ack) == {0}
+    finally:
+        app.close()
+
+
+class _RepliesBackend:
+    """Stands in for rpc:// where a worker's results can ride with its acks."""
+
+    capabilities = frozenset({"reply_to"})
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        self.sent: list[tuple] = []
+
+    def encode_replies(self, records):
+        return [(f"reply.{r[0]}", repr(r[2]).encode(), {"correlation_id": r[0]})
+                for r in records]
+
+    def send_replies(self, replies):
+        self.sent += replies
+
+
+def test_results_the_broker_could_not_carry_go_by_the_backend(Consumer) -> None:  # noqa: N803
+    """When the broker's connection could not take the replies with the acks (it was
+    lost), the results still leave, on the backend's own connection."""
+    app = App("replies", broker=f"memory://{uuid.uuid4()}", task_acks_late=True)
+    try:
+        @app.task
+        def double(x):
+            return 2 * x
+
+        carried: list[tuple] = []
+
+        def ack_many_with_replies(tags, replies):
+            carried.append((list(tags), list(replies)))
+            app.broker.ack_many(tags)
+            return False  # as after a lost connection
+
+        app.broker.ack_many_with_replies = ack_many_with_replies
+        executor = Executor(app, "replies@test")
+        backend = executor._backend = _RepliesBackend(app.broker.url)
+        consumer = Consumer(app, app.broker, executor, SoloPool(executor), ["celery"], 8,
+                            ack_batch_size=4, ack_interval=0.01, hostname="replies@test")
+        sent = [double.delay(i).id for i in range(10)]
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(backend.sent) < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            consumer.stop()
+            thread.join(10)
+        assert sorted(props["correlation_id"] for _to, _body, props in backend.sent) \
+            == sorted(sent)
+        assert sum(len(replies) for _tags, replies in carried) == 10
+        assert consumer.counters["acked"] == 10
     finally:
         app.close()
