@@ -74,6 +74,8 @@ cdef class Connection:
                             bytes body, dict properties, object headers,
                             bint mandatory) except -1
     cdef int _send_out(self, str doing) except -1
+    cdef object _publish_each(self, messages, bint mandatory, bint direct, bint keep_going,
+                              Py_ssize_t *committed)
     cdef int _ack_one(self, uint64_t tag, bint multiple, bint direct) except -1
     cdef int _publish_one(self, exchange, routing_key, body, properties, headers,
                           bint mandatory, bint direct) except -1

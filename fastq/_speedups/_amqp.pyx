@@ -1296,24 +1296,13 @@ cdef class Connection:
         Raises:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
-        cdef bint direct
-        cdef object failure = None
+        cdef object failure
         cdef Py_ssize_t committed = 0
         self._enter()
         try:
             self._ready()
-            direct = self.direct_writes and not self.ssl
-            for exchange, routing_key, body, properties, headers in messages:
-                try:
-                    self._publish_one(exchange, routing_key, body, properties, headers,
-                                      mandatory, direct)
-                except (TypeError, ValueError) as exc:
-                    failure = exc
-                    break
-                committed += 1
-                rmq.recycle_amqp_pool(&self._pool)
-                if self._out_len >= FLUSH_AT:
-                    self._send_out("publish a batch")
+            failure = self._publish_each(messages, mandatory, self.direct_writes and not self.ssl,
+                                         False, &committed)
             if self._out_len:
                 self._send_out("publish a batch")
             if failure is not None:
@@ -1336,25 +1325,13 @@ cdef class Connection:
         Raises:
             TypeError, ValueError: a header or property value AMQP cannot carry.
         """
-        cdef bint direct
-        cdef object failure = None
+        cdef bint direct = self.direct_writes and not self.ssl
+        cdef object failure
         cdef Py_ssize_t committed = 0
         self._enter()
         try:
             self._ready()
-            direct = self.direct_writes and not self.ssl
-            for exchange, routing_key, body, properties, headers in messages:
-                try:
-                    self._publish_one(exchange, routing_key, body, properties, headers,
-                                      False, direct)
-                except (TypeError, ValueError) as exc:
-                    if failure is None:
-                        failure = exc
-                    continue
-                committed += 1
-                rmq.recycle_amqp_pool(&self._pool)
-                if self._out_len >= FLUSH_AT:
-                    self._send_out("publish results")
+            failure = self._publish_each(messages, False, direct, True, &committed)
             if upto is not None:
                 self._ack_one(upto, True, direct)
             for tag in singles:
@@ -1366,6 +1343,29 @@ cdef class Connection:
             self._leave()
         if failure is not None:
             raise failure
+
+    cdef object _publish_each(self, messages, bint mandatory, bint direct, bint keep_going,
+                              Py_ssize_t *committed):
+        """Frame (``direct``) or send each ``(exchange, routing_key, body, properties,
+        headers)`` in order, writing whenever ``FLUSH_AT`` bytes wait; ``committed`` counts
+        them. Returns the first encoding error (None: none), after which the rest are left
+        out, or with ``keep_going`` only the bad one."""
+        cdef object failure = None
+        for exchange, routing_key, body, properties, headers in messages:
+            try:
+                self._publish_one(exchange, routing_key, body, properties, headers,
+                                  mandatory, direct)
+            except (TypeError, ValueError) as exc:
+                if failure is None:
+                    failure = exc
+                if keep_going:
+                    continue
+                break
+            committed[0] += 1
+            rmq.recycle_amqp_pool(&self._pool)
+            if self._out_len >= FLUSH_AT:
+                self._send_out("publish a batch")
+        return failure
 
     cdef int _ack_one(self, uint64_t tag, bint multiple, bint direct) except -1:
         """Frame one basic.ack into the output buffer (``direct``) or send it through
