@@ -14,20 +14,23 @@ cdef class ConfirmTracker:
     cdef public bint selected
     # the number of the last publish on this channel (RabbitMQ counts from 1)
     cdef Py_ssize_t _published
-    # the numbers neither acked nor nacked yet
-    cdef set _waiting
+    # the first number not answered yet, and the numbers after it answered already
+    cdef Py_ssize_t _first
+    cdef set _ahead
     # publishes nacked, and mandatory ones returned, since failure() last reported
     cdef Py_ssize_t _nacked
     cdef list _returned
 
     cpdef select(self)
     cpdef new_channel(self)
+    cpdef _restart(self)
     cpdef new_connection(self)
     @cython.locals(last=Py_ssize_t)
     cpdef published(self, Py_ssize_t count=*)
     cpdef acked(self, object tag, bint multiple)
     cpdef nacked(self, object tag, bint multiple)
     cpdef returned(self, object reply_code, object reply_text)
+    @cython.locals(first=Py_ssize_t, answered=Py_ssize_t, ahead=set)
     cdef Py_ssize_t _answer(self, object tag, bint multiple) except -1
     cpdef object timed_out(self, object server, object timeout)
     cpdef object failure(self)

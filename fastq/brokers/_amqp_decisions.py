@@ -102,33 +102,42 @@ class ConfirmTracker:
     the two in step.
     """
 
-    __slots__ = ("selected", "_published", "_waiting", "_nacked", "_returned")
+    # The waiting numbers are kept as a range, not a set: every number from ``_first`` to
+    # ``_published`` waits except those in ``_ahead``, answered singly out of order (rare:
+    # RabbitMQ answers a channel's publishes in order). A publish is then one addition,
+    # and an answer up to a tag (a batch's confirms, a worker's results) moves ``_first``
+    # instead of removing numbers from a set one by one.
+    __slots__ = ("selected", "_published", "_first", "_ahead", "_nacked", "_returned")
 
     def __init__(self) -> None:
         #: confirm.select went through on the current channel: publishes are numbered
         self.selected = False
         self._published = 0
-        self._waiting: set[int] = set()
+        self._first = 1
+        self._ahead: set[int] = set()
         self._nacked = 0
         self._returned: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         """How many publishes are neither acked nor nacked yet."""
-        return len(self._waiting)
+        return self._published - self._first + 1 - len(self._ahead)
 
     def select(self) -> None:
         """confirm.select-ok arrived: numbering starts again at 1, earlier nacks are forgotten."""
         self.selected = True
-        self._published = 0
-        self._waiting.clear()
+        self._restart()
         self._nacked = 0
 
     def new_channel(self) -> None:
         """The channel was (re)opened: not in confirm mode, and the old channel's numbers
         mean nothing on it."""
         self.selected = False
+        self._restart()
+
+    def _restart(self) -> None:
         self._published = 0
-        self._waiting.clear()
+        self._first = 1
+        self._ahead.clear()
 
     def new_connection(self) -> None:
         """A new connection: nothing from the old one counts, nacks and returns included."""
@@ -138,13 +147,8 @@ class ConfirmTracker:
 
     def published(self, count: int = 1) -> None:
         """``count`` more publishes went out (numbered only in confirm mode)."""
-        if self.selected:
-            last = self._published
-            self._published = last + count
-            if count == 1:  # delay()'s case, where building a range() costs more than this
-                self._waiting.add(last + 1)
-            elif count > 1:
-                self._waiting.update(range(last + 1, last + count + 1))
+        if self.selected and count > 0:
+            self._published += count
 
     def acked(self, tag: int, multiple: bool) -> None:
         """basic.ack (60, 80) from RabbitMQ."""
@@ -160,23 +164,36 @@ class ConfirmTracker:
 
     def _answer(self, tag: int, multiple: bool) -> int:
         """Forget the numbers one frame answers; how many were waiting."""
-        waiting = self._waiting
-        if not multiple:
-            if tag in waiting:
-                waiting.discard(tag)
-                return 1
+        first, ahead = self._first, self._ahead
+        if tag > self._published:  # numbers never published wait for nothing
+            if not multiple:
+                return 0
+            tag = self._published
+        if tag < first:
             return 0
-        if tag >= self._published:  # all of them, the usual case: no scan
-            answered = len(waiting)
-            waiting.clear()
-            return answered
-        below = [number for number in waiting if number <= tag]
-        waiting.difference_update(below)
-        return len(below)
+        if not multiple:
+            if tag in ahead:
+                return 0
+            if tag != first:
+                ahead.add(tag)
+                return 1
+            answered = 1
+        else:
+            answered = tag - first + 1
+            if ahead:
+                below = [number for number in ahead if number <= tag]
+                answered -= len(below)
+                ahead.difference_update(below)
+        first = tag + 1
+        while ahead and first in ahead:  # numbers answered ahead of their turn
+            ahead.discard(first)
+            first += 1
+        self._first = first
+        return answered
 
     def timed_out(self, server: str, timeout: float) -> PublishTimeout:
         """The error for confirms still missing after ``timeout`` seconds."""
-        return PublishTimeout(f"RabbitMQ at {server} did not confirm {len(self._waiting)} "
+        return PublishTimeout(f"RabbitMQ at {server} did not confirm {len(self)} "
                               f"publish(es) within {timeout}s")
 
     def failure(self) -> PublishNacked | None:
