@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -296,6 +297,7 @@ class RPCBackend(Backend):
         itself, with the acks (``AMQPBroker.ack_many_with_replies``)."""
         replies = []
         content_type, content_encoding = self._content_type, self._content_encoding
+        done = datetime.now(timezone.utc).isoformat()  # one timestamp for the batch
         for task_id, state, result, traceback, extra in records:
             extra = dict(extra) if extra else {}
             reply_to = extra.pop(REPLY_TO_KEY, None)
@@ -304,7 +306,7 @@ class RPCBackend(Backend):
                 logger.debug("rpc backend: %s of task %s not sent: its message has no "
                              "reply_to", state, task_id)
                 continue
-            body = self.encode_meta(task_id, state, result, traceback, extra or None)
+            body = self.encode_meta(task_id, state, result, traceback, extra or None, done)
             replies.append((reply_to, body, {
                 "content_type": content_type, "content_encoding": content_encoding,
                 "delivery_mode": 1, "priority": 0, "correlation_id": correlation_id}))
