@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from ._registry import mask_url
 from ._speedups import ENV_SWITCHES
@@ -211,6 +211,10 @@ class Settings:
     #: mean fastq's beat alone.
     beat_scheduler: str | type | None = None
 
+    #: bumped by every change, so that what the App makes from the settings (routing)
+    #: is made again (not a setting)
+    version: ClassVar[int] = 0
+
     def update(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set several settings, validating names and coercing values."""
         for source in (values or {}, kwargs):
@@ -227,12 +231,7 @@ class Settings:
             # one of Celery's settings fastq does not apply: kept for reading back
             _warn_ignored(key)
             self.__dict__.setdefault("_ignored", {})[key] = value
-
-    def __getattr__(self, name: str) -> Any:
-        # only reached for names that are not fields
-        if name in IGNORED_SETTINGS:
-            return self.__dict__.get("_ignored", {}).get(name)
-        raise AttributeError(f"{type(self).__name__!s} has no setting {name!r}")
+            self.__dict__[key] = value  # read back as any attribute (None until set)
 
     def get(self, name: str, default: Any = None) -> Any:
         return getattr(self, name, default)
@@ -627,6 +626,12 @@ def _censor(name: str, value: Any) -> Any:
 
 
 _OLD_NAMES = _old_names([*_FIELD_TYPES, *IGNORED_SETTINGS])
+# Celery's settings fastq does not apply read as None until set: class attributes rather
+# than a __getattr__, whose mere presence would make every read of every setting take
+# CPython's slow path (about 1,400 instructions a task in a worker).
+for _name in IGNORED_SETTINGS:
+    setattr(Settings, _name, None)
+
 _DEFAULTS = Settings().as_dict()
 
 __all__ = ["Settings", "ENV_PREFIX", "IGNORED_SETTINGS"]

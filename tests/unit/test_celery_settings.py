@@ -251,3 +251,14 @@ def test_beat_scheduler_is_the_default_of_fastq_beat_dash_s(beat_app, monkeypatc
     done = _dry_run()
     assert done.exit_code != 0
     assert "beat_scheduler" in done.output and "redbeat.RedBeatScheduler" in done.output
+
+
+def test_ignored_settings_read_none_until_set_and_unknown_names_raise():
+    conf = Settings()
+    assert conf.broker_pool_limit is None and conf.get("worker_direct", 3) is None
+    conf.broker_pool_limit = 7
+    conf["BROKER_POOL_LIMIT"] = 8  # Celery's old name, the same setting
+    assert conf.broker_pool_limit == 8 and conf.table()["broker_pool_limit"] == 8
+    assert Settings().broker_pool_limit is None  # the value is the instance's, not shared
+    with pytest.raises(AttributeError):
+        conf.no_such_setting  # noqa: B018
