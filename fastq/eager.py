@@ -7,9 +7,9 @@ import functools
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ._time import now_isoformat
 from .backends.base import ChordReady, exception_to_dict
 from .exceptions import ChordError
 from .execution import Child, Execution, child_arguments
@@ -133,7 +133,7 @@ class EagerExecution(Execution):
                 value = exception_to_dict(value)
             meta = {"status": state, "result": value, "traceback": tb, "task_id": task_id}
             if state == SUCCESS or state == FAILURE:
-                meta["date_done"] = datetime.now(timezone.utc).isoformat()
+                meta["date_done"] = now_isoformat()
         return EagerResult(task_id, meta, app=self.app, children=children)
 
     # -- chords ----------------------------------------------------------------------

@@ -13,10 +13,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Any, ClassVar, NamedTuple
 
 from .. import serialization
+from .._time import now_isoformat
 from ..exceptions import ChordError, DecodeError, ResultTimeout, SecurityError
 from ..states import EXCEPTION_STATES, PENDING, PROPAGATE_STATES, READY_STATES, SUCCESS
 
@@ -207,7 +207,7 @@ class Backend(abc.ABC):
         if state in EXCEPTION_STATES and isinstance(result, BaseException):
             result = exception_to_dict(result)
         if state in READY_STATES:
-            date_done = date_done or datetime.now(timezone.utc).isoformat()
+            date_done = date_done or now_isoformat()
         else:
             date_done = None
         meta = {
@@ -230,7 +230,7 @@ class Backend(abc.ABC):
     def store_many(self, records: Iterable[tuple[str, str, Any, str | None, dict | None]]) -> None:
         """Store several ``(task_id, state, result, traceback, extra)`` records in one write."""
         # One timestamp for the batch: the records are stored now, together.
-        done = datetime.now(timezone.utc).isoformat()
+        done = now_isoformat()
         encode = self.encode_meta
         items = [(r[0], r[1], encode(*r, date_done=done)) for r in records]
         if items and self.signed:

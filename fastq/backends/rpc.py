@@ -20,13 +20,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .. import serialization
 from .._fork import getpid
 from .._registry import mask_url
+from .._time import now_isoformat
 from ..brokers._amqp_tls import for_driver
 from ..brokers.amqp import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -297,7 +297,7 @@ class RPCBackend(Backend):
         itself, with the acks (``AMQPBroker.ack_many_with_replies``)."""
         replies = []
         content_type, content_encoding = self._content_type, self._content_encoding
-        done = datetime.now(timezone.utc).isoformat()  # one timestamp for the batch
+        done = now_isoformat()  # one timestamp for the batch
         for task_id, state, result, traceback, extra in records:
             extra = dict(extra) if extra else {}
             reply_to = extra.pop(REPLY_TO_KEY, None)

@@ -327,3 +327,15 @@ def test_decoding_the_common_message_quickly_changes_no_outcome(headers, propert
                                                                accept, max_size))
 
     assert outcome(protocol.decode_task) == outcome(general)
+
+
+def test_now_isoformat_writes_what_datetime_isoformat_writes(monkeypatch):
+    for ns in (1_765_000_000_000_000_000, 1_765_000_000_123_456_789, 1_765_000_001_000_001_000,
+               1_765_000_000_999_999_999):
+        monkeypatch.setattr(_time.time, "time_ns", lambda ns=ns: ns)
+        expected = datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc).replace(
+            microsecond=ns // 1000 % 1_000_000).isoformat()
+        assert _time.now_isoformat() == expected
+    monkeypatch.undo()
+    before = datetime.now(timezone.utc)
+    assert before <= datetime.fromisoformat(_time.now_isoformat()) <= datetime.now(timezone.utc)
