@@ -228,10 +228,10 @@ class Settings:
         if key in _FIELD_TYPES:
             object.__setattr__(self, key, _coerce(key, value))
         else:
-            # one of Celery's settings fastq does not apply: kept for reading back
+            # one of Celery's settings fastq does not apply: kept for reading back, as any
+            # attribute (None until set)
             _warn_ignored(key)
-            self.__dict__.setdefault("_ignored", {})[key] = value
-            self.__dict__[key] = value  # read back as any attribute (None until set)
+            self.__dict__[key] = value
 
     def get(self, name: str, default: Any = None) -> Any:
         return getattr(self, name, default)
@@ -254,7 +254,8 @@ class Settings:
         for name, value in self.as_dict().items():
             if with_defaults or value != defaults[name]:
                 out[name] = _censor(name, value) if censored else value
-        for name, value in sorted(self.__dict__.get("_ignored", {}).items()):
+        for name, value in sorted((name, value) for name, value in self.__dict__.items()
+                                  if name in IGNORED_SETTINGS):
             out[name] = _censor(name, value) if censored else value
         return out
 

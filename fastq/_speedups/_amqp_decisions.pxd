@@ -25,7 +25,6 @@ cdef class ConfirmTracker:
     cpdef new_channel(self)
     cpdef _restart(self)
     cpdef new_connection(self)
-    @cython.locals(last=Py_ssize_t)
     cpdef published(self, Py_ssize_t count=*)
     cpdef acked(self, object tag, bint multiple)
     cpdef nacked(self, object tag, bint multiple)

@@ -719,12 +719,17 @@ class AMQPBroker(Broker):
             return []
         return [tag & TAG_MASK for tag in tags if tag >> GEN_SHIFT == gen]
 
-    def ack_many(self, tags: Iterable[Any]) -> None:
+    def _settled(self, tags: Iterable[Any]) -> list[int]:
+        """The AMQP tags among ``tags`` that belong to the live channel, no longer held."""
         current = self._current(tags)
-        if not current:
-            return
         for tag in current:
             self._held.pop(tag, None)
+        return current
+
+    def ack_many(self, tags: Iterable[Any]) -> None:
+        current = self._settled(tags)
+        if not current:
+            return
         try:
             self._send_acks(current)
         except BrokerError as exc:
@@ -740,9 +745,7 @@ class AMQPBroker(Broker):
         conn = self._consumer
         if conn is None:
             return False
-        current = self._current(tags)
-        for tag in current:
-            self._held.pop(tag, None)
+        current = self._settled(tags)
         upto, singles = self._acks.settle(current) if current else (None, ())
         try:
             conn.publish_and_ack([("", reply_to, body, properties, None)

@@ -99,10 +99,7 @@ class Executor(Execution):
             parts = []
             while self.pending_chord_parts:
                 parts.append(self.pending_chord_parts.popleft())
-            records = []
-            take = pending.popleft
-            while pending:
-                records.append(take())
+            records = self._take_results()
             if records:
                 try:
                     self.backend.store_many(records)
@@ -111,6 +108,15 @@ class Executor(Execution):
                                      len(records))
             for part, state, result in parts:
                 self._chord_part_return(part, state, result)
+
+    def _take_results(self) -> list[tuple]:
+        """Every outcome waiting in ``pending_results``, oldest first (under the flush lock)."""
+        pending = self.pending_results
+        take = pending.popleft
+        records = []
+        while pending:
+            records.append(take())
+        return records
 
     def take_replies(self) -> list[tuple] | None:
         """The pending results as rpc:// replies for the consumer to send with its acks
@@ -131,10 +137,7 @@ class Executor(Execution):
             if not sends:
                 return None
         with self._flush_lock:
-            records = []
-            take = pending.popleft
-            while pending:
-                records.append(take())
+            records = self._take_results()
         if not records:
             return []
         try:
