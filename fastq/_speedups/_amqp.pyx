@@ -17,6 +17,8 @@ the close itself.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -361,6 +363,230 @@ cdef int _encode_properties(dict properties, object headers, rmq.amqp_basic_prop
     _set_shortstr_property(properties, "type", rmq.AMQP_BASIC_TYPE_FLAG, p, &p.type, pool)
     _set_shortstr_property(properties, "app_id", rmq.AMQP_BASIC_APP_ID_FLAG,
                            p, &p.app_id, pool)
+    return 0
+
+
+# -- field tables and properties: Python -> the output buffer, directly ------------------------
+# The publish frames are written by this module (``_frame_publish``); writing the content
+# header's properties straight into them too skips rabbitmq-c's two passes (Python ->
+# amqp_table_t in a pool, then amqp_table_t -> bytes). The bytes are the same as
+# amqp_encode_properties writes (tests compare both on the wire), and so are the errors:
+# a value is refused with ``_encode_value``'s message, in the same order.
+
+class _FrameFull(Exception):
+    """The properties outgrew the content header frame (turned into a ValueError)."""
+
+
+cdef struct _Writer:
+    char *p      # where the next byte goes
+    char *end    # one past the last byte the frame may hold
+
+
+cdef inline char *_claim(_Writer *w, size_t n) except NULL:
+    """Room for ``n`` more bytes; the start of it."""
+    cdef char *at = w.p
+    if <size_t>(w.end - w.p) < n:
+        raise _FrameFull()
+    w.p += n
+    return at
+
+
+cdef int _write_long(_Writer *w, const char *data, size_t n) except -1:
+    """A long string: 32-bit length, then the bytes."""
+    cdef char *at = _claim(w, 4 + n)
+    _put32(at, <uint32_t>n)
+    memcpy(at + 4, data, n)
+    return 0
+
+
+cdef int _write_text(_Writer *w, str value) except -1:
+    cdef Py_ssize_t n
+    cdef const char *data
+    cdef bytes encoded
+    try:
+        data = PyUnicode_AsUTF8AndSize(value, &n)
+    except UnicodeEncodeError:
+        # lone surrogates: written as py-amqp writes them
+        encoded = value.encode("utf-8", "surrogatepass")
+        return _write_long(w, PyBytes_AS_STRING(encoded), <size_t>PyBytes_GET_SIZE(encoded))
+    return _write_long(w, data, <size_t>n)
+
+
+cdef int _write_value(_Writer *w, object value, int depth) except -1:
+    """A field value with its kind octet; the kinds and checks of ``_encode_value``."""
+    cdef int64_t number
+    cdef double real
+    cdef uint64_t bits
+    cdef char *at
+    cdef char *start
+    cdef bytes raw
+    if depth > MAX_DEPTH:
+        raise ValueError(f"header values nested deeper than {MAX_DEPTH} levels (a cycle?)")
+    # bool before int: bool is an int subclass
+    if isinstance(value, str):
+        _claim(w, 1)[0] = <char>rmq.AMQP_FIELD_KIND_UTF8
+        _write_text(w, <str>value)
+    elif value is None:
+        _claim(w, 1)[0] = <char>rmq.AMQP_FIELD_KIND_VOID
+    elif isinstance(value, bool):
+        at = _claim(w, 2)
+        at[0] = <char>rmq.AMQP_FIELD_KIND_BOOLEAN
+        at[1] = 1 if value else 0
+    elif isinstance(value, int):
+        try:
+            number = value
+        except OverflowError:
+            raise ValueError(f"integer {value} does not fit an AMQP header (signed 64 bits)")
+        if INT32_MIN <= number <= INT32_MAX:
+            at = _claim(w, 5)
+            at[0] = <char>rmq.AMQP_FIELD_KIND_I32
+            _put32(at + 1, <uint32_t><int32_t>number)
+        else:
+            at = _claim(w, 9)
+            at[0] = <char>rmq.AMQP_FIELD_KIND_I64
+            _put64(at + 1, <uint64_t>number)
+    elif isinstance(value, float):
+        real = value
+        memcpy(&bits, &real, 8)
+        at = _claim(w, 9)
+        at[0] = <char>rmq.AMQP_FIELD_KIND_F64
+        _put64(at + 1, bits)
+    elif isinstance(value, dict):
+        _claim(w, 1)[0] = <char>rmq.AMQP_FIELD_KIND_TABLE
+        _write_table(w, value, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        _claim(w, 1)[0] = <char>rmq.AMQP_FIELD_KIND_ARRAY
+        at = _claim(w, 4)
+        start = w.p
+        for item in value:
+            _write_value(w, item, depth + 1)
+        _put32(at, <uint32_t>(w.p - start))
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        # 'S' with the raw bytes, never 'x' (§1.3.2)
+        raw = value if type(value) is bytes else bytes(value)
+        _claim(w, 1)[0] = <char>rmq.AMQP_FIELD_KIND_UTF8
+        _write_long(w, PyBytes_AS_STRING(raw), <size_t>PyBytes_GET_SIZE(raw))
+    elif isinstance(value, datetime):
+        bits = _timestamp(value)
+        at = _claim(w, 9)
+        at[0] = <char>rmq.AMQP_FIELD_KIND_TIMESTAMP
+        _put64(at + 1, bits)
+    else:
+        raise TypeError(f"cannot put a {type(value).__name__} in an AMQP header: {value!r}")
+    return 0
+
+
+cdef int _write_table(_Writer *w, object table, int depth) except -1:
+    """A field table: 32-bit length, then each name and value."""
+    cdef char *length_at = _claim(w, 4)
+    cdef char *start = w.p
+    cdef char *at
+    cdef str name
+    cdef const char *data
+    cdef Py_ssize_t size
+    cdef object key = None
+    cdef object value
+    cdef bint in_value = False
+    cdef PyObject *borrowed_key
+    cdef PyObject *borrowed_value
+    cdef Py_ssize_t pos = 0
+    cdef object items = None if type(table) is dict else iter(table.items())
+    # one try around the loop, not one per entry: entering a try block costs more than
+    # writing a small value
+    try:
+        while True:
+            if items is None:
+                # a plain dict (every header table fastq builds) is walked in place
+                if not PyDict_Next(table, &pos, &borrowed_key, &borrowed_value):
+                    break
+                key = <object>borrowed_key
+                value = <object>borrowed_value
+            else:
+                try:
+                    key, value = next(items)
+                except StopIteration:
+                    break
+            # the name's cached UTF-8 form: header names repeat in every message
+            name = key if type(key) is str else str(key)
+            data = PyUnicode_AsUTF8AndSize(name, &size)
+            if size > 255:
+                raise ValueError(f"AMQP header name longer than 255 bytes: {key!r}")
+            at = _claim(w, 1 + <size_t>size)
+            at[0] = <char>size
+            memcpy(at + 1, data, <size_t>size)
+            in_value = True
+            _write_value(w, value, depth)
+            in_value = False
+    except (TypeError, ValueError) as exc:
+        if not in_value:
+            raise
+        raise type(exc)(f"header {key!r}: {exc}") from None
+    _put32(length_at, <uint32_t>(w.p - start))
+    return 0
+
+
+cdef int _write_shortstr_property(_Writer *w, dict properties, str name) except -1:
+    """The property as a short string; 1 when written, 0 when absent (None)."""
+    cdef object value = properties.get(name)
+    cdef str text
+    cdef const char *data
+    cdef Py_ssize_t n
+    cdef char *at
+    if value is None:
+        return 0
+    text = value if type(value) is str else str(value)
+    data = PyUnicode_AsUTF8AndSize(text, &n)
+    if n > 255:
+        raise ValueError(f"AMQP property {name!r} is longer than 255 bytes: {value!r}")
+    at = _claim(w, 1 + <size_t>n)
+    at[0] = <char>n
+    memcpy(at + 1, data, <size_t>n)
+    return 1
+
+
+cdef int _write_octet_property(_Writer *w, dict properties, str name) except -1:
+    cdef object value = properties.get(name)
+    if value is None:
+        return 0
+    _claim(w, 1)[0] = <char><uint8_t>(int(value) & 0xFF)
+    return 1
+
+
+cdef int _write_properties(_Writer *w, dict properties, object headers) except -1:
+    """The basic class's property flags and the properties present, as
+    ``_encode_properties`` picks them (keys present and not None)."""
+    cdef char *flags_at = _claim(w, 2)
+    cdef uint32_t flags = 0
+    cdef object value
+    if _write_shortstr_property(w, properties, "content_type"):
+        flags |= rmq.AMQP_BASIC_CONTENT_TYPE_FLAG
+    if _write_shortstr_property(w, properties, "content_encoding"):
+        flags |= rmq.AMQP_BASIC_CONTENT_ENCODING_FLAG
+    if headers:
+        _write_table(w, headers, 0)
+        flags |= rmq.AMQP_BASIC_HEADERS_FLAG
+    if _write_octet_property(w, properties, "delivery_mode"):
+        flags |= rmq.AMQP_BASIC_DELIVERY_MODE_FLAG
+    if _write_octet_property(w, properties, "priority"):
+        flags |= rmq.AMQP_BASIC_PRIORITY_FLAG
+    if _write_shortstr_property(w, properties, "correlation_id"):
+        flags |= rmq.AMQP_BASIC_CORRELATION_ID_FLAG
+    if _write_shortstr_property(w, properties, "reply_to"):
+        flags |= rmq.AMQP_BASIC_REPLY_TO_FLAG
+    if _write_shortstr_property(w, properties, "expiration"):
+        flags |= rmq.AMQP_BASIC_EXPIRATION_FLAG
+    if _write_shortstr_property(w, properties, "message_id"):
+        flags |= rmq.AMQP_BASIC_MESSAGE_ID_FLAG
+    value = properties.get("timestamp")
+    if value is not None:
+        _put64(_claim(w, 8), _timestamp(value))
+        flags |= rmq.AMQP_BASIC_TIMESTAMP_FLAG
+    if _write_shortstr_property(w, properties, "type"):
+        flags |= rmq.AMQP_BASIC_TYPE_FLAG
+    if _write_shortstr_property(w, properties, "app_id"):
+        flags |= rmq.AMQP_BASIC_APP_ID_FLAG
+    # the basic class's flags fit one 16-bit word: no continuation bit
+    _put16(flags_at, <uint16_t>flags)
     return 0
 
 
@@ -1449,9 +1675,8 @@ cdef class Connection:
                             bint mandatory) except -1:
         """Append the frames of one basic.publish: method, content header, body frames.
 
-        The same bytes amqp_basic_publish writes (tests compare them on the wire); the
-        properties are encoded by rabbitmq-c itself."""
-        cdef rmq.amqp_basic_properties_t props
+        The same bytes amqp_basic_publish writes (tests compare them on the wire),
+        properties included (``_write_properties``)."""
         cdef size_t frame_max = <size_t>rmq.amqp_get_frame_max(self._state)
         # 7-byte frame header and the end octet around each payload
         cdef size_t chunk = frame_max - 8
@@ -1459,10 +1684,9 @@ cdef class Connection:
         cdef const char *body_data = PyBytes_AS_STRING(body)
         cdef size_t frames = (body_len + chunk - 1) // chunk
         cdef size_t off, start, n
-        cdef rmq.amqp_bytes_t room
         cdef int written
         cdef char *p
-        _encode_properties(properties, headers, &props, &self._pool)
+        cdef _Writer writer
         # method frame (at most 527 bytes), a header frame (at most frame_max), the body
         self._reserve(600 + frame_max + body_len + 8 * frames)
         p = self._out + self._out_len
@@ -1488,12 +1712,14 @@ cdef class Connection:
         _put16(p + off + 7, BASIC_CLASS)
         _put16(p + off + 9, 0)
         _put64(p + off + 11, body_len)
-        room.bytes = <void *>(p + off + 19)
-        room.len = frame_max - 8 - 12
-        written = rmq.amqp_encode_properties(BASIC_CLASS, &props, room)
-        if written < 0:
+        writer.p = p + off + 19
+        writer.end = writer.p + (frame_max - 8 - 12)
+        try:
+            _write_properties(&writer, properties, headers)
+        except _FrameFull:
             raise ValueError(f"the message's properties and headers do not fit one AMQP "
-                             f"frame (frame_max {frame_max} bytes)")
+                             f"frame (frame_max {frame_max} bytes)") from None
+        written = <int>(writer.p - (p + off + 19))
         _put32(p + start + 3, <uint32_t>(12 + written))
         off = start + 19 + <size_t>written
         p[off] = FRAME_END

@@ -522,6 +522,134 @@ def test_direct_frames_equal_rabbitmq_c_basic_publish_on_the_wire(queues):
     assert wire[True] == wire[False]
 
 
+def _random_header_value(rng, depth: int):
+    kinds = ["str", "none", "bool", "int32", "int64", "float", "bytes", "when", "surrogate"]
+    if depth < 3:
+        kinds += ["dict", "list", "tuple"]
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return "".join(rng.choice("aé✓ z0") for _ in range(rng.randrange(0, 40)))
+    if kind == "surrogate":
+        return "lone \udc80 surrogate"
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int32":
+        return rng.randint(-(2**31), 2**31 - 1)
+    if kind == "int64":
+        return rng.choice([1, -1]) * rng.randint(2**31, 2**63 - 1)
+    if kind == "float":
+        return rng.uniform(-1e9, 1e9)
+    if kind == "bytes":
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 20)))
+    if kind == "when":
+        return datetime.fromtimestamp(rng.randrange(0, 2**32), timezone.utc)
+    if kind == "dict":
+        return _random_table(rng, depth + 1)
+    items = [_random_header_value(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
+    return items if kind == "list" else tuple(items)
+
+
+def _random_table(rng, depth: int = 0) -> dict:
+    table = {}
+    for _ in range(rng.randrange(0, 8)):
+        name = rng.choice(["id", "task", "root_id", "ñame", "x" * rng.randrange(1, 256), 7])
+        table[name] = _random_header_value(rng, depth)
+    return table
+
+
+def _random_properties(rng) -> dict:
+    properties = {}
+    for name in ("content_type", "content_encoding", "correlation_id", "reply_to",
+                 "message_id", "type", "app_id"):
+        if rng.random() < 0.5:
+            properties[name] = rng.choice(["", "application/json", "ü" * 100, 12345])
+    # RabbitMQ refuses an expiration that is not a number and a delivery mode not 1 or 2
+    if rng.random() < 0.5:
+        properties["expiration"] = rng.choice(["60000", 1000])
+    if rng.random() < 0.5:
+        properties["delivery_mode"] = rng.choice([1, 2, 258])
+    if rng.random() < 0.5:
+        properties["priority"] = rng.choice([0, 9, 255, 300])
+    if rng.random() < 0.3:
+        properties["timestamp"] = rng.choice([0, 1700000000, datetime(2030, 1, 2)])
+    if rng.random() < 0.2:
+        properties["user_id"] = "ignored by both"  # neither writes it
+    return properties
+
+
+def test_direct_properties_equal_rabbitmq_c_for_random_tables(queues):
+    """The C driver writes properties and header tables itself; for 300 random ones
+    (every kind it writes, nested, non-str names, a dict subclass) the content headers
+    must be rabbitmq-c's amqp_encode_properties bytes."""
+    import collections
+    import random
+
+    Connection = _driver_class("c")
+    queue = queues()
+    rng = random.Random(20261207)
+    messages = []
+    for i in range(300):
+        headers = _random_table(rng)
+        if i % 50 == 7:
+            headers = collections.OrderedDict(headers)  # a mapping that is not a dict
+        messages.append(("", queue, b"b%d" % i, _random_properties(rng), headers))
+    wire = {}
+    for direct in (False, True):
+        proxy = FaultProxy((HOST, PORT))
+        conn = Connection("127.0.0.1", proxy.port)
+        conn.direct_writes = direct
+        try:
+            conn.connect()
+            _declare(conn, queue)
+            conn.publish_batch(messages)
+            conn.purge_queue(queue)
+        finally:
+            conn.close()
+            proxy.close()
+        wire[direct] = _content_headers(proxy)
+    assert len(wire[False]) == 300
+    assert wire[True] == wire[False]
+
+
+@pytest.mark.parametrize("properties, headers, error, match", [
+    ({}, {"bad": object()}, TypeError, "header 'bad': cannot put a object"),
+    ({}, {"deep": {"bad": {1, 2}}}, TypeError, "header 'deep': header 'bad': cannot put a set"),
+    ({}, {"list": [1, [object()]]}, TypeError, "header 'list': cannot put a object"),
+    ({}, {"huge": 2**64}, ValueError, "header 'huge': integer 18446744073709551616 does not"),
+    ({}, {"n" * 256: 1}, ValueError, "AMQP header name longer than 255 bytes"),
+    ({"reply_to": "r" * 256}, None, ValueError, "AMQP property 'reply_to' is longer than 255"),
+    ({"content_type": "x" * 300}, {"bad": object()}, ValueError, "property 'content_type'"),
+])
+def test_both_c_paths_refuse_a_bad_message_alike(queues, properties, headers, error, match):
+    """Writing the properties directly must refuse what rabbitmq-c's path refuses, with
+    the same error, and leave the connection usable: nothing of the message is sent."""
+    _refused_and_still_usable(queues, properties, headers, error, match, (False, True))
+
+
+def test_c_direct_path_refuses_headers_bigger_than_a_frame(queues):
+    """(rabbitmq-c's own path gives the connection up instead: it finds out mid-write.)"""
+    _refused_and_still_usable(queues, {}, {"big": "x" * 200_000}, ValueError,
+                              "do not fit one AMQP frame", (True,))
+
+
+def _refused_and_still_usable(queues, properties, headers, error, match, paths) -> None:
+    for direct in paths:
+        conn = _driver_class("c")(HOST, PORT)
+        conn.direct_writes = direct
+        try:
+            conn.connect()
+            queue = _declare(conn, queues())
+            with pytest.raises(error, match=match):
+                conn.publish("", queue, b"refused", properties, headers)
+            conn.publish("", queue, b"after", {}, None)
+            assert conn.get(queue, no_ack=True)[7] == b"after"
+            assert conn.get(queue, no_ack=True) is None
+        finally:
+            conn.close()
+
+
 def test_publish_batch_sends_in_order_and_stops_at_a_bad_message(conn, queues):
     queue = _declare(conn, queues())
     conn.confirm_select()
