@@ -567,7 +567,7 @@ class App:
                     else self.message_template(name, **options))
             messages.append(template.build(new_id(), tuple(args or ()), dict(kwargs or {})))
         self.publish_many(messages, **publishing)
-        return [AsyncResult(m.headers["id"], app=self) for m in messages]
+        return [AsyncResult(m.headers["id"], self) for m in messages]
 
     def publish_many(self, messages: Sequence[protocol.Message], *, retry: bool | None = None,
                      retry_policy: dict[str, Any] | None = None, _traced: bool = False) -> None:
