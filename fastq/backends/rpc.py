@@ -172,6 +172,12 @@ class RPCBackend(Backend):
     @property
     def reply_queue(self) -> str:
         """This client's reply queue, declared (and consumed) on first use."""
+        queue, conn = self._queue, self._conn
+        if queue is not None and self._consuming and conn is not None and conn.is_open \
+                and self._pid == getpid():
+            # read at every delay(): what the slow path below would find, without its
+            # lock and calls
+            return queue
         self._check_pid()
         with self._lock:
             if self._queue is None:
