@@ -268,6 +268,7 @@ class AMQPBroker(Broker):
         self._producer_confirming = False
         self._producer_lock = threading.RLock()
         self._consumer: Any = None
+        self._consumer_confirming = False
         self._gen = 0
         self._acks = AckTracker()
         #: AMQP tag -> (queue, properties, headers, body, redeliveries) of held deliveries
@@ -377,11 +378,6 @@ class AMQPBroker(Broker):
         self.state = "connecting" if self.state == "disconnected" else "reconnecting"
         try:
             conn = self._new_connection()
-            try:
-                conn.confirm_select()
-            except BrokerError:
-                conn.close()
-                raise
         except BrokerError as exc:
             self.state = "reconnecting"
             delay = self._reconnect_failed(exc)
@@ -392,6 +388,10 @@ class AMQPBroker(Broker):
             logger.info("reconnected to RabbitMQ at %s:%s; consuming again",
                         self._params["host"], self._params["port"])
         self._consumer = conn
+        # no confirm mode until a republish needs it (_confirming_consumer): in it, every
+        # rpc:// result the worker sends with its acks would be confirmed, a frame more
+        # for RabbitMQ to send and the worker to read per task, for nothing it waits on
+        self._consumer_confirming = False
         self._gen += 1
         self._forget_channel()
         self.reconnect_backoff.succeeded()
@@ -698,11 +698,20 @@ class AMQPBroker(Broker):
 
     def _requeue_counted(self, items: list[tuple[int, tuple]]) -> None:
         """Republish copies carrying their new redelivery count, then ack the originals."""
-        conn = self._consumer
+        conn = self._confirming_consumer()
         for _tag, (queue, props, headers, body, count) in items:
             conn.publish("", queue, body, props, {**headers, REDELIVERIES_HEADER: count})
         conn.wait_for_confirms(self.confirm_timeout)
         self._send_acks([tag for tag, _ in items])
+
+    def _confirming_consumer(self) -> Any:
+        """The consumer connection in confirm mode: a republish on it is waited for
+        before the original is acked (put in that mode at the first such republish)."""
+        conn = self._consumer
+        if not self._consumer_confirming:
+            conn.confirm_select()
+            self._consumer_confirming = True
+        return conn
 
     def _send_acks(self, tags: list[int]) -> None:
         upto, singles = self._acks.settle(tags)
@@ -792,8 +801,9 @@ class AMQPBroker(Broker):
     def _republish_and_ack(self, tag: int, queue: str, props: dict, headers: dict,
                            body: bytes) -> None:
         try:
-            self._consumer.publish("", queue, body, props, headers)
-            self._consumer.wait_for_confirms(self.confirm_timeout)
+            conn = self._confirming_consumer()
+            conn.publish("", queue, body, props, headers)
+            conn.wait_for_confirms(self.confirm_timeout)
             self._send_acks([tag])
         except BrokerError as exc:
             self._lost(exc)

@@ -237,6 +237,51 @@ def test_dead_letters_keep_reason_and_stay(driver) -> None:
         delete_queues([queue])
 
 
+class _SelectCounter:
+    """A real driver connection that counts its confirm.select calls."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.selects = 0
+
+    def confirm_select(self) -> None:
+        self.selects += 1
+        self._conn.confirm_select()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_consumer_channel_enters_confirm_mode_only_for_a_republish(driver) -> None:
+    """Results sent with the acks are not confirmed (a frame per task for nothing waited
+    on); a republish that must land before its original is acked (a dead letter) still
+    is: the channel goes into confirm mode then, once."""
+    queue, replies = unique("confirm"), unique("replies")
+    broker = create_broker(driver_url(driver))
+    opened: list[_SelectCounter] = []
+    make = broker._new_connection
+    broker._new_connection = lambda: opened.append(_SelectCounter(make())) or opened[-1]
+    try:
+        broker.declare(replies)
+        for n in range(3):
+            broker.publish(make_message(queue, n=n))
+        first, second, third = broker.fetch([queue], 1, 5) + broker.fetch([queue], 1, 5) \
+            + broker.fetch([queue], 1, 5)
+        assert broker.ack_many_with_replies([first.tag], [(replies, b"r1", {})])
+        assert broker.ack_many_with_replies([second.tag], [(replies, b"r2", {})])
+        consumer = broker._consumer
+        assert consumer.selects == 0
+        # the copy in the dead-letter queue is confirmed before the original is acked
+        broker.dead_letter(third.tag, "test: republished")
+        assert consumer.selects == 1
+        assert [r["headers"]["n"] for r in broker.dead_letters(queue=queue)] == [2]
+        assert broker.queue_sizes()[queue] == 0
+        assert broker.queue_sizes()[replies] == 2
+    finally:
+        broker.close()
+        delete_queues([queue, replies])
+
+
 # -- reconnecting ----------------------------------------------------------------------
 def _close_connections(name: str = "test") -> None:
     subprocess.run(["rabbitmqctl", "close_all_connections", name], check=True,
