@@ -61,6 +61,14 @@ class AckTracker:
             settled, or from an earlier channel) are left out.
         """
         outstanding = self._outstanding
+        if type(tags) is list and len(tags) == 1:
+            # one task at a time (a prefetch of 1): the set and the sort below cost more
+            # than the ack
+            tag = tags[0]
+            if tag not in outstanding:
+                return None, []
+            outstanding.discard(tag)
+            return None, [tag]
         known = sorted({tag for tag in tags if tag in outstanding})
         if not known:
             return None, []

@@ -582,6 +582,9 @@ class AMQPBroker(Broker):
 
     # -- consuming ---------------------------------------------------------------------
     def _subscribe(self, queues: Sequence[str]) -> None:
+        consumers = self._consumers
+        if len(consumers) == len(queues) and all(queue in consumers for queue in queues):
+            return  # consuming what is asked: the usual case, at every fetch
         conn = self._consumer
         wanted = dict.fromkeys(queues)
         for queue in list(self._consumers):
@@ -642,8 +645,11 @@ class AMQPBroker(Broker):
         if self._consumer is None and not self._wait_for_reconnect(timeout):
             return []
         try:
-            window = plan_prefetch(self._acks.count_above(self._subscribed_after), limit,
-                                   self._qos)
+            acks = self._acks
+            # fewer held in all than the prefetch: fewer held since subscribing too, and
+            # the count (a walk over every held tag) is not needed
+            held = acks.count_above(self._subscribed_after) if len(acks) >= self._qos else 0
+            window = plan_prefetch(held, limit, self._qos)
             if window is not None:
                 self._resubscribe(window)
             self._subscribe(queues)
