@@ -582,11 +582,10 @@ def _random_properties(rng) -> dict:
 def test_direct_properties_equal_rabbitmq_c_for_random_tables(queues):
     """The C driver writes properties and header tables itself; for 300 random ones
     (every kind it writes, nested, non-str names, a dict subclass) the content headers
-    must be rabbitmq-c's amqp_encode_properties bytes."""
+    must be rabbitmq-c's amqp_encode_properties bytes, and the py-amqp twin's."""
     import collections
     import random
 
-    Connection = _driver_class("c")
     queue = queues()
     rng = random.Random(20261207)
     messages = []
@@ -596,10 +595,11 @@ def test_direct_properties_equal_rabbitmq_c_for_random_tables(queues):
             headers = collections.OrderedDict(headers)  # a mapping that is not a dict
         messages.append(("", queue, b"b%d" % i, _random_properties(rng), headers))
     wire = {}
-    for direct in (False, True):
+    for kind, direct in (("c", False), ("c", True), ("py", False)):
         proxy = FaultProxy((HOST, PORT))
-        conn = Connection("127.0.0.1", proxy.port)
-        conn.direct_writes = direct
+        conn = _driver_class(kind)("127.0.0.1", proxy.port)
+        if kind == "c":
+            conn.direct_writes = direct
         try:
             conn.connect()
             _declare(conn, queue)
@@ -608,9 +608,10 @@ def test_direct_properties_equal_rabbitmq_c_for_random_tables(queues):
         finally:
             conn.close()
             proxy.close()
-        wire[direct] = _content_headers(proxy)
-    assert len(wire[False]) == 300
-    assert wire[True] == wire[False]
+        wire[kind, direct] = _content_headers(proxy)
+    assert len(wire["c", False]) == 300
+    assert wire["c", True] == wire["c", False]
+    assert wire["py", False] == wire["c", False]
 
 
 @pytest.mark.parametrize("properties, headers, error, match", [
