@@ -179,17 +179,26 @@ cdef int _pool_copy(rmq.amqp_pool_t *pool, const char *data, size_t n,
     return 0
 
 
-cdef int _pool_copy_str(rmq.amqp_pool_t *pool, str value, rmq.amqp_bytes_t *out) except -1:
-    cdef Py_ssize_t n
-    cdef const char *data
+cdef object _utf8(str value, const char **data, Py_ssize_t *n):
+    """Point ``data``/``n`` at ``value`` in UTF-8; returns the object that owns the bytes
+    (keep it while they are read)."""
     cdef bytes encoded
     try:
         # the cached UTF-8 form: no temporary bytes for the common case
-        data = PyUnicode_AsUTF8AndSize(value, &n)
+        data[0] = PyUnicode_AsUTF8AndSize(value, n)
+        return value
     except UnicodeEncodeError:
         # lone surrogates: written as py-amqp writes them
         encoded = value.encode("utf-8", "surrogatepass")
-        return _pool_copy(pool, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded), out)
+        data[0] = PyBytes_AS_STRING(encoded)
+        n[0] = PyBytes_GET_SIZE(encoded)
+        return encoded
+
+
+cdef int _pool_copy_str(rmq.amqp_pool_t *pool, str value, rmq.amqp_bytes_t *out) except -1:
+    cdef Py_ssize_t n
+    cdef const char *data
+    cdef object owner = _utf8(value, &data, &n)
     return _pool_copy(pool, data, <size_t>n, out)
 
 
@@ -402,13 +411,7 @@ cdef int _write_long(_Writer *w, const char *data, size_t n) except -1:
 cdef int _write_text(_Writer *w, str value) except -1:
     cdef Py_ssize_t n
     cdef const char *data
-    cdef bytes encoded
-    try:
-        data = PyUnicode_AsUTF8AndSize(value, &n)
-    except UnicodeEncodeError:
-        # lone surrogates: written as py-amqp writes them
-        encoded = value.encode("utf-8", "surrogatepass")
-        return _write_long(w, PyBytes_AS_STRING(encoded), <size_t>PyBytes_GET_SIZE(encoded))
+    cdef object owner = _utf8(value, &data, &n)
     return _write_long(w, data, <size_t>n)
 
 
@@ -480,10 +483,6 @@ cdef int _write_table(_Writer *w, object table, int depth) except -1:
     """A field table: 32-bit length, then each name and value."""
     cdef char *length_at = _claim(w, 4)
     cdef char *start = w.p
-    cdef char *at
-    cdef str name
-    cdef const char *data
-    cdef Py_ssize_t size
     cdef object key = None
     cdef object value
     cdef bint in_value = False
@@ -506,14 +505,8 @@ cdef int _write_table(_Writer *w, object table, int depth) except -1:
                     key, value = next(items)
                 except StopIteration:
                     break
-            # the name's cached UTF-8 form: header names repeat in every message
-            name = key if type(key) is str else str(key)
-            data = PyUnicode_AsUTF8AndSize(name, &size)
-            if size > 255:
+            if not _write_short(w, key if type(key) is str else str(key)):
                 raise ValueError(f"AMQP header name longer than 255 bytes: {key!r}")
-            at = _claim(w, 1 + <size_t>size)
-            at[0] = <char>size
-            memcpy(at + 1, data, <size_t>size)
             in_value = True
             _write_value(w, value, depth)
             in_value = False
@@ -525,22 +518,27 @@ cdef int _write_table(_Writer *w, object table, int depth) except -1:
     return 0
 
 
-cdef int _write_shortstr_property(_Writer *w, dict properties, str name) except -1:
-    """The property as a short string; 1 when written, 0 when absent (None)."""
-    cdef object value = properties.get(name)
-    cdef str text
-    cdef const char *data
+cdef int _write_short(_Writer *w, str text) except -1:
+    """A short string (a name, a property): 1 when written, 0 when its UTF-8 form (the
+    str's cached one: names repeat in every message) is over 255 bytes."""
     cdef Py_ssize_t n
+    cdef const char *data = PyUnicode_AsUTF8AndSize(text, &n)
     cdef char *at
-    if value is None:
-        return 0
-    text = value if type(value) is str else str(value)
-    data = PyUnicode_AsUTF8AndSize(text, &n)
     if n > 255:
-        raise ValueError(f"AMQP property {name!r} is longer than 255 bytes: {value!r}")
+        return 0
     at = _claim(w, 1 + <size_t>n)
     at[0] = <char>n
     memcpy(at + 1, data, <size_t>n)
+    return 1
+
+
+cdef int _write_shortstr_property(_Writer *w, dict properties, str name) except -1:
+    """The property as a short string; 1 when written, 0 when absent (None)."""
+    cdef object value = properties.get(name)
+    if value is None:
+        return 0
+    if not _write_short(w, value if type(value) is str else str(value)):
+        raise ValueError(f"AMQP property {name!r} is longer than 255 bytes: {value!r}")
     return 1
 
 
