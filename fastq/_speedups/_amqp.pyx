@@ -532,57 +532,54 @@ cdef int _write_short(_Writer *w, str text) except -1:
     return 1
 
 
-cdef int _write_shortstr_property(_Writer *w, dict properties, str name) except -1:
-    """The property as a short string; 1 when written, 0 when absent (None)."""
+cdef int _write_shortstr_property(_Writer *w, dict properties, str name, int flag) except -1:
+    """The property as a short string; ``flag`` when written, 0 when absent (None)."""
     cdef object value = properties.get(name)
     if value is None:
         return 0
     if not _write_short(w, value if type(value) is str else str(value)):
         raise ValueError(f"AMQP property {name!r} is longer than 255 bytes: {value!r}")
-    return 1
+    return flag
 
 
-cdef int _write_octet_property(_Writer *w, dict properties, str name) except -1:
+cdef int _write_octet_property(_Writer *w, dict properties, str name, int flag) except -1:
+    """The property as one octet; ``flag`` when written, 0 when absent (None)."""
     cdef object value = properties.get(name)
     if value is None:
         return 0
     _claim(w, 1)[0] = <char><uint8_t>(int(value) & 0xFF)
-    return 1
+    return flag
 
 
 cdef int _write_properties(_Writer *w, dict properties, object headers) except -1:
     """The basic class's property flags and the properties present, as
-    ``_encode_properties`` picks them (keys present and not None)."""
+    ``_encode_properties`` picks them (keys present and not None), in the class's order."""
     cdef char *flags_at = _claim(w, 2)
     cdef uint32_t flags = 0
     cdef object value
-    if _write_shortstr_property(w, properties, "content_type"):
-        flags |= rmq.AMQP_BASIC_CONTENT_TYPE_FLAG
-    if _write_shortstr_property(w, properties, "content_encoding"):
-        flags |= rmq.AMQP_BASIC_CONTENT_ENCODING_FLAG
+    flags |= _write_shortstr_property(w, properties, "content_type",
+                                      rmq.AMQP_BASIC_CONTENT_TYPE_FLAG)
+    flags |= _write_shortstr_property(w, properties, "content_encoding",
+                                      rmq.AMQP_BASIC_CONTENT_ENCODING_FLAG)
     if headers:
         _write_table(w, headers, 0)
         flags |= rmq.AMQP_BASIC_HEADERS_FLAG
-    if _write_octet_property(w, properties, "delivery_mode"):
-        flags |= rmq.AMQP_BASIC_DELIVERY_MODE_FLAG
-    if _write_octet_property(w, properties, "priority"):
-        flags |= rmq.AMQP_BASIC_PRIORITY_FLAG
-    if _write_shortstr_property(w, properties, "correlation_id"):
-        flags |= rmq.AMQP_BASIC_CORRELATION_ID_FLAG
-    if _write_shortstr_property(w, properties, "reply_to"):
-        flags |= rmq.AMQP_BASIC_REPLY_TO_FLAG
-    if _write_shortstr_property(w, properties, "expiration"):
-        flags |= rmq.AMQP_BASIC_EXPIRATION_FLAG
-    if _write_shortstr_property(w, properties, "message_id"):
-        flags |= rmq.AMQP_BASIC_MESSAGE_ID_FLAG
+    flags |= _write_octet_property(w, properties, "delivery_mode",
+                                   rmq.AMQP_BASIC_DELIVERY_MODE_FLAG)
+    flags |= _write_octet_property(w, properties, "priority", rmq.AMQP_BASIC_PRIORITY_FLAG)
+    flags |= _write_shortstr_property(w, properties, "correlation_id",
+                                      rmq.AMQP_BASIC_CORRELATION_ID_FLAG)
+    flags |= _write_shortstr_property(w, properties, "reply_to", rmq.AMQP_BASIC_REPLY_TO_FLAG)
+    flags |= _write_shortstr_property(w, properties, "expiration",
+                                      rmq.AMQP_BASIC_EXPIRATION_FLAG)
+    flags |= _write_shortstr_property(w, properties, "message_id",
+                                      rmq.AMQP_BASIC_MESSAGE_ID_FLAG)
     value = properties.get("timestamp")
     if value is not None:
         _put64(_claim(w, 8), _timestamp(value))
         flags |= rmq.AMQP_BASIC_TIMESTAMP_FLAG
-    if _write_shortstr_property(w, properties, "type"):
-        flags |= rmq.AMQP_BASIC_TYPE_FLAG
-    if _write_shortstr_property(w, properties, "app_id"):
-        flags |= rmq.AMQP_BASIC_APP_ID_FLAG
+    flags |= _write_shortstr_property(w, properties, "type", rmq.AMQP_BASIC_TYPE_FLAG)
+    flags |= _write_shortstr_property(w, properties, "app_id", rmq.AMQP_BASIC_APP_ID_FLAG)
     # the basic class's flags fit one 16-bit word: no continuation bit
     _put16(flags_at, <uint16_t>flags)
     return 0
