@@ -15,6 +15,14 @@ same four broker hops as ``delay().get()`` over rpc://, with no task queue in be
 ``bare-confirm`` is that floor with a publisher confirm awaited after each publish, as
 fastq's ``delay()`` does by default (``confirm_publish``).
 
+Two more split fastq's gap over ``bare-confirm`` between its two sides. In both, the bare
+caller sends what ``delay()`` sends: a Celery message with its 19 headers, made by
+fastq's protocol before the clock starts (its CPU time is counted all the same). It
+awaits the confirm and the reply with the driver alone. ``bare-celery`` answers it with
+``bench.bare echo`` (what the bigger message costs RabbitMQ); ``fastq-worker`` with
+fastq's worker (what the worker adds). What ``fastq`` adds beyond ``fastq-worker`` is the
+caller's: ``delay()`` and ``get()``.
+
 Each line also gives the CPU time per round trip of the three processes on its path,
 read from ``/proc``: the caller (this process), the worker (with its children) and
 RabbitMQ's Erlang VM (``beam.smp``, when it runs on this machine). RabbitMQ confirms a
@@ -38,15 +46,22 @@ from bench.depth import tree_cpu
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/8")
 
+FASTQ_WORKER = [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P", "solo",
+                "--prefetch-multiplier", "1", "-l", "warning"]
 WORKERS = {
-    "fastq": [sys.executable, "-m", "fastq.cli", "worker", "-A", "bench.apps", "-P", "solo",
-              "--prefetch-multiplier", "1", "-l", "warning"],
+    "fastq": FASTQ_WORKER,
+    "fastq-worker": FASTQ_WORKER,
     "celery": [sys.executable, "-m", "celery", "-A", "bench.apps", "worker", "-P", "solo",
                "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "-l", "warning"],
     "bare": [sys.executable, "-m", "bench.bare", "echo"],
     "bare-confirm": [sys.executable, "-m", "bench.bare", "echo"],
+    "bare-celery": [sys.executable, "-m", "bench.bare", "echo"],
 }
+
+#: flavours whose caller is the bare driver loop, and whether it sends Celery's message
+_BARE_CALLERS = {"bare": False, "bare-confirm": False, "bare-celery": True,
+                 "fastq-worker": True}
 
 
 #: CPU µs per round trip (caller, worker, broker) of each run, by flavour; filled by measure
@@ -99,9 +114,10 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
                                 stderr=subprocess.STDOUT)
         try:
             cpu = _cpu_reader(proc.pid)
-            if flavour.startswith("bare"):
+            if flavour in _BARE_CALLERS:
                 samples, before, after = _bare_round_trips(
-                    QUEUE, count, warmup, confirm=flavour == "bare-confirm", cpu=cpu)
+                    QUEUE, count, warmup, confirm=flavour != "bare", cpu=cpu,
+                    celery_message=_BARE_CALLERS[flavour])
                 _note_cpu(flavour, before, after, count)
                 return samples
             noop = app.tasks["bench.echo"]
@@ -125,9 +141,11 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
 
 
 def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
-                      cpu) -> tuple[list[float], tuple, tuple]:
-    """The round trips, and ``cpu()`` read before and after the timed ones."""
+                      cpu, celery_message: bool = False) -> tuple[list[float], tuple, tuple]:
+    """The round trips, and ``cpu()`` read before and after the timed ones; with
+    ``celery_message``, each sends what ``bench.echo.delay(i)`` would."""
     from bench.bare import connect
+    from fastq.protocol import build_task_message, new_task_id
 
     conn = connect()
     try:
@@ -142,17 +160,24 @@ def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
         for i in range(warmup + count):
             if i == warmup:
                 before = cpu()
-            body = str(i).encode()
+            if celery_message:
+                message = build_task_message("bench.echo", new_task_id(), (i,), {},
+                                             reply_to=reply_to)
+                body, properties, headers = message.body, message.properties, message.headers
+            else:
+                body, headers = str(i).encode(), None
+                properties = {"delivery_mode": 2, "reply_to": reply_to,
+                              "correlation_id": str(i)}
+            answer = properties["correlation_id"]
             began = time.perf_counter()
-            conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": reply_to,
-                                           "correlation_id": str(i)}, None)
+            conn.publish("", queue, body, properties, headers)
             if confirm:
                 conn.wait_for_confirms(10.0)
             while True:
                 got = conn.drain(1, 10.0)
                 if not got:
-                    raise SystemExit("bench.bare echo did not answer within 10 s")
-                if got[0][7] == body:
+                    raise SystemExit("the worker did not answer within 10 s")
+                if got[0][5].get("correlation_id") == answer:
                     break
             if i >= warmup:
                 samples.append((time.perf_counter() - began) * 1e6)
