@@ -117,6 +117,11 @@ def leaves_only(values: Iterable) -> bool:
     return LEAF_TYPES.issuperset(map(type, values))
 
 
+#: Containers whose emptiness is read without calling user code; an empty one holds no
+#: UUID, so the walk skips it (a result document's ``children`` is one, every time).
+_BUILTIN_CONTAINERS = frozenset({list, tuple, dict})
+
+
 def _wrap_uuids(obj: Any) -> Any:
     """``obj`` with UUIDs enveloped; orjson writes UUIDs natively and offers no hook.
 
@@ -127,7 +132,9 @@ def _wrap_uuids(obj: Any) -> Any:
         if LEAF_TYPES.issuperset(map(type, obj.values())):
             return obj
         for value in obj.values():
-            if type(value) not in LEAF_TYPES and _wrap_uuids(value) is not value:
+            kind = type(value)
+            if kind not in LEAF_TYPES and not (kind in _BUILTIN_CONTAINERS and not value) \
+                    and _wrap_uuids(value) is not value:
                 return {k: _wrap_uuids(v) for k, v in obj.items()}
         return obj
     if kind is list or kind is tuple or (kind not in LEAF_TYPES

@@ -151,7 +151,12 @@ class RPCBackend(Backend):
         """Run ``fn(connection)`` under the lock, retrying once on a fresh connection."""
         with self._lock:
             try:
-                return fn(self._connection())
+                conn = self._conn
+                if conn is None or self._pid != getpid() or not conn.is_open or (
+                        self._queue is not None and not self._consuming):
+                    # only then has _connection() anything to do: each get() comes here
+                    conn = self._connection()
+                return fn(conn)
             except BrokerError as exc:
                 logger.debug("rpc backend: %s failed (%s); reconnecting", what, exc)
                 self._drop()

@@ -21,7 +21,9 @@ Quorum queues' own ``x-delivery-count`` is used when present.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -40,8 +42,7 @@ from ..exceptions import (
     ImproperlyInstalled,
 )
 from ..routing import Queue, QueueTable, Route
-from . import _amqp_tls
-from ._amqp_decisions import AckTracker, plan_prefetch
+from . import _amqp_decisions, _amqp_tls
 from ._events import AMQPEventChannel, AMQPEventReceiver
 from ._mailbox import (
     PIDBOX_EXCHANGE,
@@ -140,6 +141,19 @@ def load_driver(scheme: str = "amqp", prefer: str | None = None) -> tuple[type, 
     from ._amqp_py import Connection as PyConnection
 
     return PyConnection, "py-amqp"
+
+
+def decisions_for(driver_name: str) -> Any:
+    """The module of ack and prefetch decisions a broker on this driver uses: beside the
+    rabbitmq-c driver, the compiled build of ``_amqp_decisions`` (the driver is built
+    with it), whose calls make no Python frame on every fetch and ack; else the source."""
+    if driver_name == "rabbitmq-c":
+        return importlib.import_module("fastq._speedups._amqp_decisions")
+    return _amqp_decisions
+
+
+#: the delivery tag of a driver's delivery tuple
+_TAG_OF = operator.itemgetter(0)
 
 
 def open_connection(driver_cls: type, params: dict) -> Any:
@@ -270,10 +284,14 @@ class AMQPBroker(Broker):
         self._consumer: Any = None
         self._consumer_confirming = False
         self._gen = 0
-        self._acks = AckTracker()
+        decisions = decisions_for(self.driver_name)
+        self._acks = decisions.AckTracker()
+        self._plan_prefetch = decisions.plan_prefetch
         #: AMQP tag -> (queue, properties, headers, body, redeliveries) of held deliveries
         self._held: dict[int, tuple[str, dict, dict, bytes, int]] = {}
         self._consumers: dict[str, str] = {}
+        #: the queues ``fetch`` was last asked for, while their consumers run
+        self._consuming: list[str] | None = None
         self._queue_of_tag: dict[str, str] = {}
         self._qos = 0
         #: highest delivery tag seen on the channel, and its value when the consumers
@@ -363,6 +381,7 @@ class AMQPBroker(Broker):
         self._acks.forget()
         self._held.clear()
         self._consumers.clear()
+        self._consuming = None
         self._queue_of_tag.clear()
         self._qos = 0
         self._last_tag = self._subscribed_after = 0
@@ -584,7 +603,10 @@ class AMQPBroker(Broker):
     def _subscribe(self, queues: Sequence[str]) -> None:
         consumers = self._consumers
         if len(consumers) == len(queues) and all(queue in consumers for queue in queues):
-            return  # consuming what is asked: the usual case, at every fetch
+            # consuming what is asked; fetch skips this call while asked the same again
+            self._consuming = list(queues)
+            return
+        self._consuming = None
         conn = self._consumer
         wanted = dict.fromkeys(queues)
         for queue in list(self._consumers):
@@ -609,6 +631,7 @@ class AMQPBroker(Broker):
         Deliveries still held from the old consumers stay valid on the channel.
         """
         conn = self._consumer
+        self._consuming = None
         for queue in list(self._consumers):
             conn.cancel(self._consumers.pop(queue))
         # a consumer started without a prefetch would be sent the whole queue
@@ -649,10 +672,11 @@ class AMQPBroker(Broker):
             # fewer held in all than the prefetch: fewer held since subscribing too, and
             # the count (a walk over every held tag) is not needed
             held = acks.count_above(self._subscribed_after) if len(acks) >= self._qos else 0
-            window = plan_prefetch(held, limit, self._qos)
+            window = self._plan_prefetch(held, limit, self._qos)
             if window is not None:
                 self._resubscribe(window)
-            self._subscribe(queues)
+            if queues != self._consuming:
+                self._subscribe(queues)
             deadline = time.monotonic() + timeout
             while True:
                 raw = self._consumer.drain(limit, timeout)
@@ -670,7 +694,7 @@ class AMQPBroker(Broker):
         """Deliveries from driver tuples; returned (redelivered) ones are counted first."""
         base = self._gen << GEN_SHIFT
         held = self._held
-        self._acks.delivered(item[0] for item in raw)
+        self._acks.delivered(map(_TAG_OF, raw))
         self._last_tag = max(self._last_tag, raw[-1][0])
         deliveries: list[Delivery] = []
         recount: list[tuple[int, tuple]] = []
@@ -736,9 +760,17 @@ class AMQPBroker(Broker):
 
     def _settled(self, tags: Iterable[Any]) -> list[int]:
         """The AMQP tags among ``tags`` that belong to the live channel, no longer held."""
-        current = self._current(tags)
-        for tag in current:
-            self._held.pop(tag, None)
+        gen = self._gen
+        if self._consumer is None:
+            return []
+        # _current's test in the same loop: this runs for every task acked
+        held = self._held
+        current = []
+        for tag in tags:
+            if tag >> GEN_SHIFT == gen:
+                tag &= TAG_MASK
+                held.pop(tag, None)
+                current.append(tag)
         return current
 
     def ack_many(self, tags: Iterable[Any]) -> None:
