@@ -83,6 +83,10 @@ class App:
         self._tracing: Tracing | None = _TRACING_UNREAD
         #: task name -> (the settings it was made from, the template), for send_task
         self._templates: dict[str, tuple[tuple, protocol.TaskMessageTemplate]] = {}
+        #: what the templates' keys read of the settings, made again at each change:
+        #: ``(conf.version, rpc:// results?, settings part of the key, task name ->
+        #: routed queue)``; no such dict while a router function looks at each call
+        self._template_settings: tuple[int, bool, tuple, dict[str, str] | None] | None = None
         #: (the settings version they came from, QueueTable, Router)
         self._routing_cache: tuple | None = None
         #: the task modules ``autodiscover_tasks`` found, imported by ``finalize()``
@@ -523,25 +527,41 @@ class App:
         """``message_template(name)``, made again only when a setting it reads has changed.
 
         The key holds every task and app setting ``message_template`` reads without
-        options (and the routed queue, asked of ``task_routes`` each time), so a changed
-        setting makes a new template; one that depends on the time (``expires``) is never
-        kept.
+        options, and the routed queue (asked of ``task_routes`` again when the settings
+        change, or each time while a router function is among them), so a changed setting
+        makes a new template; one that depends on the time (``expires``) is never kept.
         """
         if task is None:
             task = self.tasks.get(name)
         conf = self.conf
+        settings = self._template_settings
+        if settings is None or settings[0] != conf.version:
+            # every delay() comes here: what it reads of the settings is read once a change
+            settings = self._template_settings = (
+                conf.version, _is_rpc(conf.result_backend),
+                (conf.task_default_priority, conf.task_ignore_result, conf.task_serializer,
+                 conf.task_compression),
+                None if self.router.takes_call_args else {})
         reply_to = (self.backend.reply_queue  # type: ignore[attr-defined]
-                    if _is_rpc(conf.result_backend) else None)
+                    if settings[1] else None)
+        if task is not None and task.expires is not None:
+            return self.message_template(name, _task=task)
+        queue = task.queue if task is not None else None
+        if not queue:
+            # task_routes' queue for the name: with no router function, it changes with
+            # the settings only
+            routed = settings[3]
+            queue = routed.get(name) if routed is not None else None
+            if queue is None:
+                queue = self.route(name)
+                if routed is not None and len(routed) < 1024:
+                    routed[name] = queue
         if task is None:
-            options: tuple = (self.route(name),)
+            options: tuple = (queue,)
         else:
-            if task.expires is not None:
-                return self.message_template(name, _task=task)
-            options = (task.queue or self.route(name), task.priority, task.serializer,
-                       task.compression, task.time_limit, task.soft_time_limit,
-                       task.ignore_result)
-        key = (options, conf.task_default_priority, conf.task_ignore_result,
-               conf.task_serializer, conf.task_compression, self.origin, reply_to)
+            options = (queue, task.priority, task.serializer, task.compression,
+                       task.time_limit, task.soft_time_limit, task.ignore_result)
+        key = (options, settings[2], self.origin, reply_to)
         cached = self._templates.get(name)
         if cached is not None and cached[0] == key:
             return cached[1]

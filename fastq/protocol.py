@@ -63,8 +63,9 @@ def new_task_id() -> str:
     stamp = _stamp
     if stamp[0] != millisecond:
         # one tuple, so another thread reads a millisecond and its text together
-        h = f"{millisecond:012x}"
-        stamp = _stamp = (millisecond, f"{h[:8]}-{h[8:]}-")
+        # one format for both groups: ids a millisecond or more apart (a caller waiting
+        # for each result) make this text every time
+        stamp = _stamp = (millisecond, "%08x-%04x-" % (millisecond >> 16, millisecond & 0xFFFF))
     return stamp[1] + tail
 
 

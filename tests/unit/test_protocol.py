@@ -213,6 +213,18 @@ def test_new_task_ids_are_unique_time_ordered_uuids():
     assert first[:13] <= min(ids)[:13] and later > max(ids)  # ordered by millisecond
 
 
+def test_a_task_id_starts_with_the_unix_millisecond_it_was_made_in():
+    import time
+    import uuid
+
+    for _ in range(50):
+        before = time.time_ns() // 1_000_000
+        made = uuid.UUID(protocol.new_task_id())
+        after = time.time_ns() // 1_000_000
+        assert before <= made.int >> 80 <= after  # the first 48 bits
+        time.sleep(0.0012)  # the next one formats a new millisecond
+
+
 def test_forked_child_draws_task_ids_from_fresh_randomness():
     import os
 
