@@ -1,6 +1,6 @@
 """Round trip of one task at a time, ``delay(...).get()``: fastq vs Celery, in microseconds.
 
-    python -m bench.latency [-n 2000] [--runs 1] [--only fastq,celery,bare]
+    python -m bench.latency [-n 2000] [--runs 1] [--only fastq,celery,bare] [--interleave BLOCK]
 
 Both run one solo worker on RabbitMQ with results in Redis (SETEX + PUBLISH, read by a
 subscribed waiter) or, with BENCH_RESULT_URL=rpc://, sent back over AMQP to the caller's
@@ -101,34 +101,52 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
+def _worker_env(flavour: str, queue: str | None = None) -> dict[str, str]:
     env = dict(os.environ, BENCH_FLAVOUR=flavour, BENCH_RESULTS=RESULT_URL,
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    if queue is not None:
+        env["BENCH_QUEUE"] = queue
+    return env
+
+
+def _load_app(flavour: str):
+    """bench.apps made afresh for ``flavour``'s caller: ``(its queue, the app)``."""
     os.environ.update(BENCH_FLAVOUR=flavour, BENCH_RESULTS=RESULT_URL)
     sys.modules.pop("bench.apps", None)
     from bench.apps import QUEUE, app
 
+    return QUEUE, app
+
+
+def _timed_delays(app, count: int) -> list[float]:
+    echo = app.tasks["bench.echo"]
+    samples = []
+    for i in range(count):
+        began = time.perf_counter()
+        echo.delay(i).get(timeout=10)
+        samples.append((time.perf_counter() - began) * 1e6)
+    return samples
+
+
+def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
+    queue, app = _load_app(flavour)
     with tempfile.TemporaryDirectory(prefix="fastq-latency-") as tmp:
         log = open(os.path.join(tmp, "log"), "wb")
-        proc = subprocess.Popen(WORKERS[flavour], env=env, cwd=tmp, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(WORKERS[flavour], env=_worker_env(flavour), cwd=tmp,
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             cpu = _cpu_reader(proc.pid)
             if flavour in _BARE_CALLERS:
-                samples, before, after = _bare_round_trips(
-                    QUEUE, count, warmup, confirm=flavour != "bare", cpu=cpu,
-                    celery_message=_BARE_CALLERS[flavour])
-                _note_cpu(flavour, before, after, count)
-                return samples
-            noop = app.tasks["bench.echo"]
-            for _ in range(warmup):  # connections up, caches warm, worker ready
-                noop.delay(1).get(timeout=60)
-            samples = []
-            before = cpu()
-            for i in range(count):
-                began = time.perf_counter()
-                noop.delay(i).get(timeout=10)
-                samples.append((time.perf_counter() - began) * 1e6)
+                with BareCaller(confirm=flavour != "bare") as caller:
+                    celery_message = _BARE_CALLERS[flavour]
+                    caller.round_trips(queue, warmup, celery_message)
+                    before = cpu()
+                    samples = caller.round_trips(queue, count, celery_message)
+            else:
+                # connections up, caches warm, worker ready
+                _timed_delays(app, warmup)
+                before = cpu()
+                samples = _timed_delays(app, count)
             _note_cpu(flavour, before, cpu(), count)
             return samples
         finally:
@@ -137,29 +155,39 @@ def measure(flavour: str, count: int, warmup: int = 200) -> list[float]:
             log.close()
             if flavour != "celery":
                 app.close()
-            del QUEUE
 
 
-def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
-                      cpu, celery_message: bool = False) -> tuple[list[float], tuple, tuple]:
-    """The round trips, and ``cpu()`` read before and after the timed ones; with
-    ``celery_message``, each sends what ``bench.echo.delay(i)`` would."""
-    from bench.bare import connect
-    from fastq.protocol import build_task_message, new_task_id
+class BareCaller:
+    """The broker's floor on the caller's side: the fastest driver publishes, awaits its
+    confirm (``confirm``), and reads the answer from an exclusive reply queue."""
 
-    conn = connect()
-    try:
-        reply_to = f"bench.reply.{os.getpid()}"
-        conn.declare_queue(reply_to, durable=False, exclusive=True, auto_delete=True)
+    def __init__(self, confirm: bool) -> None:
+        self.confirm = confirm
+
+    def __enter__(self) -> BareCaller:
+        from bench.bare import connect
+
+        self.conn = connect()
+        self.reply_to = f"bench.reply.{os.getpid()}.{int(self.confirm)}"
+        self.conn.declare_queue(self.reply_to, durable=False, exclusive=True,
+                                auto_delete=True)
+        self.conn.consume(self.reply_to, no_ack=True)
+        if self.confirm:
+            self.conn.confirm_select()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.conn.close()
+
+    def round_trips(self, queue: str, count: int, celery_message: bool) -> list[float]:
+        """``count`` round trips through ``queue``, in µs; with ``celery_message``, each
+        sends what ``bench.echo.delay(i)`` would (made before the clock starts)."""
+        from fastq.protocol import build_task_message, new_task_id
+
+        conn, reply_to = self.conn, self.reply_to
         conn.declare_queue(queue, durable=True)
-        conn.consume(reply_to, no_ack=True)
-        if confirm:
-            conn.confirm_select()
         samples = []
-        before = cpu()
-        for i in range(warmup + count):
-            if i == warmup:
-                before = cpu()
+        for i in range(count):
             if celery_message:
                 message = build_task_message("bench.echo", new_task_id(), (i,), {},
                                              reply_to=reply_to)
@@ -171,7 +199,7 @@ def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
             answer = properties["correlation_id"]
             began = time.perf_counter()
             conn.publish("", queue, body, properties, headers)
-            if confirm:
+            if self.confirm:
                 conn.wait_for_confirms(10.0)
             while True:
                 got = conn.drain(1, 10.0)
@@ -179,11 +207,64 @@ def _bare_round_trips(queue: str, count: int, warmup: int, confirm: bool,
                     raise SystemExit("the worker did not answer within 10 s")
                 if got[0][5].get("correlation_id") == answer:
                     break
-            if i >= warmup:
-                samples.append((time.perf_counter() - began) * 1e6)
-        return samples, before, cpu()
-    finally:
-        conn.close()
+            samples.append((time.perf_counter() - began) * 1e6)
+        return samples
+
+
+def interleaved(flavours: list[str], rounds: int, block: int, warmup: int = 200,
+                ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, ...]]]]:
+    """Every flavour's worker up at once, and each round a block of ``block`` round trips
+    of each flavour in turn, so that what the machine does meanwhile touches them alike:
+    the round trips and the percentiles of every block, by flavour (CPU gets an entry
+    per block)."""
+    if "celery" in flavours:
+        raise SystemExit("--interleave runs fastq and the bare floors side by side; "
+                         "measure celery without it")
+    queue, app = _load_app("fastq")
+    bare_queue = f"{queue}.bare"
+    samples: dict[str, list[float]] = {f: [] for f in flavours}
+    percentiles: dict[str, list[tuple[float, ...]]] = {f: [] for f in flavours}
+    with tempfile.TemporaryDirectory(prefix="fastq-latency-") as tmp, \
+            BareCaller(confirm=False) as plain, BareCaller(confirm=True) as confirming:
+        procs: dict[str, subprocess.Popen] = {}
+        logs = []
+        try:
+            for kind, wanted, env in (
+                    ("fastq", {"fastq", "fastq-worker"}, _worker_env("fastq")),
+                    ("bare", {"bare", "bare-confirm", "bare-celery"},
+                     _worker_env("bare", bare_queue))):
+                if wanted & set(flavours):
+                    logs.append(open(os.path.join(tmp, f"{kind}.log"), "wb"))
+                    procs[kind] = subprocess.Popen(
+                        FASTQ_WORKER if kind == "fastq" else WORKERS["bare"], env=env,
+                        cwd=tmp, stdout=logs[-1], stderr=subprocess.STDOUT)
+
+            def run(flavour: str, count: int) -> list[float]:
+                if flavour == "fastq":
+                    return _timed_delays(app, count)
+                caller = plain if flavour == "bare" else confirming
+                return caller.round_trips(queue if flavour == "fastq-worker" else bare_queue,
+                                          count, _BARE_CALLERS[flavour])
+
+            readers = {f: _cpu_reader(procs["fastq" if f.startswith("fastq") else "bare"].pid)
+                       for f in flavours}
+            for flavour in flavours:
+                run(flavour, warmup)
+            for _ in range(rounds):
+                for flavour in flavours:
+                    before = readers[flavour]()
+                    measured = run(flavour, block)
+                    _note_cpu(flavour, before, readers[flavour](), block)
+                    samples[flavour] += measured
+                    percentiles[flavour].append(summarise(measured))
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait(30)
+            for log in logs:
+                log.close()
+            app.close()
+    return samples, percentiles
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
@@ -192,9 +273,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("-n", "--tasks", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", default="fastq,celery,bare")
+    parser.add_argument("--interleave", type=int, default=0, metavar="BLOCK",
+                        help="all workers up at once; each of --runs rounds gives every "
+                             "flavour BLOCK round trips in turn (-n is then ignored)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.tasks < 1:
-        parser.error("--runs and --tasks must be at least 1")
+    if args.runs < 1 or args.tasks < 1 or args.interleave < 0:
+        parser.error("--runs and --tasks must be at least 1, --interleave at least 0")
     flavours = args.only.split(",")
     unknown = [f for f in flavours if f not in WORKERS]
     if unknown:
@@ -202,7 +286,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s}   (µs, {args.tasks} "
           f"round trips one at a time, RabbitMQ, results via {RESULT_URL}; then CPU µs per "
           f"round trip: caller/worker/broker)")
-    samples: dict[str, list[float]] = {f: [] for f in flavours}
+    if args.interleave:
+        samples, percentiles = interleaved(flavours, args.runs, args.interleave)
+        print_medians(percentiles, args.runs, f"{args.runs} rounds of {args.interleave} "
+                                              f"round trips per flavour, interleaved")
+        return samples
+    samples = {f: [] for f in flavours}
     percentiles: dict[str, list[tuple[float, ...]]] = {f: [] for f in flavours}
     for run in range(1, args.runs + 1):
         for flavour in flavours:
@@ -225,20 +314,24 @@ def summarise(samples: list[float]) -> tuple[float, float, float, float]:
             max(samples))
 
 
-def print_medians(percentiles: dict[str, list[tuple[float, ...]]], runs: int) -> None:
-    """Median of each percentile over the runs; p50's range; p50 against bare's."""
-    print(f"\nmedian of {runs} runs (µs)")
+def print_medians(percentiles: dict[str, list[tuple[float, ...]]], runs: int,
+                  what: str | None = None) -> None:
+    """Median of each percentile over the runs; p50's range; p50 against bare's, and as a
+    multiple of bare-confirm's (issue 18's round-trip target is 1.25)."""
+    print(f"\nmedian of {what or f'{runs} runs'} (µs)")
     print(f"{'':16s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'max':>8s} {'p50 range':>14s}"
-          f" {'vs bare':>8s}   CPU µs/round trip caller/worker/broker")
-    bare_p50 = statistics.median(p[0] for p in percentiles["bare"]) \
-        if "bare" in percentiles else None
+          f" {'vs bare':>8s} {'x confirm':>9s}   CPU µs/round trip caller/worker/broker")
+    floors = {name: statistics.median(p[0] for p in percentiles[name])
+              for name in ("bare", "bare-confirm") if name in percentiles}
     for flavour, per_run in percentiles.items():
         medians = [statistics.median(column) for column in zip(*per_run)]
         p50s = [p[0] for p in per_run]
-        over = f"{medians[0] - bare_p50:+8.0f}" if bare_p50 is not None else f"{'-':>8s}"
+        over = f"{medians[0] - floors['bare']:+8.0f}" if "bare" in floors else f"{'-':>8s}"
+        times = f"{medians[0] / floors['bare-confirm']:9.2f}" if "bare-confirm" in floors \
+            else f"{'-':>9s}"
         spent = "/".join(f"{statistics.median(c):.0f}" for c in zip(*CPU.get(flavour, [])))
         print(f"{flavour:16s} " + " ".join(f"{v:8.0f}" for v in medians)
-              + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over}   {spent}")
+              + f" {f'{min(p50s):.0f}-{max(p50s):.0f}':>14s} {over} {times}   {spent}")
 
 
 if __name__ == "__main__":
