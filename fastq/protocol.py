@@ -65,7 +65,7 @@ def new_task_id() -> str:
         # one tuple, so another thread reads a millisecond and its text together
         # one format for both groups: ids a millisecond or more apart (a caller waiting
         # for each result) make this text every time
-        stamp = _stamp = (millisecond, "%08x-%04x-" % (millisecond >> 16, millisecond & 0xFFFF))
+        stamp = _stamp = (millisecond, f"{millisecond >> 16:08x}-{millisecond & 0xFFFF:04x}-")
     return stamp[1] + tail
 
 
