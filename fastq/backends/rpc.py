@@ -133,6 +133,16 @@ class RPCBackend(Backend):
             self._declare_and_consume(self._conn, self._queue)
         return self._conn
 
+    def _ready(self) -> Any:
+        """The connection when ``_connection()`` would have nothing to do (open, in this
+        process, its reply queue consumed if it has one), else None: every delay() and
+        get() asks, and this is one test where that is several calls."""
+        conn = self._conn
+        if conn is not None and self._pid == getpid() and conn.is_open and (
+                self._consuming or self._queue is None):
+            return conn
+        return None
+
     def _declare_and_consume(self, conn: Any, queue: str) -> None:
         arguments = {"x-expires": int(self.expires * 1000)} if self.expires else {}
         # exclusive + auto-delete: nobody else reads it, and it goes with this client
@@ -151,12 +161,8 @@ class RPCBackend(Backend):
         """Run ``fn(connection)`` under the lock, retrying once on a fresh connection."""
         with self._lock:
             try:
-                conn = self._conn
-                if conn is None or self._pid != getpid() or not conn.is_open or (
-                        self._queue is not None and not self._consuming):
-                    # only then has _connection() anything to do: each get() comes here
-                    conn = self._connection()
-                return fn(conn)
+                conn = self._ready()
+                return fn(conn if conn is not None else self._connection())
             except BrokerError as exc:
                 logger.debug("rpc backend: %s failed (%s); reconnecting", what, exc)
                 self._drop()
@@ -177,9 +183,8 @@ class RPCBackend(Backend):
     @property
     def reply_queue(self) -> str:
         """This client's reply queue, declared (and consumed) on first use."""
-        queue, conn = self._queue, self._conn
-        if queue is not None and self._consuming and conn is not None and conn.is_open \
-                and self._pid == getpid():
+        queue = self._queue
+        if queue is not None and self._ready() is not None:
             # read at every delay(): what the slow path below would find, without its
             # lock and calls
             return queue

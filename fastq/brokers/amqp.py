@@ -751,30 +751,24 @@ class AMQPBroker(Broker):
         for tag in singles:
             conn.ack(tag, False)
 
-    def _current(self, tags: Iterable[Any]) -> list[int]:
-        """The AMQP tags among ``tags`` that belong to the live channel."""
+    def _current(self, tags: Iterable[Any], settle: bool = False) -> list[int]:
+        """The AMQP tags among ``tags`` that belong to the live channel; with ``settle``,
+        no longer held (in the same loop: that runs for every task acked)."""
         gen = self._gen
         if self._consumer is None:
             return []
-        return [tag & TAG_MASK for tag in tags if tag >> GEN_SHIFT == gen]
-
-    def _settled(self, tags: Iterable[Any]) -> list[int]:
-        """The AMQP tags among ``tags`` that belong to the live channel, no longer held."""
-        gen = self._gen
-        if self._consumer is None:
-            return []
-        # _current's test in the same loop: this runs for every task acked
         held = self._held
         current = []
         for tag in tags:
             if tag >> GEN_SHIFT == gen:
                 tag &= TAG_MASK
-                held.pop(tag, None)
+                if settle:
+                    held.pop(tag, None)
                 current.append(tag)
         return current
 
     def ack_many(self, tags: Iterable[Any]) -> None:
-        current = self._settled(tags)
+        current = self._current(tags, settle=True)
         if not current:
             return
         try:
@@ -792,7 +786,7 @@ class AMQPBroker(Broker):
         conn = self._consumer
         if conn is None:
             return False
-        current = self._settled(tags)
+        current = self._current(tags, settle=True)
         upto, singles = self._acks.settle(current) if current else (None, ())
         try:
             conn.publish_and_ack([("", reply_to, body, properties, None)
