@@ -197,13 +197,13 @@ class RPCBackend(Backend):
             self._call("declare the reply queue", lambda conn: None)
             return self._queue
 
-    def _drain(self, timeout: float) -> None:
-        """Move the replies that arrive within ``timeout`` s into the cache."""
+    def _drain(self, timeout: float, most: int = 1000) -> None:
+        """Move the replies that arrive within ``timeout`` s into the cache, up to ``most``."""
         if self._queue is None:
             return  # nothing was sent from here, so nothing can come back
 
         def drain(conn: Any) -> list:
-            return conn.drain(1000, timeout)
+            return conn.drain(most, timeout)
 
         # the cache is updated under the lock too: another thread may be draining
         with self._lock:
@@ -283,7 +283,10 @@ class RPCBackend(Backend):
                 # never published from here: no reply can come, just honour the timeout
                 time.sleep(min(left, DRAIN_SLICE))
                 continue
-            self._drain(min(left, DRAIN_SLICE))
+            # one reply at a time: looking for more after it costs two system calls
+            # (an empty read, a poll) on the way back to the caller; the loop comes back
+            # for the next one, from the driver's buffer while it holds some
+            self._drain(min(left, DRAIN_SLICE), most=1)
 
     def forget(self, task_id: str) -> None:
         self._cache.pop(task_id, None)
