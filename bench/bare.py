@@ -2,9 +2,10 @@
 
 ``python -m bench.bare`` reads BENCH_COUNT messages from the bench queue with the fastest
 AMQP driver fastq has, acking with multiple=True every 256, and writes the start/end
-stamps bench/throughput.py reads. ``python -m bench.bare echo`` answers every message on
-the bench queue by publishing its body to its ``reply_to`` queue with its
-``correlation_id``, then acking it: the round-trip floor bench/latency.py compares with.
+stamps bench/throughput.py reads. ``python -m bench.bare echo [BUSY_US]`` answers every
+message on the bench queue by publishing its body to its ``reply_to`` queue with its
+``correlation_id``, then acking it: the round-trip floor bench/latency.py compares with
+(``BUSY_US``: CPU work before each answer, for bench/confirm.py).
 
 With ``BENCH_BROKER_URL=redis://...`` the consumer is fastq's own Redis broker client
 claiming 256 messages a call and acking each batch (the same Lua scripts on the same
@@ -38,15 +39,22 @@ def connect():
     return conn
 
 
-def echo() -> None:
+def echo(busy_us: float = 0.0) -> None:
+    """Answer every message on the bench queue; ``busy_us`` µs of CPU work before each
+    answer stand for a worker's own (bench/confirm.py)."""
     from bench.apps import QUEUE
 
     conn = connect()
     conn.declare_queue(QUEUE, durable=True)
     conn.qos(1)
     conn.consume(QUEUE)
+    busy = busy_us / 1e6
     while True:
         for tag, _redelivered, _exchange, _key, _ctag, props, _headers, body in conn.drain(1, 1.0):
+            if busy:
+                until = time.perf_counter() + busy
+                while time.perf_counter() < until:
+                    pass
             conn.publish("", props["reply_to"], body,
                          {"correlation_id": props.get("correlation_id"), "delivery_mode": 2},
                          None)
@@ -108,4 +116,7 @@ def main() -> None:
 if __name__ == "__main__":
     import sys
 
-    echo() if sys.argv[1:] == ["echo"] else main()
+    if sys.argv[1:2] == ["echo"]:
+        echo(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
+    else:
+        main()

@@ -25,10 +25,11 @@ caller's: ``delay()`` and ``get()``.
 
 Each line also gives the CPU time per round trip of the three processes on its path,
 read from ``/proc``: the caller (this process), the worker (with its children) and
-RabbitMQ's Erlang VM (``beam.smp``, when it runs on this machine). RabbitMQ confirms a
-persistent message once a consumer has acked it, so the caller's ``delay()`` returns
-only after the worker's ack; the CPU each side spends on the way is what the round trip
-is made of, on a machine whose cores the three share.
+RabbitMQ's Erlang VM (``beam.smp``, when it runs on this machine). With a confirm, a round
+trip lasts as long as the confirm takes (``bench.confirm``): RabbitMQ confirms a
+persistent message once it is on disk, and later when a consumer acks it meanwhile, so a
+worker's own time shows only past a point; the caller's, before its publish and after
+the confirm, shows in full.
 """
 
 from __future__ import annotations
