@@ -3,7 +3,8 @@
     python -m bench.confirm [-n 400] [--runs 3] [--busy 0,50,100,150,200,300,500]
 
 The bare driver publishes persistent messages one at a time and awaits each one's
-publisher confirm, then its reply, as ``bench.latency``'s ``bare-confirm`` does. The
+publisher confirm, then its reply, as ``bench.latency``'s ``bare-confirm`` does (with its
+``BareCaller``). The
 answer comes from ``bench.bare echo BUSY``, which spins BUSY µs of CPU before it replies
 and acks, standing for a worker's own time; a last line publishes to a queue nobody
 consumes. Each run takes every consumer in turn, and the table gives the medians over the
@@ -29,70 +30,50 @@ QUEUE = "bench.confirm"
 IDLE_QUEUE = "bench.confirm.idle"
 
 
-class ConfirmingCaller:
-    """The bare driver with a reply queue and publisher confirms on."""
-
-    def __init__(self) -> None:
-        from bench.bare import connect
-
-        self.conn = connect()
-        self.reply_to = f"bench.confirm.reply.{os.getpid()}"
-        self.conn.declare_queue(self.reply_to, durable=False, exclusive=True,
-                                auto_delete=True)
-        self.conn.consume(self.reply_to, no_ack=True)
-        self.conn.confirm_select()
-        for queue in (QUEUE, IDLE_QUEUE):
-            self.conn.declare_queue(queue, durable=True)
-
-    def round_trips(self, queue: str, count: int, answered: bool) -> tuple[float, float]:
-        """p50 of the confirm's time and of the reply's (with ``answered``), in µs."""
-        conn = self.conn
-        confirmed, replied = [], []
-        body = b"x" * 500  # about a task message's size
-        for i in range(count):
-            answer = str(i)
-            began = time.perf_counter()
-            conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": self.reply_to,
-                                           "correlation_id": answer}, None)
-            conn.wait_for_confirms(10.0)
-            confirmed.append((time.perf_counter() - began) * 1e6)
-            while answered:
-                got = conn.drain(1, 10.0)
-                if not got:
-                    raise SystemExit("the echo did not answer within 10 s")
-                if got[0][5].get("correlation_id") == answer:
-                    break
-            replied.append((time.perf_counter() - began) * 1e6)
-        if not answered:
-            conn.purge_queue(queue)
-        return statistics.median(confirmed), statistics.median(replied)
-
-    def close(self) -> None:
-        self.conn.close()
+def confirm_times(caller, queue: str, count: int, answered: bool) -> tuple[float, float]:
+    """p50 of the confirm's time and of the reply's (with ``answered``), in µs, over
+    ``count`` messages published by ``caller`` (a ``bench.latency.BareCaller``)."""
+    conn = caller.conn
+    confirmed, replied = [], []
+    body = b"x" * 500  # about a task message's size
+    for i in range(count):
+        answer = str(i)
+        began = time.perf_counter()
+        conn.publish("", queue, body, {"delivery_mode": 2, "reply_to": caller.reply_to,
+                                       "correlation_id": answer}, None)
+        conn.wait_for_confirms(10.0)
+        confirmed.append((time.perf_counter() - began) * 1e6)
+        if answered:
+            caller.await_answer(answer)
+        replied.append((time.perf_counter() - began) * 1e6)
+    if not answered:
+        conn.purge_queue(queue)
+    return statistics.median(confirmed), statistics.median(replied)
 
 
 def measure(busy: list[int], count: int, runs: int) -> dict[str, list[tuple[float, float]]]:
     """Each run: an echo per ``busy`` value in turn, then the queue with no consumer."""
-    caller = ConfirmingCaller()
+    from bench.latency import BareCaller
+
     env = dict(os.environ, BENCH_QUEUE=QUEUE,
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     results: dict[str, list[tuple[float, float]]] = {}
-    try:
+    with BareCaller(confirm=True) as caller:
+        for queue in (QUEUE, IDLE_QUEUE):
+            caller.conn.declare_queue(queue, durable=True)
         for _ in range(runs):
             for us in busy:
                 echo = subprocess.Popen([sys.executable, "-m", "bench.bare", "echo", str(us)],
                                         env=env)
                 try:
-                    caller.round_trips(QUEUE, 100, answered=True)  # the echo is up and warm
+                    confirm_times(caller, QUEUE, 100, answered=True)  # the echo is up, warm
                     results.setdefault(str(us), []).append(
-                        caller.round_trips(QUEUE, count, answered=True))
+                        confirm_times(caller, QUEUE, count, answered=True))
                 finally:
                     echo.kill()
                     echo.wait()
             results.setdefault("none", []).append(
-                caller.round_trips(IDLE_QUEUE, count, answered=False))
-    finally:
-        caller.close()
+                confirm_times(caller, IDLE_QUEUE, count, answered=False))
     return results
 
 

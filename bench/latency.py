@@ -202,14 +202,18 @@ class BareCaller:
             conn.publish("", queue, body, properties, headers)
             if self.confirm:
                 conn.wait_for_confirms(10.0)
-            while True:
-                got = conn.drain(1, 10.0)
-                if not got:
-                    raise SystemExit("the worker did not answer within 10 s")
-                if got[0][5].get("correlation_id") == answer:
-                    break
+            self.await_answer(answer)
             samples.append((time.perf_counter() - began) * 1e6)
         return samples
+
+    def await_answer(self, correlation_id: str) -> None:
+        """Read the reply queue up to the answer with ``correlation_id``."""
+        while True:
+            got = self.conn.drain(1, 10.0)
+            if not got:
+                raise SystemExit("the worker did not answer within 10 s")
+            if got[0][5].get("correlation_id") == correlation_id:
+                return
 
 
 def interleaved(flavours: list[str], rounds: int, block: int, warmup: int = 200,
