@@ -4,28 +4,26 @@
 
 The bare driver publishes persistent messages one at a time and awaits each one's
 publisher confirm, then its reply, as ``bench.latency``'s ``bare-confirm`` does (with its
-``BareCaller``). The
-answer comes from ``bench.bare echo BUSY``, which spins BUSY µs of CPU before it replies
-and acks, standing for a worker's own time; a last line publishes to a queue nobody
-consumes. Each run takes every consumer in turn, and the table gives the medians over the
+``BareCaller``). The answer comes from ``bench.bare echo BUSY``, which spins BUSY µs of
+CPU before it replies and acks, standing for a worker's own time; a last line publishes
+to a queue nobody consumes. Each run takes every consumer in turn, and the table gives the medians over the
 runs of each one's p50: when the confirm came, and when the reply was in hand after it.
 
-What this shows on the 2-core machine the README's tables come from: a round trip with a
-confirm is the confirm's time, not the sum of the hops. The confirm has a floor (the
-message's write to disk) that a quick consumer does not lower, and a consumer slower than
-about 100-150 µs pushes it later, one for one: that is where fastq's worker is.
+What this showed on the 2-core machine the README's tables come from: a round trip with
+a confirm is the confirm's time, not the sum of the hops. The confirm has a floor (the
+message's write to disk, 0.66-0.68 ms with no consumer) that a quick consumer does not
+lower but raises (0.77-0.94 ms for 0-200 µs of work); past 200-300 µs the confirm comes
+first and the reply sets the round trip.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUEUE = "bench.confirm"
 IDLE_QUEUE = "bench.confirm.idle"
 
@@ -53,10 +51,9 @@ def confirm_times(caller, queue: str, count: int, answered: bool) -> tuple[float
 
 def measure(busy: list[int], count: int, runs: int) -> dict[str, list[tuple[float, float]]]:
     """Each run: an echo per ``busy`` value in turn, then the queue with no consumer."""
-    from bench.latency import BareCaller
+    from bench.latency import BareCaller, _worker_env
 
-    env = dict(os.environ, BENCH_QUEUE=QUEUE,
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env = _worker_env("bare", QUEUE)
     results: dict[str, list[tuple[float, float]]] = {}
     with BareCaller(confirm=True) as caller:
         for queue in (QUEUE, IDLE_QUEUE):
