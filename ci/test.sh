@@ -40,15 +40,35 @@ if [ $# = 0 ]; then
     PYTHON="$PYTHON" bash ci/fresh_install.sh
 fi
 
+# The whole suite (no arguments): test files run side by side in FASTQ_TEST_PROCESSES
+# processes (pytest-xdist; files sharing something on a server share a process, see
+# tests/conftest.py), as most of the time is spent waiting on servers and subprocesses;
+# then the tests marked serial, which act on a whole server, alone.
+processes=${FASTQ_TEST_PROCESSES:-2}
+suite() {
+    local only=${1:+($1) and }
+    "$PYTHON" -m pytest -q -p no:cacheprovider -n "$processes" --dist loadfile \
+        -m "${only}not serial" || return
+    "$PYTHON" -m pytest -q -p no:cacheprovider -m "${only}serial"
+    local serial=$?
+    # 5, no test marked serial in this selection, is no failure of the suite
+    [ "$serial" = 5 ] && return 0
+    return "$serial"
+}
+
 set +e
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
-code=$?
-if [ "$code" = 0 ] && [ $# = 0 ]; then
-    # The same suite on the pure-Python twins: both implementations must agree.
-    echo "ci/test.sh: again with FASTQ_NO_SPEEDUPS=1 (the pure-Python twins)"
-    # Tests marked twin_neutral (pools, result stores) run no code with a compiled twin.
-    FASTQ_NO_SPEEDUPS=1 FASTQ_REQUIRE_SPEEDUPS=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
-        -m "not twin_neutral"
+if [ $# = 0 ]; then
+    suite ""
+    code=$?
+    if [ "$code" = 0 ]; then
+        # The same suite on the pure-Python twins: both implementations must agree.
+        echo "ci/test.sh: again with FASTQ_NO_SPEEDUPS=1 (the pure-Python twins)"
+        # Tests marked twin_neutral (pools, result stores) run no code with a compiled twin.
+        FASTQ_NO_SPEEDUPS=1 FASTQ_REQUIRE_SPEEDUPS=0 suite "not twin_neutral"
+        code=$?
+    fi
+else
+    "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
     code=$?
 fi
 set -e

@@ -288,6 +288,8 @@ def _close_connections(name: str = "test") -> None:
                    capture_output=True, timeout=30)
 
 
+# closes every connection on the server, other tests' too: run alone (CI's serial run)
+@pytest.mark.serial
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None or os.geteuid() != 0,
                     reason="needs rabbitmqctl as root")
 def test_consumer_survives_connections_being_closed(driver) -> None:
