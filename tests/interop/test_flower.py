@@ -120,7 +120,7 @@ def test_flower_shows_a_fastq_worker_and_its_tasks(tmp_path, broker_url, queue) 
     assert seen["stats"]["pool"]["implementation"] == "fastq.worker.pools:solo"
     assert seen["active_queues"][0]["name"] == queue
     # this test's own tasks: Flower hears every worker's events on the server
-    ok, failed = (tasks[next(i for i, s in expected.items() if s == state)]
-                  for state in ("SUCCESS", "FAILURE"))
+    task_of = {state: task_id for task_id, state in expected.items()}
+    ok, failed = tasks[task_of["SUCCESS"]], tasks[task_of["FAILURE"]]
     assert (ok["name"], ok["args"], ok["result"], ok["worker"]) == ("m.add", "(2, 3)", "5", node)
     assert failed["exception"] == "KeyError('boom')"
