@@ -47,7 +47,9 @@ fi
 processes=${FASTQ_TEST_PROCESSES:-2}
 suite() {
     local only=${1:+($1) and }
-    "$PYTHON" -m pytest -q -p no:cacheprovider -n "$processes" --dist loadfile \
+    # -p no:benchmark: the suite has no benchmarks (bench/test_micro.py holds them), and
+    # pytest-benchmark warns under xdist, which the suite's filterwarnings turns into an error
+    "$PYTHON" -m pytest -q -p no:cacheprovider -p no:benchmark -n "$processes" --dist loadfile \
         -m "${only}not serial" || return
     "$PYTHON" -m pytest -q -p no:cacheprovider -m "${only}serial"
     local serial=$?
