@@ -2,10 +2,12 @@
 
 ``python -m bench.bare`` reads BENCH_COUNT messages from the bench queue with the fastest
 AMQP driver fastq has, acking with multiple=True every 256, and writes the start/end
-stamps bench/throughput.py reads. ``python -m bench.bare echo [BUSY_US]`` answers every
-message on the bench queue by publishing its body to its ``reply_to`` queue with its
-``correlation_id``, then acking it: the round-trip floor bench/latency.py compares with
-(``BUSY_US``: CPU work before each answer, for bench/confirm.py).
+stamps bench/throughput.py reads; ``BENCH_BUSY_US`` makes it spin that many µs of CPU per
+message, a stand-in for a worker's own work (what a consumer's time per message costs the
+broker's rate). ``python -m bench.bare echo [BUSY_US]`` answers every message on the
+bench queue by publishing its body to its ``reply_to`` queue with its ``correlation_id``,
+then acking it: the round-trip floor bench/latency.py compares with (``BUSY_US``: CPU
+work before each answer, for bench/confirm.py).
 
 With ``BENCH_BROKER_URL=redis://...`` the consumer is fastq's own Redis broker client
 claiming 256 messages a call and acking each batch (the same Lua scripts on the same
@@ -61,12 +63,11 @@ def echo(busy_us: float = 0.0) -> None:
             conn.ack(tag)
 
 
-def _write_stamps(started: float | None, ended: float) -> None:
-    """The stamps stand where the worker's first and last tasks would have written them."""
-    for path, value in ((os.environ["BENCH_START"], started),
-                        (os.environ["BENCH_END"], ended)):
-        with open(path, "w") as fh:
-            fh.write(repr(value))
+def _stamp(variable: str, value: float) -> None:
+    """Write a stamp where the worker's first or last task would have: the start one as
+    the first message arrives, so the benchmarks sample CPU time when a worker's would."""
+    with open(os.environ[variable], "w") as fh:
+        fh.write(repr(value))
 
 
 def main_redis() -> None:
@@ -82,9 +83,10 @@ def main_redis() -> None:
         batch = broker.fetch([QUEUE], 256, 1.0)
         if batch and started is None:
             started = time.time()
+            _stamp("BENCH_START", started)
         seen += len(batch)
         broker.ack_many([delivery.tag for delivery in batch])
-    _write_stamps(started, time.time())
+    _stamp("BENCH_END", time.time())
     broker.close()
 
 
@@ -100,16 +102,22 @@ def main() -> None:
     seen = 0
     last_tag = 0
     started = None
+    busy = float(os.environ.get("BENCH_BUSY_US", 0)) / 1e6
     while seen < total:
         for item in conn.drain(1000, 1.0):
             if started is None:
                 started = time.time()
+                _stamp("BENCH_START", started)
+            if busy:
+                until = time.perf_counter() + busy
+                while time.perf_counter() < until:
+                    pass
             seen += 1
             last_tag = item[0]
             if seen % 256 == 0:
                 conn.ack(last_tag, multiple=True)
     conn.ack(last_tag, multiple=True)
-    _write_stamps(started, time.time())
+    _stamp("BENCH_END", time.time())
     conn.close()
 
 

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 
+from bench.cpu import tree_cpu
 from bench.throughput import read_stamps, stop_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,45 +80,6 @@ def label(broker: str, pool: str, pools: list[str]) -> str:
     """The broker's name alone when only solo is measured, so the default output keeps
     its shape; ``broker/pool`` otherwise."""
     return broker if pools == ["solo"] else f"{broker}/{pool}"
-
-
-def stat_ticks(stat: str) -> int:
-    """utime + stime + cutime + cstime from a ``/proc/<pid>/stat`` line, in clock ticks.
-
-    The command name (field 2) may hold spaces and parentheses, so fields are counted
-    from the last ``)``: after it come state (field 3) ... utime (14) to cstime (17).
-    """
-    fields = stat[stat.rindex(")") + 2:].split()
-    return sum(int(f) for f in fields[11:15])
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
-    kids: list[int] = []
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                kids += [int(k) for k in fh.read().split()]
-        except FileNotFoundError:  # the thread ended, or a kernel without the file
-            continue
-    return kids
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its descendants, living or reaped."""
-    ticks, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            with open(f"/proc/{current}/stat") as fh:
-                ticks += stat_ticks(fh.read())
-        except (FileNotFoundError, ProcessLookupError):  # gone between listing and reading
-            continue
-        todo += _children(current)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_stamps(proc: subprocess.Popen, count: int, start_path: str, end_path: str,

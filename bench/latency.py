@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from bench.depth import tree_cpu
+from bench.cpu import broker_pid, tree_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/8")
@@ -69,26 +69,13 @@ _BARE_CALLERS = {"bare": False, "bare-confirm": False, "bare-celery": True,
 CPU: dict[str, list[tuple[float, float, float]]] = {}
 
 
-def _broker_pid() -> int | None:
-    """RabbitMQ's Erlang VM here, or None (a broker on another machine)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as fh:
-                    if fh.read().strip() == "beam.smp":
-                        return int(entry)
-            except OSError:
-                continue
-    return None
-
-
 def _cpu_reader(worker_pid: int):
     """A function giving the CPU seconds so far of (caller, worker tree, broker)."""
-    broker_pid = _broker_pid()
+    broker = broker_pid()
 
     def read() -> tuple[float, float, float]:
         return (time.process_time(), tree_cpu(worker_pid),
-                tree_cpu(broker_pid) if broker_pid else 0.0)
+                tree_cpu(broker) if broker else 0.0)
     return read
 
 

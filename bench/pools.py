@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     for run in range(1, args.runs + 1):
         for name in names:
             task = "bench.aio" if name == "fastq-asyncio" else "bench.io"
-            rate = run_one(name, args.tasks, args.timeout, table, task, (args.sleep,))
+            rate, _worker_us, _broker_us = run_one(name, args.tasks, args.timeout, table, task,
+                                                   (args.sleep,))
             rates[name].append(rate)
             print(f"run {run} {name:14s} {rate:>10,.0f} tasks/s", flush=True)
     base = statistics.median(rates["celery-gevent"]) if rates.get("celery-gevent") else None

@@ -22,6 +22,12 @@ worker again with ``-E`` (every task sends task-received/-started/-succeeded); t
 Default settings: ``--only fastq,fastq-default`` runs the worker without
 ``--prefetch-multiplier`` (its adaptive window); ``vs base`` gives it against the tuned
 ``fastq`` (a fixed window of 256).
+
+Where each microsecond goes: the ``worker µs`` and ``broker µs`` columns are the CPU time
+per task of the worker's process tree and of the local RabbitMQ (``beam.smp``), sampled
+from ``/proc`` as each stamp appears (``bench.cpu``). On a machine of two cores the two
+share them, so a worker's CPU per task is the broker's loss; and when the broker's time
+per task is about one second over the rate, its queue is what sets the pace.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from bench.cpu import broker_pid, tree_cpu
 from fastq.brokers import mask_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,8 +110,17 @@ def publish(count: int, start_path: str, end_path: str, task: str = "bench.noop"
     return count / (time.perf_counter() - began)
 
 
+#: How often the stamp files are looked for; the CPU samples are off by up to this.
+POLL = 0.01
+
+
 def run_one(name: str, count: int, timeout: float, contenders: dict | None = None,
-            task: str = "bench.noop", args: tuple = ()) -> float:
+            task: str = "bench.noop", args: tuple = ()) -> tuple[float, float, float | None]:
+    """One drain by ``name``: tasks/s, and CPU µs per task of its process tree and of the
+    local RabbitMQ (None when the broker is not a RabbitMQ on this machine)."""
+    from bench.apps import BROKER_URL
+
+    broker = broker_pid() if BROKER_URL.startswith(("amqp", "pyamqp")) else None
     env_extra, command = (contenders or CONTENDERS)[name]
     with tempfile.TemporaryDirectory(prefix="fastq-bench-") as tmp:
         start_path, end_path = os.path.join(tmp, "start"), os.path.join(tmp, "end")
@@ -118,12 +134,18 @@ def run_one(name: str, count: int, timeout: float, contenders: dict | None = Non
         log_path = os.path.join(tmp, "log")
         proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                                 stderr=open(log_path, "wb"))
+        samples: list[tuple[float, float]] = []
+
+        def sample() -> None:
+            samples.append((tree_cpu(proc.pid), tree_cpu(broker) if broker else 0.0))
         try:
             started, ended = read_stamps(proc, name, count, start_path, end_path, log_path,
-                                         timeout)
+                                         timeout, poll=POLL, on_stamp=sample)
         finally:
             stop_worker(proc)
-    return count / (ended - started)
+    (worker_before, broker_before), (worker_after, broker_after) = samples
+    return (count / (ended - started), (worker_after - worker_before) / count * 1e6,
+            (broker_after - broker_before) / count * 1e6 if broker else None)
 
 
 def read_stamps(proc: subprocess.Popen, name: str, count: int, start_path: str,
@@ -170,11 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     rates: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[tuple[float, float | None]]] = {n: [] for n in names}
     for run in range(1, args.runs + 1):
         for name in names:  # interleaved, so drift on a noisy machine hits all alike
-            rate = run_one(name, args.tasks, args.timeout)
+            rate, worker_us, broker_us = run_one(name, args.tasks, args.timeout)
             rates[name].append(rate)
-            print(f"run {run} {name:14s} {rate:>10,.0f} tasks/s", flush=True)
+            cpu[name].append((worker_us, broker_us))
+            spent = f"   CPU/task: worker {worker_us:5.1f} µs" + (
+                f", broker {broker_us:5.1f} µs" if broker_us is not None else "")
+            print(f"run {run} {name:14s} {rate:>10,.0f} tasks/s{spent}", flush=True)
     celery = statistics.median(rates["celery"]) if rates.get("celery") else None
     celery_prefork = (statistics.median(rates["celery-prefork"])
                       if rates.get("celery-prefork") else None)
@@ -183,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     print(f"\n{args.tasks:,} no-op tasks, one worker (prefork: two children), broker "
           f"{mask_url(BROKER_URL)}, median of {args.runs} run(s)")
     print(f"{'contender':14s} {'tasks/s':>10s} {'tasks/min':>12s} {'range':>21s} "
-          f"{'vs celery':>10s} {'vs bare':>8s} {'vs base':>8s}")
+          f"{'vs celery':>10s} {'vs bare':>8s} {'vs base':>8s} {'worker µs':>10s} "
+          f"{'broker µs':>10s}")
     for name in names:
         med = statistics.median(rates[name])
         # prefork contenders against Celery prefork, the others against Celery solo
@@ -202,9 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         off = name.rsplit("-", 1)[0] if variant else name
         of_off = (f"{statistics.median(r / o for r, o in zip(rates[name], rates[off])):.0%}"
                   if variant and rates.get(off) else "-")
+        worker_us = statistics.median(w for w, _ in cpu[name])
+        broker_runs = [b for _, b in cpu[name] if b is not None]
+        broker_us = f"{statistics.median(broker_runs):.1f}" if broker_runs else "-"
         print(f"{name:14s} {med:>10,.0f} {med * 60:>12,.0f} "
               f"{min(rates[name]):>10,.0f}-{max(rates[name]):<10,.0f} {ratio:>10s} "
-              f"{of_bare:>8s} {of_off:>8s}")
+              f"{of_bare:>8s} {of_off:>8s} {worker_us:>10.1f} {broker_us:>10s}")
     return rates
 
 

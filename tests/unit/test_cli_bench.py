@@ -63,32 +63,32 @@ def test_depth_pools_parse_in_order_once_each_and_name_their_curves():
     assert depth.label("redis", "prefork2", ["prefork2"]) == "redis/prefork2"
 
 
-def test_depth_reads_cpu_ticks_past_a_command_name_with_spaces_and_parentheses():
-    from bench import depth
+def test_cpu_reads_ticks_past_a_command_name_with_spaces_and_parentheses():
+    from bench import cpu
 
     # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
     # utime stime cutime cstime ...
     line = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 3 2 20 0 1 0 99\n"
-    assert depth.stat_ticks(line) == 7 + 5 + 3 + 2
+    assert cpu.stat_ticks(line) == 7 + 5 + 3 + 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_depth_cpu_of_a_process_tree_counts_its_children():
+def test_cpu_of_a_process_tree_counts_its_children():
     import os
     import signal
     import subprocess
     import time
 
-    from bench import depth
+    from bench import cpu
 
     # a shell whose child spins: the shell itself waits, so the CPU is the child's
     proc = subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'while 1: pass' & wait"],
                             start_new_session=True)
     try:
         time.sleep(0.2)  # let the child start
-        before = depth.tree_cpu(proc.pid)
+        before = cpu.tree_cpu(proc.pid)
         time.sleep(0.5)
-        spent = depth.tree_cpu(proc.pid) - before
+        spent = cpu.tree_cpu(proc.pid) - before
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the shell and its child, nothing else
         proc.wait()
