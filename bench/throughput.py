@@ -92,8 +92,10 @@ def publish(count: int, start_path: str, end_path: str, task: str = "bench.noop"
     an extra argument and stamps when it finishes, so concurrent pools are timed to the
     end of the work, not to when the last message was taken."""
     os.environ.setdefault("BENCH_FLAVOUR", "fastq")
-    from bench.apps import QUEUE, app
+    from bench.apps import BROKER_URL, QUEUE, app
 
+    if BROKER_URL.startswith(("amqp", "pyamqp")):
+        refuse_if_consumed(QUEUE)
     app.broker.purge(QUEUE)
     began = time.perf_counter()
     app.send_many([("bench.stamp", (start_path,), None)], queue=QUEUE)
@@ -112,6 +114,24 @@ def publish(count: int, start_path: str, end_path: str, task: str = "bench.noop"
 
 #: How often the stamp files are looked for; the CPU samples are off by up to this.
 POLL = 0.01
+
+
+def refuse_if_consumed(queue: str) -> None:
+    """Stop if anything consumes ``queue`` already (a worker left from an earlier run,
+    say): it would take some of the tasks, and the rate measured would be nobody's."""
+    from bench.bare import connect
+    from fastq.exceptions import AMQPError
+
+    conn = connect()
+    try:
+        _name, _messages, consumers = conn.declare_queue(queue, passive=True)
+    except AMQPError:
+        return  # no such queue yet: nobody consumes it
+    finally:
+        conn.close()
+    if consumers:
+        raise SystemExit(f"{consumers} consumer(s) on queue {queue!r} already: a worker left "
+                         f"from an earlier run? Stop it (rabbitmqctl list_consumers) first")
 
 
 def run_one(name: str, count: int, timeout: float, contenders: dict | None = None,
