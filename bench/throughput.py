@@ -25,9 +25,9 @@ Default settings: ``--only fastq,fastq-default`` runs the worker without
 
 Where each microsecond goes: the ``worker µs`` and ``broker µs`` columns are the CPU time
 per task of the worker's process tree and of the local RabbitMQ (``beam.smp``), sampled
-from ``/proc`` as each stamp appears (``bench.cpu``). On a machine of two cores the two
-share them, so a worker's CPU per task is the broker's loss; and when the broker's time
-per task is about one second over the rate, its queue is what sets the pace.
+from ``/proc`` as each stamp appears (``bench.cpu``). When the broker's time per task is
+about one second over the rate, its queue is what sets the pace, whatever the worker
+spends.
 """
 
 from __future__ import annotations
