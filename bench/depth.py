@@ -41,8 +41,7 @@ import sys
 import tempfile
 import time
 
-from bench.cpu import tree_cpu
-from bench.throughput import read_stamps, stop_worker
+from bench.throughput import read_stamps_and_cpu, stop_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +61,6 @@ POOLS = {
     "prefork2": ["-P", "prefork", "-c", "2"],
 }
 
-#: How often the stamp files are looked for; the CPU samples are off by up to this.
-POLL = 0.01
-
-
 def parse_pools(text: str) -> list[str]:
     """``solo,prefork2`` as a list, in the order given, once each; ValueError if unknown."""
     pools = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
@@ -80,17 +75,6 @@ def label(broker: str, pool: str, pools: list[str]) -> str:
     """The broker's name alone when only solo is measured, so the default output keeps
     its shape; ``broker/pool`` otherwise."""
     return broker if pools == ["solo"] else f"{broker}/{pool}"
-
-
-def wait_stamps(proc: subprocess.Popen, count: int, start_path: str, end_path: str,
-                log_path: str, timeout: float) -> tuple[float, float, float]:
-    """``read_stamps`` polled every POLL, sampling the worker tree's CPU time as each
-    stamp appears: (start, end, CPU seconds between them)."""
-    samples: list[float] = []
-    started, ended = read_stamps(proc, "fastq", count, start_path, end_path, log_path,
-                                 timeout, poll=POLL,
-                                 on_stamp=lambda: samples.append(tree_cpu(proc.pid)))
-    return started, ended, samples[1] - samples[0]
 
 
 def fill(count: int, depth: int, start_path: str, end_path: str) -> float:
@@ -120,8 +104,8 @@ def drain(pool: str, count: int, start_path: str, end_path: str,
         proc = subprocess.Popen(WORKER + POOLS[pool], env=env, cwd=os.path.dirname(end_path),
                                 stdout=subprocess.DEVNULL, stderr=log)
     try:
-        started, ended, cpu = wait_stamps(proc, count, start_path, end_path, log_path,
-                                          timeout)
+        started, ended, cpu, _ = read_stamps_and_cpu(proc, "fastq", count, start_path,
+                                                     end_path, log_path, timeout)
     finally:
         stop_worker(proc)
     return count / (ended - started), cpu / count * 1e6

@@ -155,18 +155,28 @@ def run_one(name: str, count: int, timeout: float, contenders: dict | None = Non
         log_path = os.path.join(tmp, "log")
         proc = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                                 stderr=open(log_path, "wb"))
-        samples: list[tuple[float, float]] = []
-
-        def sample() -> None:
-            samples.append((tree_cpu(proc.pid), tree_cpu(broker) if broker else 0.0))
         try:
-            started, ended = read_stamps(proc, name, count, start_path, end_path, log_path,
-                                         timeout, poll=POLL, on_stamp=sample)
+            started, ended, worker_cpu, broker_cpu = read_stamps_and_cpu(
+                proc, name, count, start_path, end_path, log_path, timeout, broker)
         finally:
             stop_worker(proc)
+    return (count / (ended - started), worker_cpu / count * 1e6,
+            broker_cpu / count * 1e6 if broker else None)
+
+
+def read_stamps_and_cpu(proc: subprocess.Popen, name: str, count: int, start_path: str,
+                        end_path: str, log_path: str, timeout: float,
+                        broker: int | None = None) -> tuple[float, float, float, float]:
+    """``read_stamps`` polled every POLL, sampling CPU time as each stamp appears: (start,
+    end, CPU seconds between them of ``proc``'s tree, and of process ``broker`` if given)."""
+    samples: list[tuple[float, float]] = []
+
+    def sample() -> None:
+        samples.append((tree_cpu(proc.pid), tree_cpu(broker) if broker else 0.0))
+    started, ended = read_stamps(proc, name, count, start_path, end_path, log_path, timeout,
+                                 poll=POLL, on_stamp=sample)
     (worker_before, broker_before), (worker_after, broker_after) = samples
-    return (count / (ended - started), (worker_after - worker_before) / count * 1e6,
-            (broker_after - broker_before) / count * 1e6 if broker else None)
+    return started, ended, worker_after - worker_before, broker_after - broker_before
 
 
 def read_stamps(proc: subprocess.Popen, name: str, count: int, start_path: str,
